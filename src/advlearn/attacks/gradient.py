@@ -1,0 +1,324 @@
+"""First-order white-box attacks: FGSM and PGD, in every norm the ThreatModel knows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from advlearn._checks import check_inputs, check_nonnegative, check_positive_int
+from advlearn.attacks._base import Attack, AttackResult, evaluate, is_success, loss_and_grad, register
+from advlearn.losses import LossFn, get_loss
+from advlearn.threat import ThreatModel, per_example
+
+
+def _direction(targeted: bool) -> float:
+    # An untargeted attack climbs the loss w.r.t. the label; a targeted one descends it w.r.t. the target.
+    return -1.0 if targeted else 1.0
+
+
+# ----------------------------------------------------------------------------- FGSM
+
+
+def _fgsm_perturb(
+    model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, loss_fn: LossFn, targeted: bool
+) -> Tensor:
+    _, _, grad = loss_and_grad(model, x, y, loss_fn, check=True)
+    step = per_example(threat.eps_for(x), x) * threat.steepest_ascent(_direction(targeted) * grad, x)
+    return threat.project(x + step, x)
+
+
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    loss: str = "ce",
+    targeted: bool = False,
+) -> AttackResult:
+    """The fast gradient method: one step of length ε along the steepest ascent direction.
+
+    .. math::
+
+        x_{adv} = \\Pi_{S(x)}\\big(x + \\varepsilon \\cdot d^*(\\nabla_x L(x, y))\\big)
+
+    with ``d*`` the threat model's steepest ascent direction: ``sign(∇)`` for ℓ∞
+    (the fast gradient *sign* method of Goodfellow et al. 2015), ``∇/‖∇‖₂`` for
+    ℓ2 and one coordinate for ℓ1. On a linear model the step is exactly the
+    worst case, raising the loss's argument by ``ε‖w‖_q``.
+
+    Args:
+        model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
+        x: clean inputs, shape ``(B, ...)``, inside ``threat.bounds``.
+        y: labels ``(B,)``, or target classes when ``targeted``.
+        threat: the ε-ball and box.
+        loss: ``"ce"``, ``"cw"`` or ``"dlr"``.
+        targeted: step towards the classes in ``y`` instead of away from them.
+
+    Returns:
+        An :class:`AttackResult`; it costs one forward+backward pass and one forward pass.
+
+    References:
+        Goodfellow, Shlens & Szegedy. Explaining and harnessing adversarial
+        examples. ICLR 2015, eq. (3).
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x, y = torch.full((1, 3), 0.5), torch.tensor([0])
+        >>> result = fgsm(model, x, y, ThreatModel("linf", eps=0.1))
+        >>> (result.x_adv - x).abs().max().item() <= 0.1 + 1e-6
+        True
+    """
+    check_inputs(x, y, threat)
+    loss_fn = get_loss(loss)
+    x_adv = _fgsm_perturb(model, x, y, threat, loss_fn, targeted)
+    losses, success = evaluate(model, x_adv, y, loss_fn, targeted)
+    n = x.shape[0]
+    return AttackResult(x_adv=x_adv, success=success, loss=losses, num_grads=n, num_forwards=n)
+
+
+@register("fgsm")
+@dataclass(frozen=True)
+class FGSM(Attack):
+    """Config for :func:`fgsm`: ``FGSM(threat)(model, x, y) -> x_adv``."""
+
+    threat: ThreatModel
+    loss: str = "ce"
+    targeted: bool = False
+
+    def __post_init__(self) -> None:
+        get_loss(self.loss)
+
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> AttackResult:
+        return fgsm(model, x, y, self.threat, loss=self.loss, targeted=self.targeted)
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        check_inputs(x, y, self.threat)
+        return _fgsm_perturb(model, x, y, self.threat, get_loss(self.loss), self.targeted)
+
+
+# ----------------------------------------------------------------------------- PGD
+
+
+@dataclass
+class _Run:
+    """The end of one PGD run on a batch: the iterate kept for each example and what is known of it."""
+
+    x_adv: Tensor
+    fooled: Tensor  # (B,) bool: stopped early because this iterate already fools the model
+    loss: Tensor  # (B,) loss at x_adv, valid where fooled
+    num_grads: int
+
+
+def _pgd_run(
+    model: nn.Module,
+    x0: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    x_start: Tensor,
+    step_size: Tensor,
+    steps: int,
+    loss_fn: LossFn,
+    targeted: bool,
+    early_stop: bool,
+) -> _Run:
+    """``steps`` projected steepest-ascent steps from ``x_start``; the one loop every PGD call runs.
+
+    With ``early_stop``, an example leaves the batch at the first iterate that
+    fools the model, and that iterate is what is kept for it; the others run on.
+    """
+    sign = _direction(targeted)
+    x_out = x_start.clone()
+    fooled = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+    loss_out = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+    active = torch.arange(x0.shape[0], device=x0.device)
+    x, x0_a, y_a, step_a, threat_a = x_start, x0, y, step_size, threat
+    num_grads = 0
+    for k in range(steps):
+        logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=k == 0)
+        num_grads += x.shape[0]
+        if early_stop:
+            hit = is_success(logits, y_a, targeted)
+            if bool(hit.any()):
+                done = active[hit]
+                x_out[done], loss_out[done], fooled[done] = x[hit], losses[hit], True
+                keep = ~hit
+                active, x, x0_a, y_a, grad = active[keep], x[keep], x0_a[keep], y_a[keep], grad[keep]
+                step_a, threat_a = step_a[keep], threat_a.select(keep)
+                if active.numel() == 0:
+                    break
+        ascent = threat_a.steepest_ascent(sign * grad, x)
+        x = threat_a.project(x + per_example(step_a, x) * ascent, x0_a)
+    x_out[active] = x
+    return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
+
+
+def _check_pgd(steps: int, step_size: float | None, restarts: int, loss: str) -> None:
+    check_positive_int("steps", steps)
+    check_positive_int("restarts", restarts)
+    if step_size is not None:
+        check_nonnegative("step_size", step_size)
+    get_loss(loss)
+
+
+def _step_sizes(x: Tensor, threat: ThreatModel, steps: int, step_size: float | None) -> Tensor:
+    """Per-example step sizes, ``(B,)``: the given one, or 2.5·ε/steps (Madry et al. 2018)."""
+    if step_size is None:
+        return 2.5 * threat.eps_for(x) / steps
+    return torch.full((x.shape[0],), float(step_size), device=x.device, dtype=x.dtype)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    targeted: bool = False,
+    loss: str = "ce",
+    early_stop: bool = False,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """Projected gradient descent on the negative loss: the inner maximizer of Madry et al. (2018).
+
+    .. math::
+
+        x^{t+1} = \\Pi_{S(x)}\\big(x^t + \\eta \\cdot d^*(\\nabla_x L(x^t, y))\\big),
+        \\qquad x^0 \\sim U(S(x)) \\text{ or } x^0 = x
+
+    with ``d*`` the threat model's steepest feasible ascent direction and ``Π``
+    its projection. Each restart starts from a fresh random point and each
+    example keeps its best iterate over the restarts: a fooling one first, then
+    the highest loss.
+
+    Args:
+        model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
+        x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
+        y: labels ``(B,)``, or target classes when ``targeted``.
+        threat: the ε-ball and box.
+        steps: gradient steps per restart (each one forward and one backward pass).
+        step_size: ``η``; ``None`` means ``2.5·ε/steps``, per example.
+        restarts: independent runs; each example keeps its best.
+        random_start: start at a uniform point of the ball instead of at ``x``.
+        targeted: descend the loss towards the classes in ``y``.
+        loss: ``"ce"``, ``"cw"`` (margin) or ``"dlr"``.
+        early_stop: for evaluation. An example leaves the batch at its first
+            fooling iterate, later restarts attack only the examples still
+            standing, and a clean input that is already misclassified is not
+            attacked at all (it costs one forward pass to learn which). Off for
+            training, where the worst-case loss is wanted, not just a wrong label.
+        generator: random source for the starts; ``None`` uses torch's global RNG.
+
+    Returns:
+        An :class:`AttackResult`. ``loss`` is the loss at ``x_adv``; examples that
+        stopped early keep the loss of their fooling iterate.
+
+    References:
+        Madry, Makelov, Schmidt, Tsipras & Vladu. Towards deep learning models
+        resistant to adversarial attacks. ICLR 2018, eq. (2.1) and §2.1.
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(0, 3, (8,))
+        >>> threat = ThreatModel("l2", eps=0.5)
+        >>> result = pgd(model, x, y, threat, steps=5, restarts=2)
+        >>> bool(threat.contains(result.x_adv, x).all())
+        True
+    """
+    check_inputs(x, y, threat)
+    _check_pgd(steps, step_size, restarts, loss)
+    loss_fn = get_loss(loss)
+    sign = _direction(targeted)
+    n = x.shape[0]
+    step = _step_sizes(x, threat, steps, step_size)
+
+    x_best = x.clone()
+    loss_best = torch.zeros(n, dtype=x.dtype, device=x.device)
+    success = torch.zeros(n, dtype=torch.bool, device=x.device)
+    num_grads = num_forwards = 0
+    if early_stop:
+        # x itself lies in the ball: an example it already fools needs no attack.
+        loss_best, success = evaluate(model, x, y, loss_fn, targeted, check=True)
+        num_forwards += n
+    # What "better" means per example: success first, then the higher objective sign·loss.
+    objective_best = sign * loss_best if early_stop else torch.full_like(loss_best, float("-inf"))
+
+    for _ in range(restarts):
+        idx = (~success).nonzero().squeeze(1) if early_stop else torch.arange(n, device=x.device)
+        if idx.numel() == 0:
+            break
+        x0, y0, threat0 = x[idx], y[idx], threat.select(idx)
+        start = threat0.random_init(x0, generator) if random_start else x0
+        run = _pgd_run(
+            model, x0, y0, threat0, x_start=start, step_size=step[idx], steps=steps,
+            loss_fn=loss_fn, targeted=targeted, early_stop=early_stop,
+        )  # fmt: skip
+        num_grads += run.num_grads
+        losses, hit = run.loss, run.fooled.clone()
+        pending = ~run.fooled
+        if bool(pending.any()):
+            losses[pending], hit[pending] = evaluate(model, run.x_adv[pending], y0[pending], loss_fn, targeted)
+            num_forwards += int(pending.sum())
+        prev_hit = success[idx]
+        better = (hit & ~prev_hit) | ((hit == prev_hit) & (sign * losses > objective_best[idx]))
+        keep = idx[better]
+        x_best[keep], loss_best[keep], success[keep] = run.x_adv[better], losses[better], hit[better]
+        objective_best[keep] = sign * losses[better]
+
+    return AttackResult(x_adv=x_best, success=success, loss=loss_best, num_grads=num_grads, num_forwards=num_forwards)
+
+
+@register("pgd")
+@dataclass(frozen=True)
+class PGD(Attack):
+    """Config for :func:`pgd`: ``PGD(threat, steps=40)(model, x, y) -> x_adv``."""
+
+    threat: ThreatModel
+    steps: int = 10
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    targeted: bool = False
+    loss: str = "ce"
+    early_stop: bool = False
+
+    def __post_init__(self) -> None:
+        _check_pgd(self.steps, self.step_size, self.restarts, self.loss)
+
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> AttackResult:
+        return pgd(
+            model, x, y, self.threat, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
+            random_start=self.random_start, targeted=self.targeted, loss=self.loss,
+            early_stop=self.early_stop, generator=generator,
+        )  # fmt: skip
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        if self.restarts > 1 or self.early_stop:
+            return self.run(model, x, y, generator=generator).x_adv
+        # One plain run needs no bookkeeping: exactly `steps` forward+backward passes.
+        check_inputs(x, y, self.threat)
+        start = self.threat.random_init(x, generator) if self.random_start else x
+        return _pgd_run(
+            model, x, y, self.threat, x_start=start, step_size=_step_sizes(x, self.threat, self.steps, self.step_size),
+            steps=self.steps, loss_fn=get_loss(self.loss), targeted=self.targeted, early_stop=False,
+        ).x_adv  # fmt: skip
+

@@ -1,0 +1,97 @@
+"""Per-example losses that attackers maximize and trainers minimize.
+
+Every loss maps logits ``(B, C)`` and labels ``(B,)`` to a ``(B,)`` tensor that
+grows as the prediction moves away from the label. An untargeted attacker
+maximizes the sum; a targeted attacker passes the target classes as labels and
+maximizes the negated sum.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """``−log softmax(logits)_y`` per example.
+
+    Shape:
+        logits ``(B, C)``, y ``(B,)`` → ``(B,)``.
+
+    Example:
+        >>> cross_entropy(torch.zeros(2, 4), torch.tensor([0, 3]))
+        tensor([1.3863, 1.3863])
+    """
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _true_and_best_other(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The label's logit ``z_y`` and the largest other logit ``max_{j≠y} z_j``."""
+    true = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    others = logits.scatter(1, y.unsqueeze(1), float("-inf"))
+    return true, others.amax(dim=1)
+
+
+def margin(logits: Tensor, y: Tensor) -> Tensor:
+    """``max_{j≠y} z_j − z_y`` per example: positive exactly when the prediction is wrong."""
+    true, other = _true_and_best_other(logits, y)
+    return other - true
+
+
+def cw_margin(logits: Tensor, y: Tensor, confidence: float = float("inf")) -> Tensor:
+    """The Carlini–Wagner margin loss ``min(max_{j≠y} z_j − z_y, κ)`` per example.
+
+    Maximizing it drives the best wrong logit above the true one; the cap ``κ``
+    (``confidence``) stops rewarding margins beyond ``κ``. The default, no cap, is
+    what PGD with ``loss="cw"`` uses.
+
+    References:
+        Carlini & Wagner. Towards evaluating the robustness of neural networks.
+        IEEE S&P 2017, eq. (6) with f₆, written as a quantity to maximize.
+
+    Example:
+        >>> cw_margin(torch.tensor([[2.0, 0.5, 1.0]]), torch.tensor([0]))
+        tensor([-1.])
+    """
+    return margin(logits, y).clamp_max(confidence)
+
+
+def dlr(logits: Tensor, y: Tensor) -> Tensor:
+    """The difference-of-logits-ratio loss of Croce & Hein (2020) per example.
+
+    .. math::
+
+        \\mathrm{DLR}(z, y) = -\\frac{z_y - \\max_{j \\ne y} z_j}{z_{\\pi_1} - z_{\\pi_3}}
+
+    with ``π`` the logits sorted in decreasing order. It is invariant to shifting
+    and rescaling the logits, so a model cannot hide behind saturated softmax.
+
+    References:
+        Croce & Hein. Reliable evaluation of adversarial robustness with an
+        ensemble of diverse parameter-free attacks. ICML 2020, eq. (5).
+
+    Raises:
+        ValueError: with fewer than three classes (``z_{π3}`` does not exist).
+    """
+    if logits.shape[1] < 3:
+        raise ValueError(f"loss='dlr' needs at least 3 classes, the model returns {logits.shape[1]}")
+    top3 = logits.topk(3, dim=1).values  # (B, 3)
+    return margin(logits, y) / (top3[:, 0] - top3[:, 2] + 1e-12)
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
+
+
+def get_loss(name: str) -> LossFn:
+    """The per-example loss registered as ``name`` (``"ce"``, ``"cw"`` or ``"dlr"``)."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss={name!r} is not known; use one of {', '.join(map(repr, LOSSES))}") from None
+
+
+__all__ = ["LOSSES", "LossFn", "cross_entropy", "cw_margin", "dlr", "get_loss", "margin"]

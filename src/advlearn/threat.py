@@ -1,0 +1,288 @@
+"""The geometry of the threat model: the ε-ball of one norm, intersected with a box.
+
+Every other module asks a :class:`ThreatModel` for projections, ascent
+directions, random starts and norms; none of them branches on the norm. The
+constraint set around a clean input ``x0`` is
+
+.. math::
+
+    S(x_0) = \\{x : \\|x - x_0\\|_p \\le \\varepsilon\\} \\cap [lo, hi]^d,
+    \\qquad p \\in \\{\\infty, 2, 1\\}.
+
+Norms are taken per example over all non-batch dimensions, so an input of
+shape ``(B, C, H, W)`` is treated as ``B`` vectors of ``C*H*W`` entries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal, cast
+
+import torch
+from torch import Tensor
+
+Norm = Literal["linf", "l2", "l1"]
+NORMS: tuple[str, ...] = ("linf", "l2", "l1")
+
+# Dual exponent q of each norm: <g, d> <= ||g||_q ||d||_p (Hölder).
+_DUAL_ORD: dict[str, float] = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
+_ORD: dict[str, float] = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)  # (B, D)
+
+
+class NormName(str):
+    """The name of a norm (``"linf"``, ``"l2"`` or ``"l1"``) that measures vectors when called.
+
+    It compares equal to the plain string, so ``threat.norm == "linf"`` holds, and
+    ``threat.norm(delta)`` returns ``‖delta‖_p`` per example, shape ``(B,)``.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, delta: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(_flat(delta), ord=_ORD[self], dim=1)
+
+
+def per_example(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a ``(B,)`` tensor to ``(B, 1, ..., 1)`` so it broadcasts over ``like``."""
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+@dataclass(frozen=True, eq=False, init=False)
+class ThreatModel:
+    """An ε-ball in the ℓ∞, ℓ2 or ℓ1 norm intersected with the box ``bounds``.
+
+    Args:
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
+        eps: the radius, a float shared by the batch or a ``(B,)`` tensor with
+            one radius per example. Must be finite and non-negative.
+        bounds: the box ``(lo, hi)`` valid inputs live in, ``lo < hi``.
+
+    Raises:
+        ValueError: for an unknown norm, a negative or non-finite ``eps``, or
+            bounds that are not an increasing pair of finite numbers.
+
+    Example:
+        >>> import torch
+        >>> threat = ThreatModel("l1", eps=1.0, bounds=(-10.0, 10.0))
+        >>> threat.project(torch.tensor([[3.0, 1.0, 0.2]]), torch.zeros(1, 3))
+        tensor([[1., 0., 0.]])
+    """
+
+    norm: NormName
+    eps: float | Tensor
+    bounds: tuple[float, float]
+
+    def __init__(self, norm: Norm | str, eps: float | Tensor, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r} is not a known norm; use one of {', '.join(map(repr, NORMS))}")
+        object.__setattr__(self, "norm", NormName(norm))
+        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "bounds", bounds)
+        if isinstance(self.eps, Tensor):
+            eps = self.eps.detach()
+            if eps.dim() != 1 or not eps.is_floating_point():
+                raise ValueError(
+                    f"eps must be a float or a 1-D floating tensor of shape (B,), got a tensor of "
+                    f"shape {tuple(eps.shape)} and dtype {eps.dtype}"
+                )
+            if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+                raise ValueError("eps must be finite and >= 0 for every example")
+        else:
+            if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)):
+                raise ValueError(f"eps must be a float or a (B,) tensor, got {type(self.eps).__name__}")
+            if not math.isfinite(self.eps) or self.eps < 0:
+                raise ValueError(f"eps must be finite and >= 0, got {self.eps}")
+            object.__setattr__(self, "eps", float(self.eps))
+        try:
+            lo, hi = (float(b) for b in self.bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {self.bounds!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds must be finite with lo < hi, got {self.bounds!r}")
+        object.__setattr__(self, "bounds", (lo, hi))
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def dual_ord(self) -> float:
+        """The exponent q of the dual norm (1 for ℓ∞, 2 for ℓ2, ∞ for ℓ1)."""
+        return _DUAL_ORD[self.norm]
+
+    @property
+    def ord(self) -> float:
+        """The exponent p of the norm (∞, 2 or 1)."""
+        return _ORD[self.norm]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ThreatModel):
+            return NotImplemented
+        if isinstance(self.eps, Tensor) or isinstance(other.eps, Tensor):
+            same_eps = (
+                isinstance(self.eps, Tensor)
+                and isinstance(other.eps, Tensor)
+                and self.eps.shape == other.eps.shape
+                and bool((self.eps.cpu() == other.eps.cpu()).all())
+            )
+        else:
+            same_eps = self.eps == other.eps
+        return self.norm == other.norm and same_eps and self.bounds == other.bounds
+
+    def __hash__(self) -> int:
+        # eps is left out so that equal threat models with tensor radii hash alike.
+        return hash((str(self.norm), self.bounds))
+
+    def eps_for(self, x: Tensor) -> Tensor:
+        """The radius of every example of ``x``, shape ``(B,)``, on ``x``'s device and dtype."""
+        if isinstance(self.eps, Tensor):
+            if self.eps.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"eps holds {self.eps.shape[0]} radii but the batch has {x.shape[0]} examples"
+                )
+            return self.eps.to(device=x.device, dtype=x.dtype)
+        return torch.full((x.shape[0],), cast(float, self.eps), device=x.device, dtype=x.dtype)
+
+    def select(self, index: Tensor) -> ThreatModel:
+        """The same threat model restricted to the examples ``index`` picks.
+
+        A shared float ``eps`` is returned unchanged; a per-example tensor is indexed.
+        """
+        if isinstance(self.eps, Tensor):
+            return replace(self, eps=self.eps[index.to(self.eps.device)])
+        return self
+
+    def with_eps(self, eps: float | Tensor) -> ThreatModel:
+        """A copy with another radius (used by ε sweeps)."""
+        return replace(self, eps=eps)
+
+    # ----------------------------------------------------------------- geometry
+
+    def contains(self, x: Tensor, x0: Tensor, atol: float = 1e-5) -> Tensor:
+        """Whether each ``x`` lies in ``S(x0)``, up to ``atol``; a ``(B,)`` bool tensor.
+
+        ``atol`` absorbs float rounding, both on the norm (``‖x − x0‖ ≤ ε + atol``)
+        and on the box (``lo − atol ≤ x ≤ hi + atol``).
+        """
+        lo, hi = self.bounds
+        in_ball = self.norm(x - x0) <= self.eps_for(x) + atol
+        in_box = _flat((x >= lo - atol) & (x <= hi + atol)).all(dim=1)
+        return in_ball & in_box
+
+    def project_ball(self, delta: Tensor) -> Tensor:
+        """The exact Euclidean projection of ``delta`` onto the ε-ball around 0.
+
+        ℓ∞: coordinate-wise clipping. ℓ2: radial rescaling. ℓ1: the sorting
+        algorithm of Duchi et al. (2008, Fig. 1), soft-thresholding by the θ that
+        puts the result on the sphere.
+
+        References:
+            Duchi, Shalev-Shwartz, Singer, Chandra. Efficient projections onto
+            the ℓ1-ball for learning in high dimensions. ICML 2008.
+        """
+        eps = self.eps_for(delta)
+        if self.norm == "linf":
+            e = per_example(eps, delta)
+            return torch.maximum(torch.minimum(delta, e), -e)
+        if self.norm == "l2":
+            norms = self.norm(delta)
+            scale = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
+            return delta * per_example(scale, delta)
+        return _project_l1(delta, eps)
+
+    def project_box(self, x: Tensor) -> Tensor:
+        """Clip ``x`` to the box ``bounds``."""
+        lo, hi = self.bounds
+        return x.clamp(lo, hi)
+
+    def project(self, x: Tensor, x0: Tensor) -> Tensor:
+        """A point of ``S(x0)``: the ball projection of ``x − x0``, then the box.
+
+        For ℓ∞ this is the exact nearest point of ``S(x0)``. For ℓ2 and ℓ1 the
+        ball step is the exact projection and the box step can only shrink
+        ``|x − x0|`` coordinate-wise (``x0`` lies in the box), so the result
+        always stays in the ball: it is feasible, idempotent, and what PGD has
+        used since Madry et al. (2018), though not in general the nearest point
+        of the intersection.
+        """
+        return self.project_box(x0 + self.project_ball(x - x0))
+
+    def steepest_ascent(self, g: Tensor, x: Tensor | None = None) -> Tensor:
+        """The unit-norm direction ``d`` maximizing ``⟨g, d⟩`` (eq. 62.1).
+
+        ``sign(g)`` for ℓ∞, ``g / ‖g‖₂`` for ℓ2, and for ℓ1 all mass on one
+        coordinate of largest ``|g|``, with its sign. Then
+        ``⟨g, ε·steepest_ascent(g)⟩ = ε‖g‖_q`` with ``q`` the dual exponent.
+
+        Args:
+            g: the gradient, shape ``(B, ...)``.
+            x: optional current point. When given, coordinates sitting on the box
+                boundary whose gradient points out of the box are left out, so the
+                step is spent where it can move (the steepest feasible direction).
+                This matters for ℓ2 and ℓ1, where mass put on a clipped
+                coordinate would be lost; for ℓ∞ the result after clipping is the same.
+
+        Returns:
+            A tensor shaped like ``g`` with ``‖d‖_p = 1`` per example (0 where ``g`` is 0).
+        """
+        if x is not None:
+            lo, hi = self.bounds
+            blocked = ((x <= lo) & (g < 0)) | ((x >= hi) & (g > 0))
+            g = g.masked_fill(blocked, 0.0)
+        if self.norm == "linf":
+            return g.sign()
+        flat = _flat(g)  # (B, D)
+        if self.norm == "l2":
+            norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+            return (flat / norms.clamp_min(1e-30)).reshape(g.shape)
+        top = flat.abs().argmax(dim=1, keepdim=True)  # (B, 1)
+        d = torch.zeros_like(flat).scatter_(1, top, flat.gather(1, top).sign())
+        return d.reshape(g.shape)
+
+    def random_init(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A random point drawn uniformly from the volume of the ε-ball around ``x0``, then clipped to the box.
+
+        ℓ∞: ``U[−ε, ε]`` per coordinate. ℓ2: a Gaussian direction with radius
+        ``ε·U^(1/D)``. ℓ1: ``ε·s·e₁..D / Σe₁..D+1`` with ``e`` i.i.d. Exp(1) and
+        random signs ``s``, which is uniform on the ℓ1 ball.
+        """
+        flat = _flat(x0)
+        b, d = flat.shape
+        eps = self.eps_for(x0).unsqueeze(1)  # (B, 1)
+        kw = {"device": x0.device, "dtype": x0.dtype, "generator": generator}
+        if self.norm == "linf":
+            delta = (2 * torch.rand(b, d, **kw) - 1) * eps  # type: ignore[arg-type]
+        elif self.norm == "l2":
+            direction = torch.randn(b, d, **kw)  # type: ignore[arg-type]
+            direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True).clamp_min(1e-30)
+            radius = torch.rand(b, 1, **kw) ** (1.0 / d)  # type: ignore[arg-type]
+            delta = direction * radius * eps
+        else:
+            e = torch.empty(b, d + 1, device=x0.device, dtype=x0.dtype).exponential_(generator=generator)
+            signs = torch.randint(0, 2, (b, d), device=x0.device, generator=generator).to(x0.dtype) * 2 - 1
+            delta = signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
+        return self.project_box(x0 + delta.reshape(x0.shape))
+
+    def __repr__(self) -> str:
+        eps = f"tensor(shape={tuple(self.eps.shape)})" if isinstance(self.eps, Tensor) else f"{self.eps:g}"
+        return f"ThreatModel(norm={self.norm!r}, eps={eps}, bounds={self.bounds})"
+
+
+def _project_l1(delta: Tensor, eps: Tensor) -> Tensor:
+    """Duchi et al. (2008): the nearest point of the ℓ1 ball of radius ``eps`` (per example)."""
+    flat = _flat(delta)  # (B, D)
+    u = flat.abs()
+    inside = u.sum(dim=1) <= eps
+    mu = torch.sort(u, dim=1, descending=True).values
+    cumsum = mu.cumsum(dim=1)  # (B, D)
+    j = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    # rho = the largest j with mu_j > (sum_{i<=j} mu_i - eps) / j
+    positive = mu * j > cumsum - eps.unsqueeze(1)
+    rho = positive.to(torch.int64).cumsum(dim=1).argmax(dim=1, keepdim=True)  # index of the last True
+    theta = (cumsum.gather(1, rho) - eps.unsqueeze(1)) / (rho + 1).to(flat.dtype)  # (B, 1)
+    projected = flat.sign() * (u - theta).clamp_min(0.0)
+    out = torch.where(inside.unsqueeze(1), flat, projected)
+    return out.reshape(delta.shape)
