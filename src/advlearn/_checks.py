@@ -50,9 +50,7 @@ def check_inputs(x: Tensor, y: Tensor, threat: ThreatModel) -> None:
 def check_logits(logits: object, y: Tensor) -> Tensor:
     """Check that a model's output is ``(B, C)`` logits covering every label of ``y``."""
     if not isinstance(logits, Tensor):
-        raise ValueError(
-            f"model must return a logits tensor of shape (B, C), got {type(logits).__name__}"
-        )
+        raise ValueError(f"model must return a logits tensor of shape (B, C), got {type(logits).__name__}")
     if logits.dim() != 2 or logits.shape[0] != y.shape[0]:
         raise ValueError(
             f"model must return logits of shape (B, C) = ({y.shape[0]}, C), got shape {tuple(logits.shape)}"
@@ -78,8 +76,3 @@ def check_nonnegative(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
-
-
-
-
-

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -44,7 +44,8 @@ class NormName(str):
     __slots__ = ()
 
     def __call__(self, delta: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(_flat(delta), ord=_ORD[self], dim=1)
+        norms: Tensor = torch.linalg.vector_norm(_flat(delta), ord=_ORD[self], dim=1)
+        return norms
 
 
 def per_example(v: Tensor, like: Tensor) -> Tensor:
@@ -77,7 +78,9 @@ class ThreatModel:
     eps: float | Tensor
     bounds: tuple[float, float]
 
-    def __init__(self, norm: Norm | str, eps: float | Tensor, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
+    def __init__(
+        self, norm: Norm | str, eps: float | Tensor, bounds: tuple[float, float] = (0.0, 1.0)
+    ) -> None:
         if norm not in NORMS:
             raise ValueError(f"norm={norm!r} is not a known norm; use one of {', '.join(map(repr, NORMS))}")
         object.__setattr__(self, "norm", NormName(norm))
@@ -144,7 +147,7 @@ class ThreatModel:
                     f"eps holds {self.eps.shape[0]} radii but the batch has {x.shape[0]} examples"
                 )
             return self.eps.to(device=x.device, dtype=x.dtype)
-        return torch.full((x.shape[0],), cast(float, self.eps), device=x.device, dtype=x.dtype)
+        return torch.full((x.shape[0],), self.eps, device=x.device, dtype=x.dtype)
 
     def select(self, index: Tensor) -> ThreatModel:
         """The same threat model restricted to the examples ``index`` picks.
@@ -236,14 +239,14 @@ class ThreatModel:
             return g.sign()
         flat = _flat(g)  # (B, D)
         if self.norm == "l2":
-            norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
-            return (flat / norms.clamp_min(1e-30)).reshape(g.shape)
+            unit: Tensor = flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(1e-30)
+            return unit.reshape(g.shape)
         top = flat.abs().argmax(dim=1, keepdim=True)  # (B, 1)
         d = torch.zeros_like(flat).scatter_(1, top, flat.gather(1, top).sign())
         return d.reshape(g.shape)
 
     def random_init(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """A random point drawn uniformly from the volume of the ε-ball around ``x0``, then clipped to the box.
+        """A point drawn uniformly from the volume of the ε-ball around ``x0``, then clipped to the box.
 
         ℓ∞: ``U[−ε, ε]`` per coordinate. ℓ2: a Gaussian direction with radius
         ``ε·U^(1/D)``. ℓ1: ``ε·s·e₁..D / Σe₁..D+1`` with ``e`` i.i.d. Exp(1) and
@@ -252,17 +255,17 @@ class ThreatModel:
         flat = _flat(x0)
         b, d = flat.shape
         eps = self.eps_for(x0).unsqueeze(1)  # (B, 1)
-        kw = {"device": x0.device, "dtype": x0.dtype, "generator": generator}
+        device, dtype = x0.device, x0.dtype
         if self.norm == "linf":
-            delta = (2 * torch.rand(b, d, **kw) - 1) * eps  # type: ignore[arg-type]
+            delta = (2 * torch.rand(b, d, generator=generator, device=device, dtype=dtype) - 1) * eps
         elif self.norm == "l2":
-            direction = torch.randn(b, d, **kw)  # type: ignore[arg-type]
+            direction = torch.randn(b, d, generator=generator, device=device, dtype=dtype)
             direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True).clamp_min(1e-30)
-            radius = torch.rand(b, 1, **kw) ** (1.0 / d)  # type: ignore[arg-type]
+            radius = torch.rand(b, 1, generator=generator, device=device, dtype=dtype) ** (1.0 / d)
             delta = direction * radius * eps
         else:
-            e = torch.empty(b, d + 1, device=x0.device, dtype=x0.dtype).exponential_(generator=generator)
-            signs = torch.randint(0, 2, (b, d), device=x0.device, generator=generator).to(x0.dtype) * 2 - 1
+            e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
+            signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
             delta = signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
         return self.project_box(x0 + delta.reshape(x0.shape))
 

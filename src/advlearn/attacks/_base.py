@@ -109,7 +109,7 @@ def build_attack(name: str, threat: ThreatModel, **options: Any) -> Attack:
         raise ValueError(
             f"unknown option {unknown[0]!r} for attack {name!r}; known options: {', '.join(sorted(known))}"
         )
-    return cls(threat=threat, **options)
+    return cls(threat=threat, **options)  # type: ignore[call-arg]
 
 
 # ----------------------------------------------------------------------------- model calls

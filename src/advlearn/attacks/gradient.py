@@ -265,14 +265,24 @@ def pgd(
         x0, y0, threat0 = x[idx], y[idx], threat.select(idx)
         start = threat0.random_init(x0, generator) if random_start else x0
         run = _pgd_run(
-            model, x0, y0, threat0, x_start=start, step_size=step[idx], steps=steps,
-            loss_fn=loss_fn, targeted=targeted, early_stop=early_stop,
-        )  # fmt: skip
+            model,
+            x0,
+            y0,
+            threat0,
+            x_start=start,
+            step_size=step[idx],
+            steps=steps,
+            loss_fn=loss_fn,
+            targeted=targeted,
+            early_stop=early_stop,
+        )
         num_grads += run.num_grads
         losses, hit = run.loss, run.fooled.clone()
         pending = ~run.fooled
         if bool(pending.any()):
-            losses[pending], hit[pending] = evaluate(model, run.x_adv[pending], y0[pending], loss_fn, targeted)
+            losses[pending], hit[pending] = evaluate(
+                model, run.x_adv[pending], y0[pending], loss_fn, targeted
+            )
             num_forwards += int(pending.sum())
         prev_hit = success[idx]
         better = (hit & ~prev_hit) | ((hit == prev_hit) & (sign * losses > objective_best[idx]))
@@ -280,7 +290,9 @@ def pgd(
         x_best[keep], loss_best[keep], success[keep] = run.x_adv[better], losses[better], hit[better]
         objective_best[keep] = sign * losses[better]
 
-    return AttackResult(x_adv=x_best, success=success, loss=loss_best, num_grads=num_grads, num_forwards=num_forwards)
+    return AttackResult(
+        x_adv=x_best, success=success, loss=loss_best, num_grads=num_grads, num_forwards=num_forwards
+    )
 
 
 @register("pgd")
@@ -304,10 +316,19 @@ class PGD(Attack):
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
     ) -> AttackResult:
         return pgd(
-            model, x, y, self.threat, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
-            random_start=self.random_start, targeted=self.targeted, loss=self.loss,
-            early_stop=self.early_stop, generator=generator,
-        )  # fmt: skip
+            model,
+            x,
+            y,
+            self.threat,
+            steps=self.steps,
+            step_size=self.step_size,
+            restarts=self.restarts,
+            random_start=self.random_start,
+            targeted=self.targeted,
+            loss=self.loss,
+            early_stop=self.early_stop,
+            generator=generator,
+        )
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
@@ -318,7 +339,14 @@ class PGD(Attack):
         check_inputs(x, y, self.threat)
         start = self.threat.random_init(x, generator) if self.random_start else x
         return _pgd_run(
-            model, x, y, self.threat, x_start=start, step_size=_step_sizes(x, self.threat, self.steps, self.step_size),
-            steps=self.steps, loss_fn=get_loss(self.loss), targeted=self.targeted, early_stop=False,
-        ).x_adv  # fmt: skip
-
+            model,
+            x,
+            y,
+            self.threat,
+            x_start=start,
+            step_size=_step_sizes(x, self.threat, self.steps, self.step_size),
+            steps=self.steps,
+            loss_fn=get_loss(self.loss),
+            targeted=self.targeted,
+            early_stop=False,
+        ).x_adv

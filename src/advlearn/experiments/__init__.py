@@ -1,0 +1,1 @@
+"""Runnable experiments: the entry points behind ``advlearn`` subcommands."""
