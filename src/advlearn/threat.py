@@ -239,7 +239,10 @@ class ThreatModel:
             return g.sign()
         flat = _flat(g)  # (B, D)
         if self.norm == "l2":
-            unit: Tensor = flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(1e-30)
+            # Rescale by the largest entry first: squaring entries of ~1e-25 underflows in float32,
+            # and saturated softmax gives gradients that small. All-zero rows stay zero.
+            scaled = flat / flat.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(flat.dtype).tiny)
+            unit: Tensor = scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(1e-30)
             return unit.reshape(g.shape)
         top = flat.abs().argmax(dim=1, keepdim=True)  # (B, 1)
         d = torch.zeros_like(flat).scatter_(1, top, flat.gather(1, top).sign())

@@ -18,6 +18,14 @@ def _direction(targeted: bool) -> float:
     return -1.0 if targeted else 1.0
 
 
+def _check_loss(loss: str, targeted: bool) -> None:
+    get_loss(loss)
+    if targeted and loss == "dlr":
+        # Negated DLR w.r.t. the target has zero gradient once the target ranks third or lower, so the
+        # attack stalls; the targeted DLR of Croce & Hein needs the true labels as well (APGD-T).
+        raise ValueError("loss='dlr' does not work with targeted=True; use loss='ce' or loss='cw'")
+
+
 # ----------------------------------------------------------------------------- FGSM
 
 
@@ -74,6 +82,7 @@ def fgsm(
         True
     """
     check_inputs(x, y, threat)
+    _check_loss(loss, targeted)
     loss_fn = get_loss(loss)
     x_adv = _fgsm_perturb(model, x, y, threat, loss_fn, targeted)
     losses, success = evaluate(model, x_adv, y, loss_fn, targeted)
@@ -91,7 +100,7 @@ class FGSM(Attack):
     targeted: bool = False
 
     def __post_init__(self) -> None:
-        get_loss(self.loss)
+        _check_loss(self.loss, self.targeted)
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
@@ -162,12 +171,12 @@ def _pgd_run(
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
 
 
-def _check_pgd(steps: int, step_size: float | None, restarts: int, loss: str) -> None:
+def _check_pgd(steps: int, step_size: float | None, restarts: int, loss: str, targeted: bool) -> None:
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
     if step_size is not None:
         check_nonnegative("step_size", step_size)
-    get_loss(loss)
+    _check_loss(loss, targeted)
 
 
 def _step_sizes(x: Tensor, threat: ThreatModel, steps: int, step_size: float | None) -> Tensor:
@@ -241,7 +250,7 @@ def pgd(
         True
     """
     check_inputs(x, y, threat)
-    _check_pgd(steps, step_size, restarts, loss)
+    _check_pgd(steps, step_size, restarts, loss, targeted)
     loss_fn = get_loss(loss)
     sign = _direction(targeted)
     n = x.shape[0]
@@ -310,7 +319,7 @@ class PGD(Attack):
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        _check_pgd(self.steps, self.step_size, self.restarts, self.loss)
+        _check_pgd(self.steps, self.step_size, self.restarts, self.loss, self.targeted)
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
