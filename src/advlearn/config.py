@@ -1,0 +1,302 @@
+"""The experiment config: a TOML file checked against typed dataclasses.
+
+Unknown keys, wrong types and bad values are rejected with a one-line
+:class:`ConfigError` that names the key (``train[1].objective.steps``);
+options handed on to a registry (a model's, a dataset's, an attack's) are
+checked by that registry and the error is prefixed with the key. Numbers may be
+written as exact fractions (``eps = "8/255"``), parsed with
+:class:`fractions.Fraction`, never ``eval``.
+
+Example:
+    >>> cfg = parse_config({"name": "demo", "threat": {"eps": "8/255"}})
+    >>> round(cfg.threat.eps * 255, 6)
+    8.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Named:
+    """A registry entry and its options: ``"pgd"`` or ``{ name = "pgd", steps = 40 }`` in TOML."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_toml(self) -> str | dict[str, Any]:
+        return {"name": self.name, **self.options} if self.options else self.name
+
+
+@dataclass(frozen=True)
+class ThreatConfig:
+    """The threat model every model is trained against and evaluated under."""
+
+    norm: str = "linf"
+    eps: float = 0.3
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The dataset (a name in ``advlearn.data.DATASETS`` plus its options) and the validation split."""
+
+    name: str = "mnist5k"
+    options: dict[str, Any] = field(default_factory=dict)
+    val_size: int = 400
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained; ``label`` names it in the run folder and the report."""
+
+    label: str = "standard"
+    objective: Named = field(default_factory=lambda: Named("standard"))
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Named = field(default_factory=lambda: Named("constant"))
+    early_stopping: int = 0  # patience in epochs; 0 turns it off
+    val_attack: Named = field(default_factory=lambda: Named("pgd", {"steps": 10, "early_stop": True}))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The final evaluation: attacks, the ε sweep and the example grid."""
+
+    attacks: tuple[Named, ...] = (
+        Named("fgsm"),
+        Named("pgd", {"steps": 40, "restarts": 3, "early_stop": True}),
+    )
+    eps_sweep: tuple[float, ...] = ()
+    sweep_attack: Named = field(default_factory=lambda: Named("pgd", {"steps": 20, "early_stop": True}))
+    num_examples: int = 0  # 0: the whole test split
+    batch_size: int = 500
+    examples: int = 8
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole run: data, model, threat model, one or more trainings, the evaluation."""
+
+    name: str = "experiment"
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Named = field(default_factory=lambda: Named("small_cnn"))
+    threat: ThreatConfig = field(default_factory=ThreatConfig)
+    train: tuple[TrainConfig, ...] = (TrainConfig(),)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_TOP_OPTIONS = {DataConfig: "options"}  # dataclasses whose unknown keys are options for a registry
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise ConfigError(f'{key}: expected a number or a fraction like "8/255", got {value!r}')
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        return _number(value, key)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is Named:
+        if isinstance(value, str):
+            return Named(value)
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            options = {k: v for k, v in value.items() if k != "name"}
+            return Named(value["name"], options)
+        raise ConfigError(f'{key}: expected a name or a table with a "name" key, got {value!r}')
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _parse_dataclass(tp, value, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return dict(value)
+    if origin in (Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported union type {tp}")  # pragma: no cover
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _parse_dataclass(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    options_field = _TOP_OPTIONS.get(cls)
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key in fields and key != options_field:
+            values[key] = _convert(value, hints[key], full)
+        elif options_field is not None:
+            extra[key] = value
+        else:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{full}: unknown key (known keys here: {known})")
+    if options_field is not None:
+        values[options_field] = extra
+    return cls(**values)
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    """Value checks the types cannot express."""
+    from advlearn.threat import NORMS
+
+    if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
+        raise ConfigError(f"name: {cfg.name!r} is not a usable folder name")
+    if cfg.threat.norm not in NORMS:
+        raise ConfigError(f"threat.norm: {cfg.threat.norm!r} is not one of {', '.join(NORMS)}")
+    if cfg.threat.eps < 0:
+        raise ConfigError(f"threat.eps: must be >= 0, got {cfg.threat.eps}")
+    lo, hi = cfg.threat.bounds
+    if not lo < hi:
+        raise ConfigError(f"threat.bounds: expected lo < hi, got {list(cfg.threat.bounds)}")
+    if cfg.data.val_size < 0:
+        raise ConfigError(f"data.val_size: must be >= 0, got {cfg.data.val_size}")
+    if not cfg.train:
+        raise ConfigError("train: at least one [[train]] table is needed")
+    labels = [t.label for t in cfg.train]
+    for i, t in enumerate(cfg.train):
+        key = f"train[{i}]"
+        if labels.count(t.label) > 1:
+            raise ConfigError(f"{key}.label: {t.label!r} is used twice; every model needs its own label")
+        if not t.label or "/" in t.label or t.label.startswith("."):
+            raise ConfigError(f"{key}.label: {t.label!r} is not a usable folder name")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("early_stopping", 0)):
+            if getattr(t, name) < minimum:
+                raise ConfigError(f"{key}.{name}: must be >= {minimum}, got {getattr(t, name)}")
+        if t.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"{key}.optimizer: {t.optimizer!r} is not 'sgd' or 'adam'")
+        if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.momentum < 1:
+            raise ConfigError(f"{key}: lr must be > 0, weight_decay >= 0 and momentum in [0, 1)")
+    ev = cfg.evaluate
+    if ev.num_examples < 0 or ev.batch_size < 1 or ev.examples < 0:
+        raise ConfigError("evaluate: num_examples and examples must be >= 0, batch_size >= 1")
+    if any(e < 0 for e in ev.eps_sweep):
+        raise ConfigError(f"evaluate.eps_sweep: radii must be >= 0, got {list(ev.eps_sweep)}")
+
+
+def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """Check a config given as nested dicts (as TOML parses) and fill in the defaults."""
+    cfg: ExperimentConfig = _parse_dataclass(ExperimentConfig, raw, "")
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and check a TOML config file.
+
+    Raises:
+        ConfigError: a missing or malformed file, or a bad key, named in one line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    try:
+        return parse_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """The config as plain TOML-ready values (what ``config.toml`` in a run folder holds)."""
+    if isinstance(cfg, Named):
+        return cfg.to_toml()
+    if isinstance(cfg, DataConfig):
+        return {"name": cfg.name, **cfg.options, "val_size": cfg.val_size}
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def dumps(cfg: ExperimentConfig) -> str:
+    """The resolved config as TOML text; :func:`parse_config` of it gives ``cfg`` back."""
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(cfg))
+
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvaluateConfig",
+    "ExperimentConfig",
+    "Named",
+    "ThreatConfig",
+    "TrainConfig",
+    "dumps",
+    "load_config",
+    "parse_config",
+    "to_dict",
+]

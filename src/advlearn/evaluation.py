@@ -1,0 +1,277 @@
+"""Honest measurement: clean and robust accuracy, the per-example worst case over
+several attacks, confidence on errors, and accuracy-vs-ε sweeps.
+
+Robust accuracy here counts an example only if the model classifies it
+correctly clean *and* under the attack; the worst case counts it only if it
+survives every attack. Every number comes with the count it was measured on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advlearn.attacks import FGSM, PGD, Attack
+from advlearn.threat import ThreatModel
+
+# A DataLoader or iterable of (x, y) batches, an (x, y) pair of tensors, or an object with .x and .y.
+Data = Any
+
+
+def batches(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
+    """Iterate ``(x, y)`` batches from a loader, an ``(x, y)`` pair, or a dataset with ``.x``/``.y``."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+    elif isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
+        x, y = data.x, data.y
+    else:
+        yield from data
+        return
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"data holds {x.shape[0]} inputs but {y.shape[0]} labels")
+    for start in range(0, x.shape[0], batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
+def default_attacks(threat: ThreatModel) -> dict[str, Attack]:
+    """FGSM and PGD-40 with 5 restarts and early exit: what the main job evaluates with."""
+    return {"FGSM": FGSM(threat), "PGD-40x5": PGD(threat, steps=40, restarts=5, early_stop=True)}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy of one model on one dataset under one threat model.
+
+    Attributes:
+        threat: the threat model every attack ran under.
+        num_examples: how many examples every figure is measured on.
+        clean_accuracy: fraction classified correctly without attack.
+        robust_accuracy: per attack, the fraction correct clean and under that attack.
+        worst_case_accuracy: the fraction correct clean and under every attack.
+        confidence_on_errors: mean softmax probability the model gives its
+            (wrong) prediction on the examples it gets wrong, clean and per
+            attack; NaN where there are no errors.
+        correct: per-example correctness, clean and per attack, ``(N,)`` bool tensors on the CPU.
+    """
+
+    threat: ThreatModel
+    num_examples: int
+    clean_accuracy: float
+    robust_accuracy: dict[str, float]
+    worst_case_accuracy: float
+    confidence_on_errors: dict[str, float]
+    correct: dict[str, Tensor] = field(repr=False)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per line of the results table: clean, each attack, and the worst case.
+
+        Each row is ``{"attack", "accuracy", "error", "confidence_on_errors"}``.
+        """
+        rows = [("clean", self.clean_accuracy), *self.robust_accuracy.items()]
+        if len(self.robust_accuracy) > 1:
+            rows.append(("worst case", self.worst_case_accuracy))
+        return [
+            {
+                "attack": name,
+                "accuracy": acc,
+                "error": 1.0 - acc,
+                "confidence_on_errors": self.confidence_on_errors.get(name, float("nan")),
+            }
+            for name, acc in rows
+        ]
+
+
+def _confidence_of_errors(logits: Tensor, y: Tensor) -> tuple[float, int]:
+    """Sum of the predicted class's probability over wrong predictions, and their count."""
+    probs = logits.softmax(dim=1)
+    conf, pred = probs.max(dim=1)
+    wrong = pred != y
+    return float(conf[wrong].sum()), int(wrong.sum())
+
+
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    threat: ThreatModel,
+    attacks: dict[str, Attack] | Sequence[Attack] | None = None,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> Evaluation:
+    """Clean accuracy, robust accuracy per attack, the per-example worst case and confidence on errors.
+
+    Args:
+        model: the classifier; evaluated in the mode it is in (put it in ``eval()`` first).
+        data: a DataLoader (or any iterable of ``(x, y)``), an ``(x, y)`` pair,
+            or a dataset with ``.x``/``.y``.
+        threat: the threat model; each attack's own threat must match it.
+        attacks: named attacks (a dict) or a sequence (named by class); ``None``
+            means :func:`default_attacks`.
+        batch_size: batch size when ``data`` is tensors.
+        device: where to run; default: the model's device.
+        seed: seeds the attacks' random starts, so the figures are reproducible.
+        quiet: no progress bar.
+
+    Returns:
+        An :class:`Evaluation`.
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> x, y = torch.rand(32, 1, 2, 2), torch.randint(0, 3, (32,))
+        >>> ev = evaluate(model, (x, y), ThreatModel("linf", 0.1), quiet=True)
+        >>> ev.worst_case_accuracy <= min(ev.robust_accuracy.values()) <= ev.clean_accuracy
+        True
+    """
+    if attacks is None:
+        attacks = default_attacks(threat)
+    if not isinstance(attacks, dict):
+        attacks = {type(a).__name__: a for a in attacks}
+    for name, attack in attacks.items():
+        if attack.threat != threat:
+            raise ValueError(f"attack {name!r} runs under {attack.threat}, not the evaluation's {threat}")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    correct: dict[str, list[Tensor]] = {name: [] for name in ["clean", *attacks]}
+    conf_sum = dict.fromkeys(correct, 0.0)
+    conf_count = dict.fromkeys(correct, 0)
+    for x, y in tqdm(batches(data, batch_size), desc="evaluate", disable=quiet, leave=False):
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            logits = model(x)
+        clean_ok = logits.argmax(1) == y
+        correct["clean"].append(clean_ok.cpu())
+        s, c = _confidence_of_errors(logits, y)
+        conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
+        for name, attack in attacks.items():
+            x_adv = attack.run(model, x, y, generator=generator).x_adv
+            with torch.no_grad():
+                adv_logits = model(x_adv)
+            correct[name].append((clean_ok & (adv_logits.argmax(1) == y)).cpu())
+            s, c = _confidence_of_errors(adv_logits, y)
+            conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
+
+    flags = {name: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for name, v in correct.items()}
+    n = int(flags["clean"].numel())
+    if n == 0:
+        raise ValueError("data yielded no examples")
+    worst = flags["clean"].clone()
+    for name in attacks:
+        worst &= flags[name]
+    return Evaluation(
+        threat=threat,
+        num_examples=n,
+        clean_accuracy=float(flags["clean"].float().mean()),
+        robust_accuracy={name: float(flags[name].float().mean()) for name in attacks},
+        worst_case_accuracy=float(worst.float().mean()),
+        confidence_on_errors={
+            name: conf_sum[name] / conf_count[name] if conf_count[name] else float("nan") for name in flags
+        },
+        correct=flags,
+    )
+
+
+@dataclass(frozen=True)
+class EpsSweep:
+    """Accuracy against the radius: ``accuracy[i]`` is the worst case over the attacks at ``eps[i]``."""
+
+    norm: str
+    eps: list[float]
+    accuracy: list[float]
+    num_examples: int
+
+
+def accuracy_vs_eps(
+    model: nn.Module,
+    data: Data,
+    threat: ThreatModel,
+    eps_values: Iterable[float],
+    attacks: dict[str, Attack] | Sequence[Attack] | None = None,
+    *,
+    batch_size: int = 256,
+    seed: int = 0,
+    quiet: bool = False,
+) -> EpsSweep:
+    """Worst-case accuracy over ``attacks`` at each radius in ``eps_values``.
+
+    Each attack is rebuilt at every radius with its threat's ε replaced, so its
+    other settings (steps, restarts, loss) stay as given. ε = 0 gives the
+    clean accuracy.
+    """
+    if attacks is None:
+        attacks = default_attacks(threat)
+    if not isinstance(attacks, dict):
+        attacks = {type(a).__name__: a for a in attacks}
+    eps_list = [float(e) for e in eps_values]
+    accuracy = []
+    n = 0
+    for eps in tqdm(eps_list, desc="eps sweep", disable=quiet, leave=False):
+        at_eps = threat.with_eps(eps)
+        rebuilt = {name: dataclasses.replace(a, threat=at_eps) for name, a in attacks.items()}  # type: ignore[type-var]
+        ev = evaluate(model, data, at_eps, rebuilt, batch_size=batch_size, seed=seed, quiet=True)
+        accuracy.append(ev.worst_case_accuracy)
+        n = ev.num_examples
+    return EpsSweep(norm=str(threat.norm), eps=eps_list, accuracy=accuracy, num_examples=n)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Clean inputs beside their adversarial versions, with what the model says about each.
+
+    Tensors are on the CPU; ``x`` and ``x_adv`` have shape ``(N, C, H, W)``,
+    the rest ``(N,)``. ``conf_*`` is the softmax probability of the predicted class.
+    """
+
+    x: Tensor
+    x_adv: Tensor
+    y: Tensor
+    pred_clean: Tensor
+    conf_clean: Tensor
+    pred_adv: Tensor
+    conf_adv: Tensor
+    attack: str
+
+
+def adversarial_examples(
+    model: nn.Module, x: Tensor, y: Tensor, attack: Attack, *, name: str = "", seed: int = 0
+) -> Examples:
+    """Attack ``(x, y)``; record predictions and confidences before and after ("panda → gibbon")."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x, y = x.to(device), y.to(device)
+    x_adv = attack.run(model, x, y, generator=torch.Generator(device=device).manual_seed(seed)).x_adv
+    with torch.no_grad():
+        conf_clean, pred_clean = model(x).softmax(1).max(1)
+        conf_adv, pred_adv = model(x_adv).softmax(1).max(1)
+    return Examples(
+        x=x.cpu(),
+        x_adv=x_adv.cpu(),
+        y=y.cpu(),
+        pred_clean=pred_clean.cpu(),
+        conf_clean=conf_clean.cpu(),
+        pred_adv=pred_adv.cpu(),
+        conf_adv=conf_adv.cpu(),
+        attack=name or type(attack).__name__,
+    )
+
+
+__all__ = [
+    "EpsSweep",
+    "Evaluation",
+    "Examples",
+    "accuracy_vs_eps",
+    "adversarial_examples",
+    "batches",
+    "default_attacks",
+    "evaluate",
+]

@@ -1,0 +1,139 @@
+"""Outer minimizers: what one training step minimizes.
+
+An :class:`Objective` is a callable ``(model, x, y) -> scalar loss``. The one
+:class:`~advlearn.training.Trainer` calls :meth:`Objective.train_step`, which by
+default backpropagates that loss and takes one optimizer step; a method that
+needs several optimizer steps per batch (Free-AT) overrides ``train_step``
+instead of needing a Trainer of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advlearn._checks import check_nonnegative, check_positive_int
+from advlearn.attacks import PGD
+from advlearn.threat import ThreatModel
+
+
+class Objective:
+    """Base of the training objectives (frozen dataclasses holding hyper-parameters only)."""
+
+    name: ClassVar[str] = ""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer) -> float:
+        """One optimizer step on the batch; returns the loss before the step."""
+        optimizer.zero_grad(set_to_none=True)
+        loss = self(model, x, y)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def at_epoch(self, epoch: int, epochs: int) -> Objective:
+        """The objective to use in ``epoch`` (0-based) of ``epochs``; schedules (an ε ramp) override it."""
+        return self
+
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+_O = TypeVar("_O", bound=type[Objective])
+
+
+def register_objective(name: str) -> Any:
+    """Class decorator: make an objective buildable by ``name`` from configs and the CLI."""
+
+    def wrap(cls: _O) -> _O:
+        if name in OBJECTIVES:
+            raise ValueError(f"an objective named {name!r} is already registered")
+        cls.name = name
+        OBJECTIVES[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_objective(name: str, threat: ThreatModel | None = None, **options: Any) -> Objective:
+    """Build the registered objective ``name``, passing ``threat`` to those that take one.
+
+    Raises:
+        ValueError: for an unknown name or option, naming it.
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective {name!r} is not registered; known: {', '.join(sorted(OBJECTIVES))}")
+    cls = OBJECTIVES[name]
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - (fields - {"threat"}))
+    if unknown:
+        known = ", ".join(sorted(fields - {"threat"})) or "none"
+        raise ValueError(f"unknown option {unknown[0]!r} for objective {name!r}; known options: {known}")
+    if "threat" in fields:
+        if threat is None:
+            raise ValueError(f"objective {name!r} needs a threat model")
+        options["threat"] = threat
+    return cls(**options)
+
+
+@register_objective("standard")
+@dataclass(frozen=True)
+class Standard(Objective):
+    """Empirical risk minimization: the mean cross-entropy on clean inputs."""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(model(x), y)
+
+
+@register_objective("pgd_at")
+@dataclass(frozen=True)
+class PGDAT(Objective):
+    """PGD adversarial training (Madry et al. 2018): minimize the loss at PGD's worst case.
+
+    .. math::
+
+        \\min_\\theta \\; \\mathbb{E}_{(x,y)} \\Big[ \\max_{x' \\in S(x)} L(\\theta, x', y) \\Big]
+
+    The inner max is approximated by ``steps`` of PGD from a random start, with
+    the model in whatever mode the Trainer put it (train mode), and the outer
+    step descends the cross-entropy at the point found. ``eps_warmup`` epochs
+    ramp ε linearly from ``eps/eps_warmup`` up to ``eps``, which helps large
+    radii such as ε = 0.3 on MNIST get off the ground.
+
+    Args:
+        threat: the ε-ball to be robust in.
+        steps: PGD steps per batch (each one forward and one backward pass).
+        step_size: PGD step; ``None`` means ``2.5·ε/steps``.
+        eps_warmup: epochs over which ε ramps up linearly (0: full ε from the start).
+
+    References:
+        Madry, Makelov, Schmidt, Tsipras & Vladu. Towards deep learning models
+        resistant to adversarial attacks. ICLR 2018, eq. (2.1).
+    """
+
+    threat: ThreatModel
+    steps: int = 10
+    step_size: float | None = None
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_positive_int("eps_warmup", self.eps_warmup, minimum=0)
+        if self.step_size is not None:
+            check_nonnegative("step_size", self.step_size)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        attack = PGD(self.threat, steps=self.steps, step_size=self.step_size)
+        x_adv = attack(model, x, y)
+        return F.cross_entropy(model(x_adv), y)
+
+    def at_epoch(self, epoch: int, epochs: int) -> Objective:
+        if self.eps_warmup == 0 or epoch >= self.eps_warmup or isinstance(self.threat.eps, Tensor):
+            return self
+        scale = (epoch + 1) / self.eps_warmup
+        return dataclasses.replace(self, threat=self.threat.with_eps(float(self.threat.eps) * scale))

@@ -1,0 +1,369 @@
+"""One Trainer for every objective: the outer loop of min_θ E[max_δ L(θ, x + δ, y)].
+
+It owns what every method shares (device placement, the learning-rate
+schedule, per-epoch validation under attack, early stopping with the best
+weights restored, metrics, atomic checkpoints and exact resume) and
+leaves what differs between methods to the :class:`Objective`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
+from advlearn.attacks import Attack
+from advlearn.training.objectives import Objective
+
+logger = logging.getLogger(__name__)
+
+Batches = Iterable[tuple[Tensor, Tensor]]
+Schedule = Callable[[float], float]
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def lr_schedule(name: str, **options: Any) -> Schedule:
+    """A learning-rate multiplier as a function of training progress ``p ∈ [0, 1)``.
+
+    - ``"constant"``: 1.
+    - ``"piecewise"``: ``gamma`` to the number of ``milestones`` (fractions of
+      training, default ``(0.5, 0.75)``) already passed; ``gamma`` defaults to 0.1.
+    - ``"cosine"``: ``(1 + cos πp) / 2``.
+    - ``"onecycle"``: linear from 0 up to 1 at ``peak`` (default 0.4), then linear
+      down to 0 (the cyclic schedule of Wong et al. 2020).
+
+    Raises:
+        ValueError: for an unknown name or option.
+
+    Example:
+        >>> f = lr_schedule("piecewise", milestones=(0.5,), gamma=0.1)
+        >>> f(0.2), f(0.7)
+        (1.0, 0.1)
+    """
+    allowed = {"constant": set(), "piecewise": {"milestones", "gamma"}, "cosine": set(), "onecycle": {"peak"}}
+    if name not in allowed:
+        raise ValueError(f"schedule {name!r} is not known; use one of {', '.join(map(repr, allowed))}")
+    unknown = sorted(set(options) - allowed[name])
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for schedule {name!r}")
+    if name == "piecewise":
+        milestones = tuple(float(m) for m in options.get("milestones", (0.5, 0.75)))
+        gamma = float(options.get("gamma", 0.1))
+        return lambda p: gamma ** sum(p >= m for m in milestones)
+    if name == "cosine":
+        return lambda p: 0.5 * (1.0 + math.cos(math.pi * p))
+    if name == "onecycle":
+        peak = float(options.get("peak", 0.4))
+        if not 0.0 < peak < 1.0:
+            raise ValueError(f"onecycle peak must lie in (0, 1), got {peak}")
+        return lambda p: p / peak if p < peak else (1.0 - p) / (1.0 - peak)
+    return lambda p: 1.0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return resolved
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]  # noqa: NPY002
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))  # noqa: NPY002 (the global state is what we restore)
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seeds the legacy global RNG users rely on)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class History:
+    """What :meth:`Trainer.fit` did: one record per epoch, and the early-stopping outcome."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+    def column(self, key: str) -> list[float]:
+        """The values of ``key`` over the epochs that recorded it."""
+        return [r[key] for r in self.records if key in r]
+
+
+class Trainer:
+    """Runs any :class:`Objective` over epochs.
+
+    Args:
+        model: the network; moved to ``device``.
+        objective: what each step minimizes.
+        optimizer: built on ``model.parameters()``; its learning rates are the
+            base rates the schedule multiplies.
+        schedule: a name for :func:`lr_schedule` or a function of progress ``p ∈ [0, 1)``.
+        val_attack: attack for the per-epoch robust validation accuracy (use
+            ``early_stop=True`` for speed); ``None`` validates clean accuracy only.
+        early_stopping: patience in epochs. Training stops when the validation
+            metric (robust accuracy under ``val_attack``, else clean accuracy) has
+            not improved for that many epochs, and the best weights are restored
+            (Goodfellow et al. 2015's protocol on the adversarial validation error).
+        run_dir: where ``metrics.jsonl`` and the training state
+            ``train_state.pt`` go (written atomically every epoch); ``None`` keeps
+            everything in memory and disables ``resume``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        seed: seeds Python, NumPy and torch when a fit starts fresh; ``None`` leaves them.
+        quiet: no progress bars.
+
+    Example:
+        >>> from advlearn.training import Standard
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Linear(2, 2)
+        >>> x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
+        >>> loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+        >>> trainer = Trainer(model, Standard(), torch.optim.SGD(model.parameters(), lr=0.1), quiet=True)
+        >>> len(trainer.fit(loader, epochs=3).records)
+        3
+    """
+
+    STATE_FILE = "train_state.pt"
+    METRICS_FILE = "metrics.jsonl"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        optimizer: torch.optim.Optimizer,
+        *,
+        schedule: str | Schedule = "constant",
+        val_attack: Attack | None = None,
+        early_stopping: int | None = None,
+        run_dir: str | Path | None = None,
+        device: str | torch.device = "auto",
+        seed: int | None = 0,
+        quiet: bool = False,
+    ) -> None:
+        if early_stopping is not None and (isinstance(early_stopping, bool) or early_stopping < 1):
+            raise ValueError(f"early_stopping must be a patience >= 1 epochs or None, got {early_stopping!r}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.optimizer = optimizer
+        self.schedule = lr_schedule(schedule) if isinstance(schedule, str) else schedule
+        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self.val_attack = val_attack
+        self.early_stopping = early_stopping
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed = seed
+        self.quiet = quiet
+
+    # ------------------------------------------------------------------ public
+
+    def fit(
+        self,
+        train_loader: Batches,
+        val_loader: Batches | None = None,
+        epochs: int = 10,
+        *,
+        resume: bool = False,
+    ) -> History:
+        """Train for ``epochs`` epochs (in total, counting those a resumed run already did).
+
+        With ``resume=True`` training continues from ``run_dir/train_state.pt``
+        (the end of the last completed epoch) with the weights, optimizer, step,
+        RNG states and history it holds, so a run killed at any point and resumed
+        ends with the same weights as one never interrupted; with no state file it
+        starts fresh.
+        """
+        if not isinstance(train_loader, Sized):
+            raise ValueError("train_loader must have a length (a DataLoader does); the schedule needs it")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        steps_per_epoch = len(train_loader)
+        if steps_per_epoch == 0:
+            raise ValueError("train_loader yields no batches")
+        total_steps = epochs * steps_per_epoch
+
+        history, best_state, bad_epochs, start_epoch = History(), None, 0, 0
+        if resume:
+            loaded = self._load_state()
+            if loaded is not None:
+                history, best_state, bad_epochs, start_epoch = loaded
+                logger.info("resuming at epoch %d of %d", start_epoch + 1, epochs)
+        elif self.seed is not None:
+            seed_everything(self.seed)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if start_epoch == 0:
+                self._write_metrics(history)
+
+        for epoch in range(start_epoch, epochs if not history.stopped_early else start_epoch):
+            started = time.perf_counter()
+            objective = self.objective.at_epoch(epoch, epochs)
+            record: dict[str, float] = {"epoch": epoch + 1}
+            record["train_loss"] = self._train_epoch(
+                objective, train_loader, epoch, epochs, epoch * steps_per_epoch, total_steps
+            )
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+            if val_loader is not None:
+                record.update(self._validate(val_loader, epoch, epochs))
+            record["seconds"] = time.perf_counter() - started
+            history.records.append(record)
+
+            metric = record.get("val_robust_acc", record.get("val_clean_acc"))
+            if metric is not None:
+                if history.best_metric is None or metric > history.best_metric:
+                    history.best_metric, history.best_epoch, bad_epochs = metric, epoch + 1, 0
+                    if self.early_stopping is not None:
+                        best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    bad_epochs += 1
+            if self.early_stopping is not None and bad_epochs >= self.early_stopping:
+                history.stopped_early = True
+            self._log(record, epochs)
+            if self.run_dir is not None:
+                self._write_metrics(history)
+                self._save_state(epoch + 1, history, best_state, bad_epochs)
+            if history.stopped_early:
+                break
+
+        if self.early_stopping is not None and best_state is not None:
+            self.model.load_state_dict(best_state)
+        return history
+
+    # ------------------------------------------------------------------ phases
+
+    def _train_epoch(
+        self, objective: Objective, loader: Batches, epoch: int, epochs: int, step: int, total_steps: int
+    ) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} train", disable=self.quiet, leave=False)
+        for x, y in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            factor = self.schedule(step / total_steps)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * factor
+            loss = objective.train_step(self.model, x, y, self.optimizer)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {step}")
+            total, count, step = total + loss * len(y), count + len(y), step + 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    def _validate(self, loader: Batches, epoch: int, epochs: int) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        clean = robust = count = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} validate", disable=self.quiet, leave=False)
+        for x, y in bar:
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.no_grad():
+                correct = self.model(x).argmax(1) == y
+            clean += int(correct.sum())
+            if self.val_attack is not None:
+                result = self.val_attack.run(self.model, x, y)
+                robust += int((correct & ~result.success).sum())
+            count += len(y)
+        self.model.train(was_training)
+        out = {"val_clean_acc": clean / max(count, 1)}
+        if self.val_attack is not None:
+            out["val_robust_acc"] = robust / max(count, 1)
+        return out
+
+    def _log(self, record: dict[str, float], epochs: int) -> None:
+        parts = [f"epoch {int(record['epoch'])}/{epochs}", f"loss {record['train_loss']:.4f}"]
+        parts += [f"{k} {record[k]:.2%}" for k in ("val_clean_acc", "val_robust_acc") if k in record]
+        parts.append(f"{record['seconds']:.1f}s")
+        logger.info(" | ".join(parts))
+        if not self.quiet:
+            tqdm.write(" | ".join(parts))
+
+    # ------------------------------------------------------------------ state
+
+    def _write_metrics(self, history: History) -> None:
+        assert self.run_dir is not None
+        lines = "".join(json.dumps(r) + "\n" for r in history.records)
+        atomic_write_text(self.run_dir / self.METRICS_FILE, lines)
+
+    def _save_state(
+        self, epochs_done: int, history: History, best_state: dict[str, Tensor] | None, bad_epochs: int
+    ) -> None:
+        assert self.run_dir is not None
+        state = {
+            "epochs_done": epochs_done,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": _rng_state(),
+            "records": history.records,
+            "best_epoch": history.best_epoch,
+            "best_metric": history.best_metric,
+            "best_state": best_state,
+            "bad_epochs": bad_epochs,
+            "stopped_early": history.stopped_early,
+        }
+        atomic_torch_save(state, self.run_dir / self.STATE_FILE)
+
+    def _load_state(self) -> tuple[History, dict[str, Tensor] | None, int, int] | None:
+        if self.run_dir is None:
+            raise ValueError("resume=True needs a run_dir to resume from")
+        path = self.run_dir / self.STATE_FILE
+        if not path.exists():
+            logger.info("no training state at %s; starting fresh", path)
+            if self.seed is not None:
+                seed_everything(self.seed)
+            return None
+        state = safe_torch_load(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as err:  # a truncated file, foreign content or another model's weights
+            raise ValueError(f"cannot resume from {path}: {err}") from err
+        _set_rng_state(state["rng"])
+        history = History(
+            records=list(state["records"]),
+            best_epoch=state["best_epoch"],
+            best_metric=state["best_metric"],
+            stopped_early=bool(state["stopped_early"]),
+        )
+        return history, state["best_state"], int(state["bad_epochs"]), int(state["epochs_done"])
