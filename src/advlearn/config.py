@@ -30,6 +30,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+TOMLDecodeError = tomllib.TOMLDecodeError
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """Parse TOML text (``tomllib`` on Python 3.11+, ``tomli`` before)."""
+    parsed: dict[str, Any] = tomllib.loads(text)
+    return parsed
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key."""
 
@@ -219,7 +228,7 @@ def _check(cfg: ExperimentConfig) -> None:
     labels = [t.label for t in cfg.train]
     for i, t in enumerate(cfg.train):
         key = f"train[{i}]"
-        if labels.count(t.label) > 1:
+        if t.label in labels[:i]:
             raise ConfigError(f"{key}.label: {t.label!r} is used twice; every model needs its own label")
         if not t.label or "/" in t.label or t.label.startswith("."):
             raise ConfigError(f"{key}.label: {t.label!r} is not a usable folder name")
@@ -258,8 +267,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+        raw = parse_toml(text)
+    except TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     try:
         return parse_config(raw)
@@ -293,10 +302,12 @@ __all__ = [
     "EvaluateConfig",
     "ExperimentConfig",
     "Named",
+    "TOMLDecodeError",
     "ThreatConfig",
     "TrainConfig",
     "dumps",
     "load_config",
     "parse_config",
+    "parse_toml",
     "to_dict",
 ]

@@ -1,0 +1,382 @@
+"""The main job: train models, attack them, write a report.
+
+``advlearn run`` trains a standard and a PGD-AT ``small_cnn`` on MNIST-5k at
+ε = 0.3 (ℓ∞), evaluates both under FGSM and PGD-40 with restarts, sweeps ε,
+and writes everything into ``runs/<name>/``:
+
+- ``config.toml``: the config as resolved (defaults filled in);
+- ``<label>/model.safetensors`` and ``<label>/model.json``: each model's weights and metadata;
+- ``<label>/metrics.jsonl``, ``<label>/train_state.pt``: per-epoch metrics and the resumable training state;
+- ``metrics.jsonl``: every epoch record and every evaluation row, tagged by model;
+- ``results.json``, ``report.html``, ``report.md`` and the PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import advlearn
+from advlearn._io import atomic_write_bytes, atomic_write_text
+from advlearn.attacks import Attack, build_attack
+from advlearn.checkpoint import load_model, save_model
+from advlearn.config import (
+    ConfigError,
+    DataConfig,
+    EvaluateConfig,
+    ExperimentConfig,
+    Named,
+    TrainConfig,
+    dumps,
+)
+from advlearn.data import Dataset, DataSplit, load_dataset
+from advlearn.evaluation import Evaluation, Examples, accuracy_vs_eps, adversarial_examples, evaluate
+from advlearn.models import build_model
+from advlearn.report import ModelReport, format_table, plot_examples, write_report
+from advlearn.threat import ThreatModel
+from advlearn.training import History, Trainer, build_objective, lr_schedule, resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+def default_config(quick: bool = False) -> ExperimentConfig:
+    """The main job's config: standard vs PGD-AT ``small_cnn`` on MNIST-5k at ℓ∞ ε = 0.3.
+
+    ``quick`` shrinks everything to a smoke run of well under a minute (the
+    tests use it); its figures mean nothing.
+    """
+    model = Named("small_cnn", {"channels": [16, 32], "hidden": 256})
+    standard = TrainConfig(label="standard", epochs=4, lr=2e-3, schedule=Named("onecycle"))
+    robust = TrainConfig(
+        label="pgd-at",
+        objective=Named("pgd_at", {"steps": 7, "step_size": 0.1, "eps_warmup": 4}),
+        epochs=14,
+        lr=2e-3,
+        schedule=Named("onecycle"),
+    )
+    evaluation = EvaluateConfig(eps_sweep=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4))
+    cfg = ExperimentConfig(
+        name="mnist5k-linf-0.3", model=model, train=(standard, robust), evaluate=evaluation
+    )
+    if quick:
+        cfg = dataclasses.replace(
+            cfg,
+            name="mnist5k-linf-0.3-quick",
+            data=DataConfig(val_size=100),
+            train=tuple(
+                dataclasses.replace(t, epochs=1, val_attack=Named("pgd", {"steps": 2, "early_stop": True}))
+                for t in (standard, dataclasses.replace(robust, objective=Named("pgd_at", {"steps": 2})))
+            ),
+            evaluate=EvaluateConfig(
+                attacks=(Named("fgsm"), Named("pgd", {"steps": 5, "restarts": 2, "early_stop": True})),
+                eps_sweep=(0.0, 0.15, 0.3),
+                sweep_attack=Named("pgd", {"steps": 3, "early_stop": True}),
+                num_examples=200,
+            ),
+        )
+    return cfg
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: where, the evaluations by model label, and how long it took."""
+
+    run_dir: Path
+    evaluations: dict[str, Evaluation]
+    seconds: float
+    html: Path | None = None
+
+
+def _with_key(key: str, build: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a registry builder, prefixing its ValueError with the config key that fed it."""
+    try:
+        return build(*args, **kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _split_validation(train: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Hold out ``val_size`` random training examples for validation (never the test split)."""
+    if val_size == 0:
+        return train, None
+    if val_size >= len(train):
+        raise ConfigError(f"data.val_size: {val_size} leaves no training data ({len(train)} examples)")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(order[val_size:]), train.subset(order[:val_size])
+
+
+def _threat(cfg: ExperimentConfig) -> ThreatModel:
+    threat: ThreatModel = _with_key("threat", ThreatModel, cfg.threat.norm, cfg.threat.eps, cfg.threat.bounds)
+    return threat
+
+
+def _attack(key: str, spec: Named, threat: ThreatModel) -> Attack:
+    attack: Attack = _with_key(key, build_attack, spec.name, threat, **spec.options)
+    return attack
+
+
+def _describe(spec: Named) -> str:
+    """A short display name: ``pgd`` with steps 40 and restarts 3 → ``PGD-40x3``."""
+    steps, restarts = spec.options.get("steps"), spec.options.get("restarts", 1)
+    name = spec.name.upper() if spec.name in ("fgsm", "pgd") else spec.name
+    if steps is not None:
+        name += f"-{steps}"
+        if restarts and restarts > 1:
+            name += f"x{restarts}"
+    return name
+
+
+def load_data(cfg: ExperimentConfig) -> DataSplit:
+    """The configured dataset, with registry errors named by their config key."""
+    split: DataSplit = _with_key("data", load_dataset, cfg.data.name, **cfg.data.options)
+    return split
+
+
+def build_configured_model(cfg: ExperimentConfig, data: Dataset) -> nn.Module:
+    """The configured model for ``data``'s input shape and number of classes."""
+    in_shape = tuple(data.x.shape[1:])
+    model: nn.Module = _with_key(
+        "model",
+        build_model,
+        cfg.model.name,
+        in_shape=in_shape,
+        num_classes=data.num_classes,
+        **cfg.model.options,
+    )
+    return model
+
+
+def train_one(
+    cfg: ExperimentConfig,
+    tcfg: TrainConfig,
+    index: int,
+    split: DataSplit,
+    run_dir: Path,
+    *,
+    quiet: bool = False,
+    resume: bool = False,
+) -> tuple[nn.Module, History]:
+    """Train the model described by ``tcfg`` and save it into ``run_dir/<label>/``."""
+    key = f"train[{index}]"
+    threat = _threat(cfg)
+    device = resolve_device(cfg.device)
+    train, val = _split_validation(split.train, cfg.data.val_size, cfg.seed)
+    seed_everything(cfg.seed)
+    model = build_configured_model(cfg, split.train).to(device)
+    objective = _with_key(
+        f"{key}.objective", build_objective, tcfg.objective.name, threat, **tcfg.objective.options
+    )
+    if tcfg.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay
+        )
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    schedule = _with_key(f"{key}.schedule", lr_schedule, tcfg.schedule.name, **tcfg.schedule.options)
+    val_attack = _attack(f"{key}.val_attack", tcfg.val_attack, threat) if val is not None else None
+    model_dir = run_dir / tcfg.label
+    trainer = Trainer(
+        model,
+        objective,
+        optimizer,
+        schedule=schedule,
+        val_attack=val_attack,
+        early_stopping=tcfg.early_stopping or None,
+        run_dir=model_dir,
+        device=device,
+        seed=cfg.seed,
+        quiet=quiet,
+    )
+    if not quiet:
+        print(f"training {tcfg.label!r}: {tcfg.objective.name}, {tcfg.epochs} epochs, {len(train)} examples")
+    # The loader shuffles with torch's global RNG, which the Trainer seeds and checkpoints: exact resume.
+    history = trainer.fit(
+        train.loader(tcfg.batch_size, shuffle=True),
+        val.loader(500) if val is not None else None,
+        epochs=tcfg.epochs,
+        resume=resume,
+    )
+    model.eval()
+    save_model(
+        model_dir,
+        model,
+        name=cfg.model.name,
+        options={
+            "in_shape": list(split.train.x.shape[1:]),
+            "num_classes": split.train.num_classes,
+            **cfg.model.options,
+        },
+        metadata={
+            "label": tcfg.label,
+            "objective": tcfg.objective.to_toml(),
+            "threat": {"norm": cfg.threat.norm, "eps": cfg.threat.eps, "bounds": list(cfg.threat.bounds)},
+            "data": {"name": cfg.data.name, **cfg.data.options},
+            "epochs": len(history.records),
+            "best_epoch": history.best_epoch,
+        },
+    )
+    return model, history
+
+
+def evaluate_one(
+    cfg: ExperimentConfig, label: str, model: nn.Module, test: Dataset, *, quiet: bool = False
+) -> ModelReport:
+    """Evaluate one trained model as the config says: attacks, ε sweep, example grid."""
+    threat = _threat(cfg)
+    ev_cfg = cfg.evaluate
+    if ev_cfg.num_examples:
+        test = test.subset(min(ev_cfg.num_examples, len(test)))
+    attacks = {
+        _describe(spec): _attack(f"evaluate.attacks[{i}]", spec, threat)
+        for i, spec in enumerate(ev_cfg.attacks)
+    }
+    model.eval()
+    evaluation = evaluate(
+        model, (test.x, test.y), threat, attacks, batch_size=ev_cfg.batch_size, seed=cfg.seed, quiet=quiet
+    )
+    sweep = None
+    if ev_cfg.eps_sweep:
+        sweep_attack = _attack("evaluate.sweep_attack", ev_cfg.sweep_attack, threat)
+        sweep = accuracy_vs_eps(
+            model,
+            (test.x, test.y),
+            threat,
+            ev_cfg.eps_sweep,
+            {_describe(ev_cfg.sweep_attack): sweep_attack},
+            batch_size=ev_cfg.batch_size,
+            seed=cfg.seed,
+            quiet=quiet,
+        )
+    examples = None
+    if ev_cfg.examples:
+        strongest_name, strongest = list(attacks.items())[-1]
+        n = min(ev_cfg.examples, len(test))
+        examples = adversarial_examples(
+            model, test.x[:n], test.y[:n], strongest, name=strongest_name, seed=cfg.seed
+        )
+    return ModelReport(label=label, evaluation=evaluation, sweep=sweep, examples=examples)
+
+
+def run_experiment(
+    cfg: ExperimentConfig, *, quiet: bool = False, resume: bool = False, evaluate_models: bool = True
+) -> RunResult:
+    """Train every model of ``cfg``; unless ``evaluate_models`` is off, evaluate them and write the report."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.out_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.toml", dumps(cfg))
+    split = load_data(cfg)
+    _threat(cfg)  # fail on a bad threat model before any training
+    reports: list[ModelReport] = []
+    lines: list[str] = []
+    for i, tcfg in enumerate(cfg.train):
+        model, history = train_one(cfg, tcfg, i, split, run_dir, quiet=quiet, resume=resume)
+        lines += [json.dumps({"model": tcfg.label, **r}) for r in history.records]
+        if evaluate_models:
+            report = evaluate_one(cfg, tcfg.label, model, split.test, quiet=quiet)
+            reports.append(dataclasses.replace(report, history=list(history.records)))
+            lines += [json.dumps({"model": tcfg.label, **row}) for row in report.evaluation.table()]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
+    seconds = time.perf_counter() - started
+    evaluations = {r.label: r.evaluation for r in reports}
+    html = None
+    if evaluate_models:
+        results = {
+            "advlearn_version": advlearn.__version__,
+            "torch_version": torch.__version__,
+            "seconds": seconds,
+            "models": {label: ev.table() for label, ev in evaluations.items()},
+            "eps_sweeps": {r.label: dataclasses.asdict(r.sweep) for r in reports if r.sweep is not None},
+        }
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, allow_nan=True) + "\n")
+        html, _ = write_report(
+            run_dir,
+            title=f"advlearn run: {cfg.name}",
+            models=reports,
+            config_text=dumps(cfg),
+            notes=[
+                f"Wall time {seconds:.0f} s on {resolve_device(cfg.device)} with torch {torch.__version__}."
+            ],
+            class_names=split.test.class_names,
+        )
+    return RunResult(run_dir=run_dir, evaluations=evaluations, seconds=seconds, html=html)
+
+
+def evaluate_saved(
+    model_dir: str | Path,
+    data: Named,
+    threat: ThreatModel,
+    attacks: dict[str, Attack],
+    *,
+    num_examples: int = 0,
+    batch_size: int = 500,
+    seed: int = 0,
+    quiet: bool = False,
+) -> Evaluation:
+    """Load a saved model (never unpickling) and evaluate it on the test split of ``data``."""
+    model, _ = load_model(model_dir)
+    split: DataSplit = _with_key("--data", load_dataset, data.name, **data.options)
+    test = split.test.subset(min(num_examples, len(split.test))) if num_examples else split.test
+    return evaluate(
+        model.eval(), (test.x, test.y), threat, attacks, batch_size=batch_size, seed=seed, quiet=quiet
+    )
+
+
+def write_adversarial_examples(
+    model_dir: str | Path,
+    data: Named,
+    attack: Attack,
+    out: str | Path,
+    *,
+    num_examples: int = 16,
+    name: str = "",
+    seed: int = 0,
+) -> tuple[Examples, Path]:
+    """Attack the first ``num_examples`` test inputs of ``data`` with a saved model.
+
+    Writes ``out`` (a ``.npz`` with ``x``, ``x_adv``, ``y``, ``pred_clean``,
+    ``pred_adv``, ``conf_adv``) and a PNG grid beside it; returns the examples and the PNG's path.
+    """
+    model, _ = load_model(model_dir)
+    split: DataSplit = _with_key("--data", load_dataset, data.name, **data.options)
+    n = min(num_examples, len(split.test))
+    examples = adversarial_examples(model, split.test.x[:n], split.test.y[:n], attack, name=name, seed=seed)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        x=examples.x.numpy(),
+        x_adv=examples.x_adv.numpy(),
+        y=examples.y.numpy(),
+        pred_clean=examples.pred_clean.numpy(),
+        pred_adv=examples.pred_adv.numpy(),
+        conf_adv=examples.conf_adv.numpy(),
+    )
+    out = Path(out)
+    atomic_write_bytes(out, buffer.getvalue())
+    png = out.with_suffix(".png")
+    plot_examples(examples, png, class_names=split.test.class_names)
+    return examples, png
+
+
+__all__ = [
+    "RunResult",
+    "default_config",
+    "evaluate_one",
+    "evaluate_saved",
+    "format_table",
+    "run_experiment",
+    "train_one",
+    "write_adversarial_examples",
+]
