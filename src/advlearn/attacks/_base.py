@@ -4,14 +4,14 @@ plain evaluation)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_logits
+from advlearn._registry import Registry
 from advlearn.losses import LossFn
 from advlearn.threat import ThreatModel
 
@@ -75,21 +75,8 @@ class Attack:
 
 # ----------------------------------------------------------------------------- registry
 
-ATTACKS: dict[str, type[Attack]] = {}
-_A = TypeVar("_A", bound=type[Attack])
-
-
-def register(name: str) -> Any:
-    """Class decorator: make an attack config buildable by ``name`` from configs and the CLI."""
-
-    def wrap(cls: _A) -> _A:
-        if name in ATTACKS:
-            raise ValueError(f"an attack named {name!r} is already registered ({ATTACKS[name].__name__})")
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-
-    return wrap
+ATTACKS: Registry[Attack] = Registry("attack")
+register = ATTACKS.register
 
 
 def build_attack(name: str, threat: ThreatModel, **options: Any) -> Attack:
@@ -100,16 +87,7 @@ def build_attack(name: str, threat: ThreatModel, **options: Any) -> Attack:
         >>> build_attack("pgd", threat, steps=20)
         PGD(threat=ThreatModel(norm='linf', eps=0.1, bounds=(0.0, 1.0)), steps=20, ...)
     """
-    if name not in ATTACKS:
-        raise ValueError(f"attack {name!r} is not registered; known attacks: {', '.join(sorted(ATTACKS))}")
-    cls = ATTACKS[name]
-    known = {f.name for f in dataclasses.fields(cls) if f.init} - {"threat"}  # type: ignore[arg-type]
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown option {unknown[0]!r} for attack {name!r}; known options: {', '.join(sorted(known))}"
-        )
-    return cls(threat=threat, **options)  # type: ignore[call-arg]
+    return ATTACKS.build(name, options, threat=threat)
 
 
 # ----------------------------------------------------------------------------- model calls

@@ -67,50 +67,55 @@ def uniform_noise(
         Goodfellow, Shlens & Szegedy. ICLR 2015, §5 (the U[−ε, ε] noise baseline).
     """
     check_inputs(x, y, threat)
-    return _score(model, x, threat.random_init(x, generator), y, loss)
+    return _score(model, x, _uniform_noise(x, threat, generator), y, loss)
+
+
+def _uniform_noise(x: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
+    return threat.random_init(x, generator)
+
+
+class _Noise(Attack):
+    """A noise baseline: ``sample(x, threat, generator)`` draws the point, one forward pass scores it."""
+
+    threat: ThreatModel
+    loss: str
+
+    @staticmethod
+    def sample(x: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        get_loss(self.loss)
+
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> AttackResult:
+        check_inputs(x, y, self.threat)
+        return _score(model, x, self.sample(x, self.threat, generator), y, self.loss)
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        # No forward pass: the labels are checked against the logits only by run().
+        check_inputs(x, y, self.threat)
+        return self.sample(x, self.threat, generator)
 
 
 @register("sign_noise")
 @dataclass(frozen=True)
-class SignNoise(Attack):
+class SignNoise(_Noise):
     """Config for :func:`random_sign_noise`."""
 
     threat: ThreatModel
     loss: str = "ce"
-
-    def __post_init__(self) -> None:
-        get_loss(self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return random_sign_noise(model, x, y, self.threat, loss=self.loss, generator=generator)
-
-    def perturb(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> Tensor:
-        check_inputs(x, y, self.threat)
-        return _sign_noise(x, self.threat, generator)
+    sample = staticmethod(_sign_noise)
 
 
 @register("uniform_noise")
 @dataclass(frozen=True)
-class UniformNoise(Attack):
+class UniformNoise(_Noise):
     """Config for :func:`uniform_noise`."""
 
     threat: ThreatModel
     loss: str = "ce"
-
-    def __post_init__(self) -> None:
-        get_loss(self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return uniform_noise(model, x, y, self.threat, loss=self.loss, generator=generator)
-
-    def perturb(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> Tensor:
-        check_inputs(x, y, self.threat)
-        return self.threat.random_init(x, generator)
+    sample = staticmethod(_uniform_noise)

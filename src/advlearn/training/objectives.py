@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlearn._checks import check_nonnegative, check_positive_int
+from advlearn._registry import Registry
 from advlearn.attacks import PGD
 from advlearn.threat import ThreatModel
 
@@ -43,42 +44,20 @@ class Objective:
         return self
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
-_O = TypeVar("_O", bound=type[Objective])
-
-
-def register_objective(name: str) -> Any:
-    """Class decorator: make an objective buildable by ``name`` from configs and the CLI."""
-
-    def wrap(cls: _O) -> _O:
-        if name in OBJECTIVES:
-            raise ValueError(f"an objective named {name!r} is already registered")
-        cls.name = name
-        OBJECTIVES[name] = cls
-        return cls
-
-    return wrap
+OBJECTIVES: Registry[Objective] = Registry("objective")
+register_objective = OBJECTIVES.register
 
 
 def build_objective(name: str, threat: ThreatModel | None = None, **options: Any) -> Objective:
     """Build the registered objective ``name``, passing ``threat`` to those that take one.
 
     Raises:
-        ValueError: for an unknown name or option, naming it.
+        ValueError: for an unknown name or option, naming it, or a missing threat model.
     """
-    if name not in OBJECTIVES:
-        raise ValueError(f"objective {name!r} is not registered; known: {', '.join(sorted(OBJECTIVES))}")
-    cls = OBJECTIVES[name]
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(options) - (fields - {"threat"}))
-    if unknown:
-        known = ", ".join(sorted(fields - {"threat"})) or "none"
-        raise ValueError(f"unknown option {unknown[0]!r} for objective {name!r}; known options: {known}")
-    if "threat" in fields:
-        if threat is None:
-            raise ValueError(f"objective {name!r} needs a threat model")
-        options["threat"] = threat
-    return cls(**options)
+    takes_threat = name in OBJECTIVES and "threat" in OBJECTIVES.fields(name)
+    if takes_threat and threat is None:
+        raise ValueError(f"objective {name!r} needs a threat model")
+    return OBJECTIVES.build(name, options, **({"threat": threat} if takes_threat else {}))
 
 
 @register_objective("standard")
