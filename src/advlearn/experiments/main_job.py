@@ -59,14 +59,21 @@ def default_config(quick: bool = False) -> ExperimentConfig:
     standard = TrainConfig(label="standard", epochs=4, lr=2e-3, schedule=Named("onecycle"))
     robust = TrainConfig(
         label="pgd-at",
-        objective=Named("pgd_at", {"steps": 7, "step_size": 0.1, "eps_warmup": 4}),
-        epochs=14,
+        objective=Named("pgd_at", {"steps": 5, "step_size": 0.1, "eps_warmup": 5}),
+        epochs=36,
         lr=2e-3,
         schedule=Named("onecycle"),
     )
-    evaluation = EvaluateConfig(eps_sweep=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4))
+    evaluation = EvaluateConfig(
+        eps_sweep=(0.0, 0.1, 0.2, 0.25, 0.3, 0.4),
+        sweep_attack=Named("pgd", {"steps": 20, "early_stop": True}),
+    )
     cfg = ExperimentConfig(
-        name="mnist5k-linf-0.3", model=model, train=(standard, robust), evaluate=evaluation
+        name="mnist5k-linf-0.3",
+        data=DataConfig(val_size=200),
+        model=model,
+        train=(standard, robust),
+        evaluate=evaluation,
     )
     if quick:
         cfg = dataclasses.replace(
@@ -276,7 +283,13 @@ def run_experiment(
     started = time.perf_counter()
     run_dir = Path(cfg.out_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.toml", dumps(cfg))
+    config_file = run_dir / "config.toml"
+    if resume and config_file.exists() and config_file.read_text(encoding="utf-8") != dumps(cfg):
+        raise ConfigError(
+            f"{config_file}: the run was started with another config; "
+            "resume it with that one or pick a new --name"
+        )
+    atomic_write_text(config_file, dumps(cfg))
     split = load_data(cfg)
     _threat(cfg)  # fail on a bad threat model before any training
     reports: list[ModelReport] = []
