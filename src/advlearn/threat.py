@@ -186,10 +186,12 @@ class ThreatModel:
             Duchi, Shalev-Shwartz, Singer, Chandra. Efficient projections onto
             the ℓ1-ball for learning in high dimensions. ICML 2008.
         """
-        eps = self.eps_for(delta)
         if self.norm == "linf":
-            e = per_example(eps, delta)
+            if isinstance(self.eps, float):
+                return delta.clamp(-self.eps, self.eps)  # one fused op on the attack's hot path
+            e = per_example(self.eps_for(delta), delta)
             return torch.maximum(torch.minimum(delta, e), -e)
+        eps = self.eps_for(delta)
         if self.norm == "l2":
             norms = self.norm(delta)
             scale = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
@@ -211,7 +213,8 @@ class ThreatModel:
         used since Madry et al. (2018), though not in general the nearest point
         of the intersection.
         """
-        return self.project_box(x0 + self.project_ball(x - x0))
+        lo, hi = self.bounds
+        return (x0 + self.project_ball(x - x0)).clamp_(lo, hi)
 
     def steepest_ascent(self, g: Tensor, x: Tensor | None = None) -> Tensor:
         """The unit-norm direction ``d`` maximizing ``⟨g, d⟩`` (eq. 62.1).
@@ -231,7 +234,9 @@ class ThreatModel:
         Returns:
             A tensor shaped like ``g`` with ``‖d‖_p = 1`` per example (0 where ``g`` is 0).
         """
-        if x is not None:
+        # For ℓ∞ every coordinate moves by the full step anyway and the box clip undoes the
+        # blocked ones, so the mask would change nothing but the cost.
+        if x is not None and self.norm != "linf":
             lo, hi = self.bounds
             blocked = ((x <= lo) & (g < 0)) | ((x >= hi) & (g > 0))
             g = g.masked_fill(blocked, 0.0)
