@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -610,6 +611,17 @@ def agreement_note(cell: dict[str, Any]) -> str | None:
 PACKAGES = ("advlearn", "torch", "numpy", "scipy", "torchattacks", "art", "mlxtend")
 
 
+def git_state() -> str | None:
+    """The commit of the checkout, with ``+dirty`` when tracked files differ from it; None outside git."""
+    try:
+        run = partial(subprocess.run, cwd=HERE, capture_output=True, text=True, check=True)
+        commit = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
+        dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -617,7 +629,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "args": {k: str(v) for k, v in vars(args).items()},
         "python": platform.python_version(), "platform": platform.platform(),
         "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "git": git_state(),
         "versions": {m: version_of(m) for m in PACKAGES},
     }  # fmt: skip
 
