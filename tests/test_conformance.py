@@ -14,7 +14,9 @@ from advlearn.attacks import ATTACKS, Attack, AttackResult, build_attack, fgsm, 
 from advlearn.threat import NORMS
 
 EPS = {"linf": 0.1, "l2": 0.5, "l1": 2.0}
-CASES = [(name, norm) for name in sorted(ATTACKS) for norm in NORMS]
+# Each attack in each norm it declares (``Attack.norms``); test_refuses_other_norms covers the rest.
+CASES = [(name, norm) for name in sorted(ATTACKS) for norm in NORMS if norm in ATTACKS[name].norms]
+UNSUPPORTED = [(name, norm) for name in sorted(ATTACKS) for norm in NORMS if norm not in ATTACKS[name].norms]
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -313,3 +315,13 @@ def test_register_rejects_duplicate_names() -> None:
             threat: al.ThreatModel
 
     assert before == ATTACKS
+
+
+NO_UNSUPPORTED = [pytest.param("", "", marks=pytest.mark.skip("every attack supports every norm"))]
+
+
+@pytest.mark.parametrize(("name", "norm"), UNSUPPORTED or NO_UNSUPPORTED)
+def test_refuses_other_norms(name: str, norm: str) -> None:
+    """An attack built for a norm it does not support raises a ValueError naming the norm."""
+    with pytest.raises(ValueError, match=norm):
+        attack_for(name, norm)

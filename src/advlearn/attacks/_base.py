@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from advlearn._checks import check_logits
 from advlearn._registry import Registry
 from advlearn.losses import LossFn
-from advlearn.threat import ThreatModel
+from advlearn.threat import NORMS, ThreatModel
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,17 @@ class Attack:
     """
 
     name: ClassVar[str] = ""
+    #: the norms the attack supports; constructing it with another norm raises a ValueError.
+    norms: ClassVar[tuple[str, ...]] = NORMS
     threat: ThreatModel
+
+    def _check_norm(self) -> None:
+        """Raise a ValueError unless ``threat.norm`` is in :attr:`norms`; call it in ``__post_init__``."""
+        if self.threat.norm not in self.norms:
+            supported = ", ".join(map(repr, self.norms))
+            raise ValueError(
+                f"{type(self).__name__} supports norm {supported}, not threat.norm={str(self.threat.norm)!r}"
+            )
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
