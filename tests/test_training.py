@@ -91,7 +91,7 @@ class _Sabotage(Objective):
     def __call__(self, model, x, y):
         return nn.functional.cross_entropy(model(x), 1 - y if self.flip else y)
 
-    def at_epoch(self, epoch, epochs):
+    def at_epoch(self, epoch, epochs, records=()):
         self.flip = epoch >= 2
         return self
 
@@ -199,8 +199,8 @@ _SCRIPT = textwrap.dedent(
 
     class Marked(PGDAT):
         # Writes a marker in the middle of epoch 3, then slows down so the test can kill it there.
-        def train_step(self, model, x, y, optimizer):
-            loss = super().train_step(model, x, y, optimizer)
+        def train_step(self, model, x, y, optimizer, *, unlabeled=None):
+            loss = super().train_step(model, x, y, optimizer, unlabeled=unlabeled)
             Marked.step = getattr(Marked, "step", 0) + 1
             if Marked.step == 2 * 8 + 4 and not resume:
                 mid_marker.write_text("mid-epoch 3")

@@ -10,6 +10,7 @@ instead of needing a Trainer of its own.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,26 +23,60 @@ from advlearn._registry import Registry
 from advlearn.attacks import PGD
 from advlearn.threat import ThreatModel
 
+Records = Sequence[Mapping[str, float]]
+
 
 class Objective:
-    """Base of the training objectives (frozen dataclasses holding hyper-parameters only)."""
+    """Base of the training objectives (frozen dataclasses holding hyper-parameters only).
+
+    Hooks the :class:`~advlearn.training.Trainer` calls, each with a default:
+
+    - :meth:`__call__` ``(model, x, y) -> loss``: what one step minimizes (every objective).
+    - :meth:`train_step`: the optimizer step(s) on one batch (override for Free-AT, AWP).
+    - :meth:`semi_supervised`: the loss when an unlabeled batch comes along (VAT).
+    - :meth:`at_epoch`: the objective for the coming epoch, given the metrics of the
+      epochs before (ε ramps, the catastrophic-overfitting fallback). Because it is a
+      function of the recorded metrics only, a resumed run rebuilds it exactly.
+    - :meth:`end_epoch`: extra metrics measured on a fixed held-out batch after each epoch.
+    """
 
     name: ClassVar[str] = ""
+    #: whether :meth:`semi_supervised` is implemented (the Trainer refuses an unlabeled loader otherwise).
+    uses_unlabeled: ClassVar[bool] = False
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def train_step(self, model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer) -> float:
+    def semi_supervised(self, model: nn.Module, x: Tensor, y: Tensor, unlabeled: Tensor) -> Tensor:
+        """The loss on a labeled batch plus an unlabeled one; only objectives with ``uses_unlabeled``."""
+        raise NotImplementedError(f"{type(self).__name__} does not train on unlabeled data")
+
+    def train_step(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        optimizer: torch.optim.Optimizer,
+        *,
+        unlabeled: Tensor | None = None,
+    ) -> float:
         """One optimizer step on the batch; returns the loss before the step."""
         optimizer.zero_grad(set_to_none=True)
-        loss = self(model, x, y)
+        loss = self(model, x, y) if unlabeled is None else self.semi_supervised(model, x, y, unlabeled)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
 
-    def at_epoch(self, epoch: int, epochs: int) -> Objective:
-        """The objective to use in ``epoch`` (0-based) of ``epochs``; schedules (an ε ramp) override it."""
+    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
+        """The objective for ``epoch`` (0-based) of ``epochs``, given the earlier epochs' ``records``."""
         return self
+
+    def end_epoch(self, model: nn.Module, x: Tensor, y: Tensor, records: Records = ()) -> dict[str, float]:
+        """Metrics for this epoch's record, measured on the fixed batch ``(x, y)`` in eval mode.
+
+        ``records`` are the earlier epochs' records. The default measures nothing.
+        """
+        return {}
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective")
@@ -111,7 +146,7 @@ class PGDAT(Objective):
         x_adv = attack(model, x, y)
         return F.cross_entropy(model(x_adv), y)
 
-    def at_epoch(self, epoch: int, epochs: int) -> Objective:
+    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
         if self.eps_warmup == 0 or epoch >= self.eps_warmup or isinstance(self.threat.eps, Tensor):
             return self
         scale = (epoch + 1) / self.eps_warmup

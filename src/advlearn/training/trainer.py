@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,17 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- trainer
 
 
+def _cycle(loader: Iterable[Any]) -> Iterator[Tensor]:
+    """Unlabeled inputs forever: ``x`` from each batch (``x`` or ``(x, ...)``), restarting the loader."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        if empty:
+            raise ValueError("unlabeled_loader yields no batches")
+
+
 @dataclass
 class History:
     """What :meth:`Trainer.fit` did: one record per epoch, and the early-stopping outcome."""
@@ -196,6 +207,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         self.quiet = quiet
+        self._monitor: tuple[Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -205,6 +217,7 @@ class Trainer:
         val_loader: Batches | None = None,
         epochs: int = 10,
         *,
+        unlabeled_loader: Iterable[Any] | None = None,
         resume: bool = False,
     ) -> History:
         """Train for ``epochs`` epochs (in total, counting those a resumed run already did).
@@ -214,7 +227,21 @@ class Trainer:
         RNG states and history it holds, so a run killed at any point and resumed
         ends with the same weights as one never interrupted; with no state file it
         starts fresh.
+
+        ``unlabeled_loader`` (semi-supervised runs, objectives with ``uses_unlabeled``
+        such as VAT) yields unlabeled batches (``x`` or ``(x, ...)``): one comes along
+        with every labeled batch, the loader restarting whenever it runs out.
+
+        After each epoch the objective's :meth:`~Objective.end_epoch` measures its own
+        metrics (the catastrophic-overfitting guard of Fast-AT) on a fixed batch: the
+        first validation batch, or without a validation loader the first training
+        batch of the run (of the resumed part, after a resume).
         """
+        if unlabeled_loader is not None and not self.objective.uses_unlabeled:
+            raise ValueError(
+                f"unlabeled_loader given but {type(self.objective).__name__} does not train on "
+                "unlabeled data; use an objective such as VAT or drop unlabeled_loader"
+            )
         if not isinstance(train_loader, Sized):
             raise ValueError("train_loader must have a length (a DataLoader does); the schedule needs it")
         if epochs < 1:
@@ -237,16 +264,19 @@ class Trainer:
             if start_epoch == 0:
                 self._write_metrics(history)
 
+        unlabeled = _cycle(unlabeled_loader) if unlabeled_loader is not None else None
+        self._monitor = None
         for epoch in range(start_epoch, epochs if not history.stopped_early else start_epoch):
             started = time.perf_counter()
-            objective = self.objective.at_epoch(epoch, epochs)
+            objective = self.objective.at_epoch(epoch, epochs, history.records)
             record: dict[str, float] = {"epoch": epoch + 1}
             record["train_loss"] = self._train_epoch(
-                objective, train_loader, epoch, epochs, epoch * steps_per_epoch, total_steps
+                objective, train_loader, unlabeled, epoch, epochs, epoch * steps_per_epoch, total_steps
             )
             record["lr"] = self.optimizer.param_groups[0]["lr"]
             if val_loader is not None:
                 record.update(self._validate(val_loader, epoch, epochs))
+            record.update(self._end_epoch(objective, history.records))
             record["seconds"] = time.perf_counter() - started
             history.records.append(record)
 
@@ -274,17 +304,27 @@ class Trainer:
     # ------------------------------------------------------------------ phases
 
     def _train_epoch(
-        self, objective: Objective, loader: Batches, epoch: int, epochs: int, step: int, total_steps: int
+        self,
+        objective: Objective,
+        loader: Batches,
+        unlabeled: Iterator[Tensor] | None,
+        epoch: int,
+        epochs: int,
+        step: int,
+        total_steps: int,
     ) -> float:
         self.model.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} train", disable=self.quiet, leave=False)
         for x, y in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self._monitor is None:
+                self._monitor = (x.detach().clone(), y.detach().clone())
             factor = self.schedule(step / total_steps)
             for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
                 group["lr"] = base * factor
-            loss = objective.train_step(self.model, x, y, self.optimizer)
+            extra = next(unlabeled).to(self.device, non_blocking=True) if unlabeled is not None else None
+            loss = objective.train_step(self.model, x, y, self.optimizer, unlabeled=extra)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {step}")
             total, count, step = total + loss * len(y), count + len(y), step + 1
@@ -296,8 +336,10 @@ class Trainer:
         self.model.eval()
         clean = robust = count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} validate", disable=self.quiet, leave=False)
-        for x, y in bar:
+        for index, (x, y) in enumerate(bar):
             x, y = x.to(self.device), y.to(self.device)
+            if index == 0:  # the fixed held-out batch end_epoch measures on
+                self._monitor = (x, y)
             with torch.no_grad():
                 correct = self.model(x).argmax(1) == y
             clean += int(correct.sum())
@@ -310,6 +352,16 @@ class Trainer:
         if self.val_attack is not None:
             out["val_robust_acc"] = robust / max(count, 1)
         return out
+
+    def _end_epoch(self, objective: Objective, records: list[dict[str, float]]) -> dict[str, float]:
+        if self._monitor is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return objective.end_epoch(self.model, *self._monitor, records)
+        finally:
+            self.model.train(was_training)
 
     def _log(self, record: dict[str, float], epochs: int) -> None:
         parts = [f"epoch {int(record['epoch'])}/{epochs}", f"loss {record['train_loss']:.4f}"]
