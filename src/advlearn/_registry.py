@@ -40,8 +40,8 @@ class Registry(dict[str, type[T]], Generic[T]):
         """Build ``name`` from user ``options`` plus library-``supplied`` fields (e.g. the threat model).
 
         Raises:
-            ValueError: for an unknown name, or an option the entry does not take
-                (named, with the known ones).
+            ValueError: for an unknown name, an option the entry does not take
+                (named, with the known ones), or a required option left out.
         """
         if name not in self:
             raise ValueError(f"{self.kind} {name!r} is not registered; known: {', '.join(sorted(self))}")
@@ -52,4 +52,12 @@ class Registry(dict[str, type[T]], Generic[T]):
             raise ValueError(
                 f"unknown option {unknown[0]!r} for {self.kind} {name!r}; known options: {listed}"
             )
+        required = {
+            f.name
+            for f in dataclasses.fields(self[name])  # type: ignore[arg-type]
+            if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(options) - set(supplied))
+        if missing:
+            raise ValueError(f"{self.kind} {name!r} needs option {missing[0]!r} (no default)")
         return self[name](**supplied, **options)

@@ -83,6 +83,23 @@ def dlr(logits: Tensor, y: Tensor) -> Tensor:
     return margin(logits, y) / (top3[:, 0] - top3[:, 2] + 1e-12)
 
 
+def kl_divergence(reference_logits: Tensor, logits: Tensor) -> Tensor:
+    """``KL(softmax(reference_logits) ‖ softmax(logits))`` per example.
+
+    TRADES and MART push the prediction at ``x'`` towards the one at ``x``
+    (the reference, usually detached). Zero exactly when the two distributions agree.
+
+    Shape:
+        both ``(B, C)`` → ``(B,)``.
+
+    Example:
+        >>> kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.0]]))
+        tensor([0.])
+    """
+    log_p = F.log_softmax(reference_logits, dim=1)
+    return (log_p.exp() * (log_p - F.log_softmax(logits, dim=1))).sum(dim=1)
+
+
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
 
 
@@ -94,4 +111,4 @@ def get_loss(name: str) -> LossFn:
         raise ValueError(f"loss={name!r} is not known; use one of {', '.join(map(repr, LOSSES))}") from None
 
 
-__all__ = ["LOSSES", "LossFn", "cross_entropy", "cw_margin", "dlr", "get_loss", "margin"]
+__all__ = ["LOSSES", "LossFn", "cross_entropy", "cw_margin", "dlr", "get_loss", "kl_divergence", "margin"]

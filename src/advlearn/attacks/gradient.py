@@ -139,6 +139,7 @@ def _pgd_run(
     loss_fn: LossFn,
     targeted: bool,
     early_stop: bool,
+    check: bool = True,
 ) -> _Run:
     """``steps`` projected steepest-ascent steps from ``x_start``; the one loop every PGD call runs.
 
@@ -153,7 +154,7 @@ def _pgd_run(
     x, x0_a, y_a, step_a, threat_a = x_start, x0, y, step_size, threat
     num_grads = 0
     for k in range(steps):
-        logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=k == 0)
+        logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=check and k == 0)
         num_grads += x.shape[0]
         if early_stop:
             hit = is_success(logits, y_a, targeted)
@@ -169,6 +170,46 @@ def _pgd_run(
         x = threat_a.project(torch.addcmul(x, ascent, per_example(step_a, x)), x0_a)
     x_out[active] = x
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
+
+
+def pgd_maximize(
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    threat: ThreatModel,
+    loss_fn: LossFn,
+    *,
+    steps: int,
+    step_size: float | None = None,
+    x_start: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """PGD's loop on any per-example loss ``loss_fn(logits, target)``, for training objectives.
+
+    The inner maximizer of objectives whose loss is not a function of labels,
+    such as TRADES's ``KL(f(x) ‖ f(x'))`` where ``target`` holds the clean logits.
+    No early exit, no restarts, no checks of ``target``: the caller owns them.
+
+    Args:
+        x_start: the first iterate; ``None`` draws a uniform point of the ball.
+
+    Returns:
+        The last iterate, inside ``threat``'s set around ``x``.
+    """
+    start = threat.random_init(x, generator) if x_start is None else threat.project(x_start, x)
+    return _pgd_run(
+        model,
+        x,
+        target,
+        threat,
+        x_start=start,
+        step_size=_step_sizes(x, threat, steps, step_size),
+        steps=steps,
+        loss_fn=loss_fn,
+        targeted=False,
+        early_stop=False,
+        check=False,
+    ).x_adv
 
 
 def _check_pgd(steps: int, step_size: float | None, restarts: int, loss: str, targeted: bool) -> None:

@@ -7,26 +7,70 @@ Example:
     PGDAT(threat=ThreatModel(norm='linf', eps=0.3, bounds=(0.0, 1.0)), steps=10, step_size=None, eps_warmup=0)
 """
 
+from advlearn.training.defenses import (
+    AWP,
+    MART,
+    TRADES,
+    ConsistencyAT,
+    FastAT,
+    FGSMBlend,
+    FreeAT,
+    GradNormPenalty,
+    NoiseAugment,
+    awp_perturbation,
+    jensen_shannon,
+    mart_loss,
+    random_translate,
+    trades_loss,
+)
+from advlearn.training.hidden import HiddenAT, hidden_perturbation
 from advlearn.training.objectives import (
     OBJECTIVES,
     PGDAT,
+    AdversarialObjective,
     Objective,
     Standard,
     build_objective,
     register_objective,
 )
+from advlearn.training.protocols import RefitResult, SeedSummary, early_stop_then_refit, multi_seed
 from advlearn.training.trainer import History, Trainer, lr_schedule, resolve_device, seed_everything
+from advlearn.training.vat import VAT, power_iteration, virtual_adversarial_perturbation
 
 __all__ = [
+    "AWP",
+    "MART",
     "OBJECTIVES",
     "PGDAT",
+    "TRADES",
+    "VAT",
+    "AdversarialObjective",
+    "ConsistencyAT",
+    "FGSMBlend",
+    "FastAT",
+    "FreeAT",
+    "GradNormPenalty",
+    "HiddenAT",
     "History",
+    "NoiseAugment",
     "Objective",
+    "RefitResult",
+    "SeedSummary",
     "Standard",
     "Trainer",
+    "awp_perturbation",
     "build_objective",
+    "early_stop_then_refit",
+    "hidden_perturbation",
+    "jensen_shannon",
     "lr_schedule",
+    "mart_loss",
+    "multi_seed",
+    "power_iteration",
+    "random_translate",
     "register_objective",
     "resolve_device",
     "seed_everything",
+    "trades_loss",
+    "virtual_adversarial_perturbation",
 ]

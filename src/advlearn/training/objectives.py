@@ -104,9 +104,30 @@ class Standard(Objective):
         return F.cross_entropy(model(x), y)
 
 
+class AdversarialObjective(Objective):
+    """Base of the objectives that hold a threat model: an optional linear ε warm-up.
+
+    Subclasses are frozen dataclasses with fields ``threat`` and ``eps_warmup``.
+    ``eps_warmup`` epochs ramp ε linearly from ``eps/eps_warmup`` up to ``eps``,
+    which helps large radii such as ε = 0.3 on MNIST get off the ground.
+    """
+
+    threat: ThreatModel
+    eps_warmup: int
+
+    def __post_init__(self) -> None:
+        check_positive_int("eps_warmup", self.eps_warmup, minimum=0)
+
+    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
+        if self.eps_warmup == 0 or epoch >= self.eps_warmup or isinstance(self.threat.eps, Tensor):
+            return self
+        scale = (epoch + 1) / self.eps_warmup
+        return dataclasses.replace(self, threat=self.threat.with_eps(float(self.threat.eps) * scale))  # type: ignore[type-var]
+
+
 @register_objective("pgd_at")
 @dataclass(frozen=True)
-class PGDAT(Objective):
+class PGDAT(AdversarialObjective):
     """PGD adversarial training (Madry et al. 2018): minimize the loss at PGD's worst case.
 
     .. math::
@@ -115,9 +136,7 @@ class PGDAT(Objective):
 
     The inner max is approximated by ``steps`` of PGD from a random start, with
     the model in whatever mode the Trainer put it (train mode), and the outer
-    step descends the cross-entropy at the point found. ``eps_warmup`` epochs
-    ramp ε linearly from ``eps/eps_warmup`` up to ``eps``, which helps large
-    radii such as ε = 0.3 on MNIST get off the ground.
+    step descends the cross-entropy at the point found.
 
     Args:
         threat: the ε-ball to be robust in.
@@ -136,8 +155,8 @@ class PGDAT(Objective):
     eps_warmup: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive_int("steps", self.steps)
-        check_positive_int("eps_warmup", self.eps_warmup, minimum=0)
         if self.step_size is not None:
             check_nonnegative("step_size", self.step_size)
 
@@ -145,9 +164,3 @@ class PGDAT(Objective):
         attack = PGD(self.threat, steps=self.steps, step_size=self.step_size)
         x_adv = attack(model, x, y)
         return F.cross_entropy(model(x_adv), y)
-
-    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
-        if self.eps_warmup == 0 or epoch >= self.eps_warmup or isinstance(self.threat.eps, Tensor):
-            return self
-        scale = (epoch + 1) / self.eps_warmup
-        return dataclasses.replace(self, threat=self.threat.with_eps(float(self.threat.eps) * scale))

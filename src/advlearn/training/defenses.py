@@ -1,0 +1,714 @@
+"""The defenses of the field as :class:`~advlearn.training.Objective`\\ s, each a few lines on one Trainer.
+
+Every objective here is a frozen dataclass registered by name (usable from a
+TOML config and ``advlearn train``) whose docstring gives its paper and
+equation. The inner maximization is always one of the library's attacks (or
+:func:`~advlearn.attacks.pgd_maximize` for losses that are not functions of a
+label), so the threat model's geometry lives in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advlearn._checks import check_nonnegative, check_positive_int
+from advlearn.attacks import FGSM, PGD, Attack, SignNoise, UniformNoise, pgd_maximize
+from advlearn.losses import kl_divergence
+from advlearn.threat import ThreatModel, per_example
+from advlearn.training.objectives import AdversarialObjective, Objective, Records, register_objective
+
+
+def _check_fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _float_eps(threat: ThreatModel, objective: str) -> float:
+    if isinstance(threat.eps, Tensor):
+        raise ValueError(
+            f"{objective} needs a float eps (its step is a multiple of eps), not a per-example tensor"
+        )
+    return float(threat.eps)
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+# ----------------------------------------------------------------------------- Goodfellow et al. 2015
+
+
+class _Blend(AdversarialObjective):
+    """``α·J(x, y) + (1 − α)·J(x̃, y)`` with ``x̃`` from :meth:`perturbation`, regenerated every batch."""
+
+    alpha: float
+
+    def perturbation(self) -> Attack:
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        x_tilde = self.perturbation()(model, x, y)  # from the current weights, treated as a constant
+        loss = (1.0 - self.alpha) * F.cross_entropy(model(x_tilde), y)
+        if self.alpha > 0:
+            loss = loss + self.alpha * F.cross_entropy(model(x), y)
+        return loss
+
+
+@register_objective("fgsm_blend")
+@dataclass(frozen=True)
+class FGSMBlend(_Blend):
+    """Goodfellow et al.'s adversarial objective: a blend of the clean and the FGSM loss.
+
+    .. math::
+
+        \\tilde J(\\theta, x, y) = \\alpha J(\\theta, x, y)
+            + (1 - \\alpha) J(\\theta, x + \\varepsilon\\,\\mathrm{sign}(\\nabla_x J(\\theta, x, y)), y)
+
+    The adversarial example is regenerated from the current model every batch
+    (in other norms, the FGSM step of the threat's geometry).
+
+    Args:
+        threat: the ε-ball.
+        alpha: weight of the clean loss (0.5 in the paper).
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Goodfellow, Shlens & Szegedy. Explaining and harnessing adversarial
+        examples. ICLR 2015, §6, eq. (2)'s successor.
+    """
+
+    threat: ThreatModel
+    alpha: float = 0.5
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_fraction("alpha", self.alpha)
+
+    def perturbation(self) -> Attack:
+        return FGSM(self.threat)
+
+
+@register_objective("noise_augment")
+@dataclass(frozen=True)
+class NoiseAugment(_Blend):
+    """The noise baselines of Goodfellow et al. (2015): :class:`FGSMBlend` with random ``x̃``.
+
+    ``kind="sign"`` adds ``±ε`` per coordinate (a random corner of the ℓ∞ ball),
+    ``kind="uniform"`` draws ``U[−ε, ε]``; both are clipped to the box. Goodfellow
+    et al. report that such noise barely helps against FGSM (86.2% error with
+    ±ε noise vs 17.9% with adversarial training): the baseline that shows the
+    *worst case* matters, not mere perturbation.
+
+    Args:
+        threat: the ε-ball the noise lives in.
+        kind: ``"sign"`` or ``"uniform"``.
+        alpha: weight of the clean loss.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Goodfellow, Shlens & Szegedy. ICLR 2015, §6.
+    """
+
+    threat: ThreatModel
+    kind: Literal["sign", "uniform"] = "sign"
+    alpha: float = 0.5
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_fraction("alpha", self.alpha)
+        if self.kind not in ("sign", "uniform"):
+            raise ValueError(f"kind must be 'sign' or 'uniform', got {self.kind!r}")
+
+    def perturbation(self) -> Attack:
+        return SignNoise(self.threat) if self.kind == "sign" else UniformNoise(self.threat)
+
+
+# ----------------------------------------------------------------------------- Fast-AT and its guard
+
+_COLLAPSE_FLOOR = 0.2  # the least best-so-far PGD accuracy a collapse can be declared from
+
+
+@register_objective("fast_at")
+@dataclass(frozen=True)
+class FastAT(AdversarialObjective):
+    """Fast adversarial training (Wong et al. 2020): FGSM from a random start, step 1.25ε.
+
+    .. math::
+
+        \\delta_0 \\sim U(S), \\quad
+        x' = \\Pi_{S(x)}\\big(x + \\delta_0 + 1.25\\,\\varepsilon\\, d^*(\\nabla_x J(x + \\delta_0, y))\\big)
+
+    One gradient per batch, but prone to *catastrophic overfitting*: within an
+    epoch the model learns to defeat the single step while multi-step PGD
+    accuracy drops to about zero. The **guard** watches for it: after every
+    epoch it measures FGSM and PGD-``guard_steps`` accuracy on a fixed held-out
+    batch (the Trainer's first validation batch). A collapse is declared when
+    PGD accuracy has fallen below half its best earlier value, that best was
+    at least 20% (a model that never was robust cannot collapse; below that,
+    epoch-to-epoch noise would trip it), and FGSM accuracy stays at least
+    ``collapse_gap`` above PGD accuracy. Then it warns, records
+    ``co_detected = 1`` in that epoch's metrics, and (with ``fallback_steps > 0``)
+    trains with PGD-``fallback_steps`` for the rest of the run, the remedy of
+    the seed chapter's §62.7. The decision is a function of the recorded
+    metrics, so a resumed run makes the same one.
+
+    Args:
+        threat: the ε-ball (a float ε).
+        step_ratio: the FGSM step as a multiple of ε (1.25 in the paper; 2 and
+            above overfit catastrophically more often).
+        random_start: start from a uniform point of the ball (Wong et al.);
+            without it this is plain FGSM training.
+        guard: measure and react to catastrophic overfitting.
+        guard_steps: PGD steps of the guard's check.
+        collapse_gap: how far FGSM accuracy must exceed PGD accuracy at a collapse.
+        fallback_steps: PGD steps after a collapse; 0 only warns.
+        fallback: train with PGD-``fallback_steps`` now (the guard sets it).
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Wong, Rice & Kolter. Fast is better than free: revisiting adversarial
+        training. ICLR 2020, Algorithm 3 and §5.
+    """
+
+    threat: ThreatModel
+    step_ratio: float = 1.25
+    random_start: bool = True
+    guard: bool = True
+    guard_steps: int = 10
+    collapse_gap: float = 0.3
+    fallback_steps: int = 5
+    fallback: bool = False
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _float_eps(self.threat, "FastAT")
+        check_nonnegative("step_ratio", self.step_ratio)
+        check_positive_int("guard_steps", self.guard_steps)
+        check_positive_int("fallback_steps", self.fallback_steps, minimum=0)
+        _check_fraction("collapse_gap", self.collapse_gap)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.fallback:
+            attack = PGD(self.threat, steps=self.fallback_steps)
+        else:
+            step = self.step_ratio * float(self.threat.eps)
+            attack = PGD(self.threat, steps=1, step_size=step, random_start=self.random_start)
+        return F.cross_entropy(model(attack(model, x, y)), y)
+
+    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
+        objective = super().at_epoch(epoch, epochs, records)
+        collapsed = any(r.get("co_detected", 0.0) > 0 for r in records)
+        if collapsed and self.fallback_steps > 0 and isinstance(objective, FastAT):
+            return dataclasses.replace(objective, fallback=True)
+        return objective
+
+    def end_epoch(self, model: nn.Module, x: Tensor, y: Tensor, records: Records = ()) -> dict[str, float]:
+        if not self.guard:
+            return {}
+        threat = self.threat.with_eps(_float_eps(self.threat, "FastAT"))  # the full ε, even during a warm-up
+        pgd_acc = _accuracy(model, PGD(threat, steps=self.guard_steps)(model, x, y), y)
+        fgsm_acc = _accuracy(model, FGSM(threat)(model, x, y), y)
+        best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
+        seen = any(r.get("co_detected", 0.0) > 0 for r in records)
+        collapsed = (
+            not seen
+            and best is not None
+            and best >= _COLLAPSE_FLOOR
+            and pgd_acc < 0.5 * best
+            and fgsm_acc - pgd_acc >= self.collapse_gap
+        )
+        if collapsed:
+            remedy = f"switching to PGD-{self.fallback_steps}" if self.fallback_steps else "no fallback set"
+            warnings.warn(
+                f"catastrophic overfitting after epoch {len(records) + 1}: PGD-{self.guard_steps} accuracy "
+                f"{pgd_acc:.1%} (best {best:.1%}) while FGSM accuracy is {fgsm_acc:.1%}; {remedy}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return {"co_pgd_acc": pgd_acc, "co_fgsm_acc": fgsm_acc, "co_detected": float(collapsed)}
+
+
+# ----------------------------------------------------------------------------- Free-AT
+
+
+@register_objective("free_at")
+@dataclass(frozen=True)
+class FreeAT(AdversarialObjective):
+    """Free adversarial training (Shafahi et al. 2019): minibatch replay with a persistent perturbation.
+
+    Each batch is replayed ``replays`` times; every replay takes one backward
+    pass that yields both the parameter gradient (one optimizer step) and the
+    input gradient (one FGSM step on ``δ``), so the attack comes for free:
+
+    .. math::
+
+        \\theta \\leftarrow \\theta - \\eta \\nabla_\\theta J(x + \\delta, y), \\qquad
+        \\delta \\leftarrow \\Pi_S\\big(\\delta + \\varepsilon\\, d^*(\\nabla_\\delta J(x + \\delta, y))\\big)
+
+    ``δ`` carries over to the next batch (and epoch), as in the paper. To keep
+    the number of gradient computations equal to standard training, train for
+    ``epochs / replays`` epochs. The perturbation is held in memory only: a
+    resumed run restarts it from zero.
+
+    Args:
+        threat: the ε-ball.
+        replays: ``m``, optimizer steps per batch.
+        step_size: the step on ``δ``; ``None`` means ε (the paper's choice).
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Shafahi, Najibi, Ghiasi, Xu, Dickerson, Studer, Davis, Taylor &
+        Goldstein. Adversarial training for free! NeurIPS 2019, Algorithm 1.
+    """
+
+    threat: ThreatModel
+    replays: int = 4
+    step_size: float | None = None
+    eps_warmup: int = 0
+    _state: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int("replays", self.replays)
+        if self.step_size is not None:
+            check_nonnegative("step_size", self.step_size)
+
+    def _delta(self, x: Tensor) -> Tensor:
+        """The carried perturbation, made feasible for this batch (zero when the shape changes)."""
+        delta = self._state.get("delta")
+        if delta is None or delta.shape != x.shape or delta.device != x.device:
+            return torch.zeros_like(x)
+        return self.threat.project(x + delta, x) - x
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(model(x + self._delta(x)), y)
+
+    def train_step(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        optimizer: torch.optim.Optimizer,
+        *,
+        unlabeled: Tensor | None = None,
+    ) -> float:
+        eps = self.threat.eps_for(x)  # (B,)
+        step = per_example(eps if self.step_size is None else torch.full_like(eps, self.step_size), x)
+        delta = self._delta(x)
+        total = 0.0
+        for _ in range(self.replays):
+            optimizer.zero_grad(set_to_none=True)
+            delta.requires_grad_(True)
+            loss = F.cross_entropy(model(x + delta), y)
+            loss.backward()  # one pass: parameter gradients and the gradient w.r.t. delta
+            optimizer.step()
+            with torch.no_grad():
+                x_adv = x + delta + step * self.threat.steepest_ascent(delta.grad, x + delta)  # type: ignore[arg-type]
+                delta = self.threat.project(x_adv, x) - x
+            total += float(loss.detach())
+        self._state["delta"] = delta.detach()
+        return total / self.replays
+
+
+# ----------------------------------------------------------------------------- TRADES and MART
+
+
+def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """``mean[CE(f(x), y) + β·KL(f(x) ‖ f(x'))]``, Zhang et al. (2019), eq. (5)."""
+    return (
+        F.cross_entropy(logits_clean, y, reduction="none") + beta * kl_divergence(logits_clean, logits_adv)
+    ).mean()
+
+
+def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, lambda_: float) -> Tensor:
+    """MART's loss (Wang et al. 2020, eq. (9)): boosted CE on ``x'`` plus the misclassification-weighted KL.
+
+    .. math::
+
+        \\mathrm{BCE}(p(x'), y) + \\lambda \\,\\mathrm{KL}(p(x) \\,\\|\\, p(x'))\\,(1 - p_y(x)),
+        \\qquad \\mathrm{BCE} = -\\log p_y(x') - \\log\\big(1 - \\max_{k \\ne y} p_k(x')\\big)
+    """
+    probs_adv = logits_adv.softmax(dim=1)
+    best_other = probs_adv.scatter(1, y.unsqueeze(1), 0.0).amax(dim=1)
+    bce = F.cross_entropy(logits_adv, y, reduction="none") - torch.log((1.0 - best_other).clamp_min(1e-12))
+    p_true = logits_clean.softmax(dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+    return (bce + lambda_ * kl_divergence(logits_clean, logits_adv) * (1.0 - p_true)).mean()
+
+
+def _trades_point(
+    model: nn.Module, x: Tensor, threat: ThreatModel, steps: int, step_size: float | None
+) -> Tensor:
+    """TRADES's inner max: PGD on ``KL(f(x) ‖ f(x'))`` from ``x + 0.001·N(0, I)`` (Zhang et al.)."""
+    with torch.no_grad():
+        reference = model(x)
+    start = x + 0.001 * torch.randn_like(x)
+    return pgd_maximize(
+        model,
+        x,
+        reference,
+        threat,
+        lambda logits, ref: kl_divergence(ref, logits),
+        steps=steps,
+        step_size=step_size,
+        x_start=start,
+    )
+
+
+@register_objective("trades")
+@dataclass(frozen=True)
+class TRADES(AdversarialObjective):
+    """TRADES (Zhang et al. 2019): clean cross-entropy plus β times the KL to the worst-case neighbour.
+
+    .. math::
+
+        \\min_\\theta \\; \\mathbb{E}\\Big[\\mathrm{CE}(f(x), y)
+            + \\beta \\max_{x' \\in S(x)} \\mathrm{KL}\\big(f(x) \\,\\|\\, f(x')\\big)\\Big]
+
+    ``x'`` comes from ``steps`` of PGD on the KL term, starting at
+    ``x + 0.001·N(0, I)``; the outer gradient flows through both ``f(x)`` and
+    ``f(x')``. ``β`` trades clean accuracy for robustness (6 in the paper).
+
+    Args:
+        threat: the ε-ball.
+        beta: weight of the robust (KL) term.
+        steps: PGD steps on the KL.
+        step_size: ``None`` means ``2.5·ε/steps``.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan. Theoretically principled
+        trade-off between robustness and accuracy. ICML 2019, eq. (5) and Algorithm 1.
+    """
+
+    threat: ThreatModel
+    beta: float = 6.0
+    steps: int = 10
+    step_size: float | None = None
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nonnegative("beta", self.beta)
+        check_positive_int("steps", self.steps)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
+        return trades_loss(model(x), model(x_adv), y, self.beta)
+
+
+@register_objective("mart")
+@dataclass(frozen=True)
+class MART(AdversarialObjective):
+    """MART (Wang et al. 2020): misclassification-aware adversarial training.
+
+    ``x'`` from PGD on the cross-entropy; the loss is :func:`mart_loss`: a
+    boosted cross-entropy on ``x'`` that also pushes down the strongest wrong
+    class, plus ``λ·KL(p(x) ‖ p(x'))`` weighted by ``1 − p_y(x)`` so that the
+    examples the model misclassifies count more.
+
+    Args:
+        threat: the ε-ball.
+        lambda_: weight of the KL term (6 in the paper; ``lambda`` is a Python keyword).
+        steps: PGD steps.
+        step_size: ``None`` means ``2.5·ε/steps``.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Wang, Zou, Yi, Bailey, Ma & Gu. Improving adversarial robustness requires
+        revisiting misclassified examples. ICLR 2020, eq. (9).
+    """
+
+    threat: ThreatModel
+    lambda_: float = 6.0
+    steps: int = 10
+    step_size: float | None = None
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nonnegative("lambda_", self.lambda_)
+        check_positive_int("steps", self.steps)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        x_adv = PGD(self.threat, steps=self.steps, step_size=self.step_size)(model, x, y)
+        return mart_loss(model(x), model(x_adv), y, self.lambda_)
+
+
+# ----------------------------------------------------------------------------- AWP
+
+
+def awp_perturbation(model: nn.Module, loss: Tensor, gamma: float) -> dict[str, Tensor]:
+    """One normalized ascent step on the weights: ``v_l = γ‖W_l‖·∇_l/‖∇_l‖`` for every weight matrix.
+
+    "Layers" are the parameters with two or more dimensions (the weights of
+    linear and convolutional layers); biases and normalization parameters are
+    not perturbed. The step is relative to each layer's norm, so ``γ`` is
+    scale-free (Wu et al. 2020, eq. (11)).
+
+    Returns:
+        ``{parameter name: v_l}``, each ``‖v_l‖ = γ‖W_l‖`` (0 where the gradient is 0).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    out = {}
+    for (name, weight), grad in zip(named, grads, strict=True):
+        if grad is None:
+            continue
+        scale = gamma * weight.detach().norm() / grad.norm().clamp_min(1e-20)
+        out[name] = scale * grad
+    return out
+
+
+@register_objective("awp")
+@dataclass(frozen=True)
+class AWP(AdversarialObjective):
+    """Adversarial weight perturbation (Wu et al. 2020) around PGD-AT or TRADES.
+
+    .. math::
+
+        \\min_w \\max_{\\|v_l\\| \\le \\gamma \\|w_l\\|} \\; \\rho(w + v),
+        \\qquad \\rho = \\text{the PGD-AT or TRADES loss at } x'
+
+    Each step: find ``x'`` (as the wrapped method does), take one normalized
+    ascent step on the weights (:func:`awp_perturbation`), compute the gradient
+    of ``ρ`` at ``w + v``, restore ``w`` exactly (a copy, bit for bit, not a
+    subtraction) and let the optimizer apply that gradient to ``w``.
+
+    Args:
+        threat: the ε-ball.
+        gamma: relative size of the weight perturbation (5e-3 in the paper).
+        inner: ``"pgd_at"`` or ``"trades"``.
+        steps: PGD steps for ``x'``.
+        step_size: ``None`` means ``2.5·ε/steps``.
+        beta: TRADES's β when ``inner="trades"``.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Wu, Xia & Wang. Adversarial weight perturbation helps robust
+        generalization. NeurIPS 2020, eq. (6)-(11) and Algorithm 1.
+    """
+
+    threat: ThreatModel
+    gamma: float = 5e-3
+    inner: Literal["pgd_at", "trades"] = "pgd_at"
+    steps: int = 10
+    step_size: float | None = None
+    beta: float = 6.0
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nonnegative("gamma", self.gamma)
+        check_positive_int("steps", self.steps)
+        if self.inner not in ("pgd_at", "trades"):
+            raise ValueError(f"inner must be 'pgd_at' or 'trades', got {self.inner!r}")
+
+    def _loss_fn(self, model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+        """``ρ`` at the current weights, for a fixed ``x'``."""
+        if self.inner == "trades":
+            x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
+            return lambda: trades_loss(model(x), model(x_adv), y, self.beta)
+        x_adv = PGD(self.threat, steps=self.steps, step_size=self.step_size)(model, x, y)
+        return lambda: F.cross_entropy(model(x_adv), y)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """``ρ`` at ``x'`` and the unperturbed weights (what :meth:`train_step` reports)."""
+        return self._loss_fn(model, x, y)()
+
+    def train_step(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        optimizer: torch.optim.Optimizer,
+        *,
+        unlabeled: Tensor | None = None,
+    ) -> float:
+        loss_fn = self._loss_fn(model, x, y)
+        v = awp_perturbation(model, loss_fn(), self.gamma)
+        params = dict(model.named_parameters())
+        saved = {name: params[name].detach().clone() for name in v}
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            with torch.no_grad():
+                for name, step in v.items():
+                    params[name].add_(step)
+            loss = loss_fn()
+            loss.backward()
+        finally:
+            with torch.no_grad():
+                for name, weight in saved.items():
+                    params[name].copy_(weight)
+        optimizer.step()
+        return float(loss.detach())
+
+
+# ----------------------------------------------------------------------------- consistency
+
+
+def random_translate(x: Tensor, shift: int, fill: float, generator: torch.Generator | None = None) -> Tensor:
+    """Shift each image by up to ``shift`` pixels in each direction (pad with ``fill``, crop back).
+
+    Shape:
+        ``(B, C, H, W)`` → ``(B, C, H, W)``.
+    """
+    if shift == 0:
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"translation needs images (B, C, H, W), got shape {tuple(x.shape)}; set shift=0")
+    b, c, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), value=fill)  # (B, C, H+2s, W+2s)
+    dy = torch.randint(0, 2 * shift + 1, (b,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * shift + 1, (b,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def jensen_shannon(logits_a: Tensor, logits_b: Tensor, temperature: float = 1.0) -> Tensor:
+    """``½KL(p_a ‖ m) + ½KL(p_b ‖ m)`` per example, with ``p = softmax(logits / T)`` and ``m`` their mean."""
+    p_a, p_b = (logits_a / temperature).softmax(1), (logits_b / temperature).softmax(1)
+    log_m = (0.5 * (p_a + p_b)).clamp_min(1e-12).log()
+    kl_a = (p_a * (p_a.clamp_min(1e-12).log() - log_m)).sum(1)
+    kl_b = (p_b * (p_b.clamp_min(1e-12).log() - log_m)).sum(1)
+    return 0.5 * (kl_a + kl_b)
+
+
+@register_objective("consistency_at")
+@dataclass(frozen=True)
+class ConsistencyAT(AdversarialObjective):
+    """Consistency adversarial training (Tack et al. 2022): agree across augmented adversarial views.
+
+    .. math::
+
+        \\tfrac12 \\sum_{i=1,2} \\mathrm{CE}_{\\text{smooth}}(f(x_i'), y)
+            + \\lambda\\, \\mathrm{JS}\\big(f(x_1')/T \\,\\|\\, f(x_2')/T\\big)
+
+    with ``x_1, x_2`` two random translations of ``x`` (plus a horizontal flip
+    with ``flip=True``; leave it off for digits), ``x_i'`` their PGD adversarial
+    examples, label smoothing in the cross-entropy and a temperature-sharpened
+    Jensen–Shannon consistency term between the two views' predictions. The
+    defaults are ours for small inputs; the paper tunes λ and T per dataset.
+
+    Args:
+        threat: the ε-ball (around each augmented view).
+        lambda_: weight of the consistency term.
+        temperature: ``T`` of the consistency term.
+        label_smoothing: of the cross-entropy.
+        shift: maximal translation in pixels (0 for non-image inputs).
+        flip: also flip horizontally at random.
+        steps: PGD steps per view.
+        step_size: ``None`` means ``2.5·ε/steps``.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Tack, Yu, Jeong, Kim, Hwang & Shin. Consistency regularization for
+        adversarial robustness. AAAI 2022, eq. (4).
+    """
+
+    threat: ThreatModel
+    lambda_: float = 1.0
+    temperature: float = 0.5
+    label_smoothing: float = 0.1
+    shift: int = 2
+    flip: bool = False
+    steps: int = 10
+    step_size: float | None = None
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nonnegative("lambda_", self.lambda_)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        _check_fraction("label_smoothing", self.label_smoothing)
+        check_positive_int("shift", self.shift, minimum=0)
+        check_positive_int("steps", self.steps)
+
+    def _view(self, x: Tensor) -> Tensor:
+        view = random_translate(x, self.shift, self.threat.bounds[0])
+        if self.flip:
+            flipped = torch.rand(x.shape[0], device=x.device) < 0.5
+            view = torch.where(flipped.reshape((-1,) + (1,) * (x.dim() - 1)), view.flip(-1), view)
+        return view
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        attack = PGD(self.threat, steps=self.steps, step_size=self.step_size)
+        views = [self._view(x), self._view(x)]
+        adv = torch.cat([attack(model, v, y) for v in views])  # (2B, ...)
+        logits = model(adv)
+        ce = F.cross_entropy(logits, torch.cat([y, y]), label_smoothing=self.label_smoothing)
+        first, second = logits.chunk(2)
+        return ce + self.lambda_ * jensen_shannon(first, second, self.temperature).mean()
+
+
+# ----------------------------------------------------------------------------- gradient-norm penalty
+
+
+@register_objective("grad_norm")
+@dataclass(frozen=True)
+class GradNormPenalty(AdversarialObjective):
+    """The first-order robust loss: ``L(x) + ε‖∇ₓL(x)‖_q`` by double backpropagation.
+
+    .. math::
+
+        \\max_{\\|\\delta\\|_p \\le \\varepsilon} L(x + \\delta)
+            \\approx L(x) + \\varepsilon \\|\\nabla_x L(x)\\|_q, \\qquad \\tfrac1p + \\tfrac1q = 1
+
+    the linearization of the inner max (the seed chapter's eq. 62.2; Simon-Gabriel
+    et al. 2019). On a model linear in ``x`` it equals the FGSM loss to first order.
+    The penalty is per example (with BatchNorm in train mode the examples of a
+    batch are coupled and the gradient mixes them).
+
+    Args:
+        threat: the ε-ball; its norm's dual measures the gradient.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Simon-Gabriel, Ollivier, Bottou, Schölkopf & Lopez-Paz. First-order
+        adversarial vulnerability of neural networks and input dimension. ICML 2019.
+        Drucker & LeCun. Improving generalization performance using double
+        backpropagation. IEEE TNN 1992.
+    """
+
+    threat: ThreatModel
+    eps_warmup: int = 0
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        losses = F.cross_entropy(model(x), y, reduction="none")
+        (grad,) = torch.autograd.grad(losses.sum(), x, create_graph=True)
+        return (losses + self.threat.eps_for(x) * self.threat.dual_norm(grad)).mean()
+
+
+__all__ = [
+    "AWP",
+    "MART",
+    "TRADES",
+    "ConsistencyAT",
+    "FGSMBlend",
+    "FastAT",
+    "FreeAT",
+    "GradNormPenalty",
+    "NoiseAugment",
+    "awp_perturbation",
+    "jensen_shannon",
+    "mart_loss",
+    "random_translate",
+    "trades_loss",
+]
