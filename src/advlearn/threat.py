@@ -116,6 +116,12 @@ class ThreatModel:
         """The exponent q of the dual norm (1 for ℓ∞, 2 for ℓ2, ∞ for ℓ1)."""
         return _DUAL_ORD[self.norm]
 
+    def dual_norm(self, g: Tensor) -> Tensor:
+        """``‖g‖_q`` per example, ``(B,)``, with q the dual exponent: the most a step in the
+        unit ball can raise a linear function with gradient ``g`` (Hölder)."""
+        norms: Tensor = torch.linalg.vector_norm(_flat(g), ord=self.dual_ord, dim=1)
+        return norms
+
     @property
     def ord(self) -> float:
         """The exponent p of the norm (∞, 2 or 1)."""
