@@ -1,0 +1,60 @@
+"""Provable lower bounds on robustness: randomized smoothing and interval bound propagation.
+
+An attack that fails proves nothing; a certificate can be loose but never wrong.
+:class:`Smooth` certifies an ℓ2 radius for a Gaussian-smoothed classifier with
+probability ``1 − α`` (Cohen et al. 2019); :func:`ibp_bounds` bounds a network's
+logits over an ℓ∞ box deterministically (Gowal et al. 2018), and
+:func:`verified_accuracy` counts the examples whose label no perturbation can change.
+Importing this module registers the training objectives ``"gaussian_noise"`` and
+``"ibp"`` in :data:`advlearn.training.OBJECTIVES`.
+
+Example:
+    >>> import advlearn as al
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    >>> lower, upper = al.certify.ibp_bounds(model, torch.rand(2, 1, 2, 2), al.ThreatModel("linf", 0.1))
+    >>> bool((lower <= upper).all())
+    True
+"""
+
+from advlearn.certify.gap import certified_accuracies
+from advlearn.certify.ibp import (
+    Verification,
+    check_ibp_supported,
+    ibp_bounds,
+    ibp_margin_bounds,
+    ibp_radius,
+    input_box,
+    verified_accuracy,
+    verify,
+)
+from advlearn.certify.objectives import GaussianAugment, IBPTraining, ibp_loss
+from advlearn.certify.smoothing import (
+    ABSTAIN,
+    Smooth,
+    SmoothingCertificates,
+    certified_accuracy,
+    certify_dataset,
+    lower_confidence_bound,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "GaussianAugment",
+    "IBPTraining",
+    "Smooth",
+    "SmoothingCertificates",
+    "Verification",
+    "certified_accuracies",
+    "certified_accuracy",
+    "certify_dataset",
+    "check_ibp_supported",
+    "ibp_bounds",
+    "ibp_loss",
+    "ibp_margin_bounds",
+    "ibp_radius",
+    "input_box",
+    "lower_confidence_bound",
+    "verified_accuracy",
+    "verify",
+]
