@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
@@ -20,6 +20,18 @@ EPS = 0.05  # small enough that x ± EPS stays inside [0, 1] for x in [0.3, 0.7]
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+# Each attack in each norm it declares (``Attack.norms``); test_conformance checks it refuses the others.
+SUPPORTED = [(name, norm) for name in sorted(ATTACKS) for norm in NORMS if norm in ATTACKS[name].norms]
+IMAGE_ATTACKS = {"rotation"}  # spatial transformations need (B, C, H, W) inputs
+
+
+def as_images(name: str, model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
+    """For an attack on images, view vectors ``(B, D)`` as ``(B, 1, 2, D/2)`` images behind a Flatten."""
+    if name not in IMAGE_ATTACKS:
+        return model, x
+    return nn.Sequential(nn.Flatten(), model), x.reshape(x.shape[0], 1, 2, -1)
 
 
 def steepest_direction(w: Tensor, norm: str) -> Tensor:
@@ -121,14 +133,14 @@ def test_pgd_step_size(norm: str, step_size: float | None, expected_move: list[f
 # ----------------------------------------------------------------------------- feasibility
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
-@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(("name", "norm"), SUPPORTED)
 @pytest.mark.parametrize("eps_kind", ["float", "per_example", "zero", "per_example_with_zeros"])
 def test_output_in_threat_set(
     name: str, norm: str, eps_kind: str, mlp: nn.Module, vectors: tuple[Tensor, Tensor]
 ) -> None:
     """Every attack's output lies in ball ∩ box for every example; where ε = 0 it is exactly x."""
     x, y = vectors
+    mlp, x = as_images(name, mlp, x)
     eps = radii(eps_kind, len(y))
     if norm != "linf":  # radii large enough for the box to bind
         eps = eps * (8 if norm == "l2" else 40)
@@ -193,12 +205,15 @@ def test_uniform_noise_is_a_random_start(linear2: LinearProblem, norm: str) -> N
 )
 def test_output_in_threat_set_property(name: str, norm: str, eps: float, loss: str, seed: int) -> None:
     """For random models, data, radii and losses, every attack's output satisfies threat.contains."""
+    assume(norm in ATTACKS[name].norms)
     g = seeded(seed)
     model = make_mlp(in_features=6, num_classes=4, seed=seed)
     x = torch.rand(5, 6, generator=g).round(decimals=1)  # many coordinates on the box faces
     y = torch.randint(0, 4, (5,), generator=g)
+    model, x = as_images(name, model, x)
     threat = al.ThreatModel(norm, eps)
-    x_adv = build_attack(name, threat, loss=loss)(model, x, y, generator=g)
+    options = {"loss": loss} if "loss" in ATTACKS.fields(name) else {}  # an ensemble picks its own losses
+    x_adv = build_attack(name, threat, **options)(model, x, y, generator=g)
     assert threat.contains(x_adv, x).all()
 
 

@@ -39,9 +39,8 @@ def test_run_writes_the_promised_files(quick_run: Path):
 def test_evaluate_a_saved_model(quick_run: Path, capsys: pytest.CaptureFixture[str]):
     """`advlearn evaluate` loads the saved weights and prints a table with clean and attacked accuracy."""
     model = str(quick_run / "pgd-at")
-    code = main(
-        ["evaluate", "--model", model, "--eps", "3/10", "-o", "steps=3", "--num-examples", "50", "--quiet"]
-    )
+    args = ["--eps", "3/10", "--attack", "pgd", "-o", "steps=3", "--num-examples", "50", "--quiet"]
+    code = main(["evaluate", "--model", model, *args])
     assert code == 0
     out = capsys.readouterr().out
     assert "clean" in out

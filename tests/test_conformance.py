@@ -211,8 +211,8 @@ def test_gradient_attacks_check_the_model_when_called(
 def test_per_example_eps_must_match_batch(cnn: nn.Module, images: tuple[Tensor, Tensor]) -> None:
     """A (B,) eps of the wrong length raises a ValueError naming eps, for every attack."""
     x, y = images
-    threat = al.ThreatModel("linf", torch.full((len(y) + 1,), 0.1))
     for name in ATTACKS:
+        threat = al.ThreatModel(ATTACKS[name].norms[0], torch.full((len(y) + 1,), 0.1))
         with pytest.raises(ValueError, match="eps"):
             build_attack(name, threat).run(cnn, x, y)
 
@@ -227,7 +227,7 @@ def test_build_attack_rejects_unknown_option(name: str) -> None:
 def test_build_attack_unknown_name() -> None:
     """An unregistered attack name raises a ValueError listing the known ones."""
     with pytest.raises(ValueError, match="pgd"):
-        build_attack("deepfool", al.ThreatModel("linf", 0.1))
+        build_attack("no_such_attack", al.ThreatModel("linf", 0.1))
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))

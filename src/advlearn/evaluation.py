@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlearn.attacks import FGSM, PGD, Attack
+from advlearn.attacks import FGSM, PGD, Attack, AutoAttack
+from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
 from advlearn.threat import ThreatModel
 
 # A DataLoader or iterable of (x, y) batches, an (x, y) pair of tensors, or an object with .x and .y.
@@ -40,8 +41,16 @@ def batches(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]
 
 
 def default_attacks(threat: ThreatModel) -> dict[str, Attack]:
-    """FGSM and PGD-40 with 5 restarts and early exit: what the main job evaluates with."""
-    return {"FGSM": FGSM(threat), "PGD-40x5": PGD(threat, steps=40, restarts=5, early_stop=True)}
+    """FGSM, PGD-40 with 5 restarts and early exit, and the AutoAttack ensemble (the strongest).
+
+    FGSM and PGD stay beside the ensemble so that a report shows how much the stronger
+    attack adds (a large gap between FGSM and the rest hints at gradient masking).
+    """
+    return {
+        "FGSM": FGSM(threat),
+        "PGD-40x5": PGD(threat, steps=40, restarts=5, early_stop=True),
+        "AutoAttack": AutoAttack(threat),
+    }
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,10 @@ class Evaluation:
             (wrong) prediction on the examples it gets wrong, clean and per
             attack; NaN where there are no errors.
         correct: per-example correctness, clean and per attack, ``(N,)`` bool tensors on the CPU.
+        certified: certified (provable, lower-bound) accuracy under the same threat model by
+            method, e.g. ``{"IBP": 0.42}``; filled in by :mod:`advlearn.certify` callers, empty
+            when not measured. The true robust accuracy lies between the best of these and
+            ``worst_case_accuracy`` (an upper bound, since attacks can miss); see :attr:`gap`.
     """
 
     threat: ThreatModel
@@ -67,15 +80,29 @@ class Evaluation:
     worst_case_accuracy: float
     confidence_on_errors: dict[str, float]
     correct: dict[str, Tensor] = field(repr=False)
+    certified: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float:
+        """Empirical robust accuracy (worst case over the attacks) minus the best certified accuracy.
+
+        The width of the interval known to hold the true robust accuracy; NaN without a certificate.
+        (A randomized-smoothing entry certifies the smoothed classifier rather than the model the
+        attacks ran on, so with one the interval is a comparison of two related classifiers.)
+        """
+        if not self.certified:
+            return float("nan")
+        return self.worst_case_accuracy - max(self.certified.values())
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per line of the results table: clean, each attack, and the worst case.
+        """One row per line of the results table: clean, each attack, the worst case, each certificate.
 
         Each row is ``{"attack", "accuracy", "error", "confidence_on_errors"}``.
         """
         rows = [("clean", self.clean_accuracy), *self.robust_accuracy.items()]
         if len(self.robust_accuracy) > 1:
             rows.append(("worst case", self.worst_case_accuracy))
+        rows += [(f"certified ({name})", acc) for name, acc in self.certified.items()]
         return [
             {
                 "attack": name,
@@ -128,7 +155,8 @@ def evaluate(
         <torch._C.Generator object at ...>
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
         >>> x, y = torch.rand(32, 1, 2, 2), torch.randint(0, 3, (32,))
-        >>> ev = evaluate(model, (x, y), ThreatModel("linf", 0.1), quiet=True)
+        >>> threat = ThreatModel("linf", 0.1)
+        >>> ev = evaluate(model, (x, y), threat, [FGSM(threat), PGD(threat, steps=10)], quiet=True)
         >>> ev.worst_case_accuracy <= min(ev.robust_accuracy.values()) <= ev.clean_accuracy
         True
     """
@@ -265,13 +293,157 @@ def adversarial_examples(
     )
 
 
+@dataclass(frozen=True)
+class TransferMatrix:
+    """Accuracy of every model on adversarial examples crafted on every model (Goodfellow's table).
+
+    Row ``i`` is the source the examples were crafted on, column ``j`` the target
+    that classifies them; the diagonal is each model's white-box robust accuracy.
+    An entry counts an example only if the target classifies it correctly both
+    clean and after the transfer (the convention of :class:`Evaluation`).
+
+    Attributes:
+        names: the models' names, in row and column order.
+        accuracy: ``accuracy[i][j]``, the target ``names[j]``'s accuracy on examples from ``names[i]``.
+        correct: the counts behind ``accuracy`` (out of ``num_examples``).
+        clean_accuracy: each model's clean accuracy on the same examples.
+        num_examples: how many examples every entry is measured on.
+        attack: the name of the attack run on each source.
+    """
+
+    names: list[str]
+    accuracy: list[list[float]]
+    correct: list[list[int]]
+    clean_accuracy: dict[str, float]
+    num_examples: int
+    attack: str
+
+    def __getitem__(self, pair: tuple[str, str]) -> float:
+        """``matrix["standard", "pgd-at"]``: ``pgd-at``'s accuracy on the examples crafted on ``standard``."""
+        source, target = pair
+        try:
+            return self.accuracy[self.names.index(source)][self.names.index(target)]
+        except ValueError:
+            raise KeyError(f"no model named {source!r} or {target!r}; the models are {self.names}") from None
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per (source, target): ``{"source", "target", "accuracy", "correct", "num_examples"}``."""
+        return [
+            {
+                "source": source,
+                "target": target,
+                "accuracy": self.accuracy[i][j],
+                "correct": self.correct[i][j],
+                "num_examples": self.num_examples,
+            }
+            for i, source in enumerate(self.names)
+            for j, target in enumerate(self.names)
+        ]
+
+
+def transfer_matrix(
+    models: dict[str, nn.Module],
+    data: Data,
+    attack: Attack,
+    *,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    quiet: bool = False,
+) -> TransferMatrix:
+    """Craft adversarial examples on each model and measure every model's accuracy on them.
+
+    The table of Goodfellow et al. (2015, §8 and Table 1 of Kurakin et al.
+    2017): examples from a standard model evaluated on an adversarially trained
+    one and the reverse. Each source model is attacked once per batch (with its
+    own random stream, seeded by ``seed``, so the diagonal equals
+    :func:`evaluate` of that model under ``attack`` with the same seed); every
+    target then classifies the result with one forward pass.
+
+    Args:
+        models: the models by name; they play both roles, and should all be in
+            ``eval()`` mode and on one device.
+        data: a DataLoader or iterable of ``(x, y)``, an ``(x, y)`` pair, or a dataset with ``.x``/``.y``.
+        attack: the attack run on each source, e.g. ``PGD(threat, steps=20)``.
+        batch_size: batch size when ``data`` is tensors.
+        seed: seeds each source's random stream.
+        device: where to run; default: the first model's device.
+        quiet: no progress bar.
+
+    Returns:
+        A :class:`TransferMatrix`.
+
+    Raises:
+        ValueError: for no models, a value that is not a module, or an ``attack``
+            that is not an :class:`~advlearn.attacks.Attack`.
+
+    References:
+        Goodfellow, Shlens & Szegedy. Explaining and harnessing adversarial
+        examples. ICLR 2015, §8. Papernot, McDaniel & Goodfellow. Transferability
+        in machine learning. arXiv:1605.07277, 2016.
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> models = {name: torch.nn.Linear(4, 3).eval() for name in ("a", "b")}
+        >>> x, y = torch.rand(16, 4), torch.randint(0, 3, (16,))
+        >>> matrix = transfer_matrix(models, (x, y), FGSM(ThreatModel("linf", 0.1)), quiet=True)
+        >>> matrix.names, len(matrix.accuracy), matrix.num_examples
+        (['a', 'b'], 2, 16)
+    """
+    if not isinstance(models, dict) or not models:
+        raise ValueError("models must be a non-empty dict of name -> torch.nn.Module")
+    for name, model in models.items():
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"models[{name!r}] must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(attack, Attack):
+        raise ValueError(f"attack must be an advlearn Attack config, got {type(attack).__name__}")
+    names = list(models)
+    if device is None:
+        first = models[names[0]]
+        device = next((p.device for p in first.parameters()), torch.device("cpu"))
+    generators = {name: torch.Generator(device=device).manual_seed(seed) for name in names}
+    correct = [[0] * len(names) for _ in names]
+    clean = dict.fromkeys(names, 0)
+    n = 0
+    for x, y in tqdm(batches(data, batch_size), desc="transfer", disable=quiet, leave=False):
+        x, y = x.to(device), y.to(device)
+        n += x.shape[0]
+        with torch.no_grad():
+            clean_ok = {name: models[name](x).argmax(1) == y for name in names}
+        for name in names:
+            clean[name] += int(clean_ok[name].sum())
+        for i, source in enumerate(names):
+            x_adv = attack.run(models[source], x, y, generator=generators[source]).x_adv
+            for j, target in enumerate(names):
+                with torch.no_grad():
+                    ok = clean_ok[target] & (models[target](x_adv).argmax(1) == y)
+                correct[i][j] += int(ok.sum())
+    if n == 0:
+        raise ValueError("data yielded no examples")
+    return TransferMatrix(
+        names=names,
+        accuracy=[[c / n for c in row] for row in correct],
+        correct=correct,
+        clean_accuracy={name: clean[name] / n for name in names},
+        num_examples=n,
+        attack=type(attack).__name__,
+    )
+
+
 __all__ = [
+    "CHECKS",
     "EpsSweep",
     "Evaluation",
     "Examples",
+    "MaskingCheck",
+    "MaskingDiagnosis",
+    "TransferMatrix",
     "accuracy_vs_eps",
     "adversarial_examples",
     "batches",
     "default_attacks",
+    "diagnose_masking",
     "evaluate",
+    "transfer_matrix",
 ]

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from advlearn._io import atomic_write_bytes, atomic_write_text
-from advlearn.evaluation import EpsSweep, Evaluation, Examples
+from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis, TransferMatrix
 from advlearn.threat import ThreatModel
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class ModelReport:
         sweep: accuracy against ε (:func:`advlearn.evaluation.accuracy_vs_eps`), if measured.
         examples: clean and adversarial inputs with predictions
             (:func:`advlearn.evaluation.adversarial_examples`), if recorded.
+        diagnosis: the gradient-masking checks (:func:`advlearn.evaluation.diagnose_masking`), if run.
     """
 
     label: str
@@ -70,6 +71,7 @@ class ModelReport:
     history: Sequence[Mapping[str, float]] = ()
     sweep: EpsSweep | None = None
     examples: Examples | None = None
+    diagnosis: MaskingDiagnosis | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():
@@ -208,6 +210,32 @@ def _headline(ev: Evaluation, esc: Escape) -> tuple[float, str]:
     return ev.worst_case_accuracy, f"in the worst case over {_join(attacks)}"
 
 
+def _gap_sentences(models: Sequence[ModelReport], esc: Escape) -> list[str]:
+    """Per model with a certificate: the interval [certified, empirical] that holds its true robust accuracy.
+
+    An attack that fails proves nothing, so the attacks' accuracy is an upper bound; a
+    certificate (IBP) is a lower bound; the gap between them is what is not known.
+    """
+    out = []
+    for m in models:
+        ev = m.evaluation
+        certified = getattr(ev, "certified", None)
+        if not certified or not ev.robust_accuracy:
+            continue
+        best = max(certified, key=certified.__getitem__)
+        note = ""
+        if best.startswith("smoothing"):
+            note = " (smoothing certifies the smoothed classifier, not the model attacked)"
+        elif certified[best] == 0.0:
+            note = " (nothing is certified: the model was not trained to be verifiable)"
+        out.append(
+            f"The {esc(m.label)} model's true robust accuracy lies between {_pct(certified[best])} "
+            f"certified by {esc(best)}, a lower bound, and {_pct(ev.worst_case_accuracy)} under the "
+            f"attacks, an upper bound: a gap of {100.0 * ev.gap:.1f} points{note}."
+        )
+    return out
+
+
 def _summary(models: Sequence[ModelReport], esc: Escape) -> str:
     """One paragraph, generated from the numbers: the headline accuracy of every model, most robust first.
 
@@ -244,6 +272,7 @@ def _summary(models: Sequence[ModelReport], esc: Escape) -> str:
     parts = [sentence]
     if len(counts) == 1:
         parts.append(f"Every accuracy is measured on {counts.pop():,} examples.")
+    parts += _gap_sentences(ranked, esc)
 
     sweeps = [(esc(m.label), m.sweep) for m in ranked if m.sweep is not None and len(m.sweep.eps) > 0]
     if sweeps:
@@ -582,7 +611,158 @@ def plot_examples(
     return path
 
 
+def _plot_certified(curves: Mapping[str, Sequence[tuple[float, float]]], xlabel: str) -> bytes:
+    from matplotlib.ticker import PercentFormatter
+
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for index, (label, curve) in enumerate(curves.items()):
+        radii = [r for r, _ in curve]
+        accuracy = [a for _, a in curve]
+        ax.plot(radii, accuracy, color=f"C{index}", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlim(left=0.0)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(True, alpha=0.35)
+    ax.legend(loc="best", frameon=True)
+    return _png(fig)
+
+
+def plot_certified_accuracy(
+    curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, *, xlabel: str = "radius"
+) -> Path:
+    """Write certified accuracy against the radius (one step curve per entry) to the PNG ``path``.
+
+    Args:
+        curves: by legend label, ``(radius, certified accuracy)`` pairs in increasing radius,
+            e.g. from :func:`advlearn.certify.certified_accuracy`.
+        path: the PNG to write (atomically).
+        xlabel: the x axis, e.g. ``"ℓ2 radius"``.
+
+    Returns:
+        ``path``.
+    """
+    if not curves or any(len(c) == 0 for c in curves.values()):
+        raise ValueError("curves must hold at least one non-empty curve of (radius, accuracy) pairs")
+    path = Path(path)
+    atomic_write_bytes(path, _plot_certified(curves, xlabel))
+    return path
+
+
 # ----------------------------------------------------------------------------- the report
+
+
+# ----------------------------------------------------------------------------- masking checks and transfer
+
+_DIAGNOSTICS_LEGEND = (
+    "Symptoms of gradient masking (Athalye, Carlini & Wagner 2018, §3.1): a failed check means the "
+    "attacks' robust accuracy may come from gradients that mislead them rather than from robustness; "
+    "passing every check proves no robustness, it only removes the usual reasons to doubt the figure."
+)
+
+
+def _masking_warnings(models: Sequence[ModelReport], esc: Escape) -> list[str]:
+    """One warning per model whose gradient-masking checks failed."""
+    out = []
+    for m in models:
+        diag = m.diagnosis
+        if diag is None or not diag.masked:
+            continue
+        titles = [c.title for c in diag.checks if c.flagged]
+        out.append(
+            f"The gradient-masking checks flag the {esc(m.label)} model ({_join(titles)}): its accuracy "
+            "under gradient attacks may be an artefact of masked gradients; see the diagnostics."
+        )
+    return out
+
+
+def _diagnostics_html(models: Sequence[ModelReport]) -> list[str]:
+    """The diagnostics panel: per model, one row per check with its result, figure and meaning."""
+    diagnosed = [m for m in models if m.diagnosis is not None]
+    if not diagnosed:
+        return []
+    e = html.escape
+    out = ["<h2>Gradient-masking diagnostics</h2>", f"<p class='legend'>{e(_DIAGNOSTICS_LEGEND)}</p>"]
+    for m in diagnosed:
+        diag = m.diagnosis
+        assert diag is not None
+        where = f"{diag.num_examples:,} examples, {_format_threat(diag.threat)}"
+        out.append(f"<h3>{e(m.label)} ({e(where)})</h3>")
+        out.append(
+            "<table class='diagnostics'>\n<thead><tr><th>check</th><th>result</th><th>figure</th>"
+            "<th>what it means</th></tr></thead>\n<tbody>"
+        )
+        for c in diag.checks:
+            out.append(
+                f"<tr><td>{e(c.title)}</td><td class='{c.status.replace(' ', '-')}'>{e(c.status)}</td>"
+                f"<td>{e(c.detail)}</td><td>{e(c.meaning)}</td></tr>"
+            )
+        out.append("</tbody>\n</table>")
+    return out
+
+
+def _diagnostics_markdown(models: Sequence[ModelReport], esc: Escape) -> list[str]:
+    """The diagnostics panel in Markdown: one table per model."""
+    diagnosed = [m for m in models if m.diagnosis is not None]
+    if not diagnosed:
+        return []
+    out = ["## Gradient-masking diagnostics", "", _DIAGNOSTICS_LEGEND, ""]
+    for m in diagnosed:
+        diag = m.diagnosis
+        assert diag is not None
+        out += [
+            f"### {esc(m.label)} ({diag.num_examples:,} examples, {_format_threat(diag.threat)})",
+            "",
+            "| check | result | figure | what it means |",
+            "|---|---|---|---|",
+        ]
+        for c in diag.checks:
+            result = "**fail**" if c.flagged else c.status
+            out.append(f"| {_md_cell(c.title)} | {result} | {_md_cell(c.detail)} | {_md_cell(c.meaning)} |")
+        out.append("")
+    return out
+
+
+def _plot_transfer(matrix: TransferMatrix) -> bytes:
+    """A heat map of the transfer matrix: sources in rows, targets in columns, each cell annotated."""
+    from matplotlib.ticker import PercentFormatter
+
+    k = len(matrix.names)
+    acc = np.asarray(matrix.accuracy, dtype=float)  # (k, k)
+    fig = _figure(max(5.0, 1.3 * k + 2.8), max(3.6, 1.1 * k + 1.8))
+    ax = fig.add_subplot()
+    image = ax.imshow(acc, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(k), matrix.names, rotation=30 if k > 3 else 0)
+    ax.set_yticks(range(k), matrix.names)
+    ax.set_xlabel("target (evaluated)")
+    ax.set_ylabel("source (attacked)")
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                _pct(float(acc[i, j])),
+                ha="center",
+                va="center",
+                color="black" if acc[i, j] > 0.6 else "white",
+                fontweight="bold" if i == j else "normal",
+            )
+    fig.colorbar(image, ax=ax, format=PercentFormatter(1.0), label="accuracy")
+    return _png(fig)
+
+
+def _transfer_figure(matrix: TransferMatrix) -> _Figure:
+    caption = (
+        f"Accuracy of each target model (columns) on adversarial examples crafted on each source model "
+        f"(rows) with {matrix.attack}, on {matrix.num_examples:,} examples. The diagonal (bold) is the "
+        "white-box robust accuracy; off the diagonal, the examples transfer (Goodfellow et al. 2015, §8): "
+        "a target keeps more accuracy on examples from another model than on its own, unless its "
+        "gradients are masked. An entry counts an example only if the target classifies it correctly both "
+        "clean and after the attack."
+    )
+    return _Figure("transfer_matrix.png", _plot_transfer(matrix), "Transfer between models", caption)
 
 
 def _slug(label: str) -> str:
@@ -692,12 +872,17 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: 10px 14px; overflow-x: auto;
       font-size: 0.85em; }
 footer { margin-top: 3em; color: #888; font-size: 0.8em; }
+table.diagnostics td.pass { color: #2e7d32; }
+table.diagnostics td.fail { color: #c62828; font-weight: 600; }
+table.diagnostics td.not-run { color: #888; }
 """
 
 _TABLE_LEGEND = (
     "Accuracy under an attack counts an example only if the model classifies it correctly both clean and "
     "under that attack; the worst case counts it only if it survives every attack. Conf. on errors is the "
-    "mean softmax probability the model gives its wrong prediction (— where it made no error)."
+    "mean softmax probability the model gives its wrong prediction (— where it made no error). A certified "
+    "row, where present, is a provable lower bound: the share of examples that no perturbation in the threat "
+    "model can misclassify (interval bound propagation bounds ℓ2 and ℓ1 balls through their ℓ∞ box)."
 )
 
 
@@ -759,7 +944,7 @@ def _html(
     """The self-contained page: inline CSS, figures as data URIs, every string escaped, no script."""
     e = html.escape
     # The generated text is escaped whole: the summary and checks hold user labels.
-    summary, checks = _summary(models, str), _checks(models, str)
+    summary, checks = _summary(models, str), _checks(models, str) + _masking_warnings(models, str)
     out = [
         "<!DOCTYPE html>",
         "<html lang='en'>",
@@ -780,6 +965,7 @@ def _html(
         out += [f"<li class='warning'>⚠ {e(check)}</li>" for check in checks]
         out.append("</ul>")
     out += ["<h2>Results</h2>", _html_table(models), f"<p class='legend'>{e(_TABLE_LEGEND)}</p>"]
+    out += _diagnostics_html(models)
     in_examples = False
     for fig in figures:
         fig_title, caption = fig.text(str)
@@ -813,7 +999,7 @@ def _markdown(
     """The same report in Markdown, linking the PNG files beside it; the user's strings are escaped."""
     esc = _md_text
     out = [f"# {esc(title)}", "", _summary(models, esc), ""]
-    checks = _checks(models, esc)
+    checks = _checks(models, esc) + _masking_warnings(models, esc)
     if notes or checks:
         out += [f"- {esc(note)}" for note in notes]
         out += [f"- **Warning:** {check}" for check in checks]
@@ -826,6 +1012,7 @@ def _markdown(
         who = "" if len(threats) == 1 else f" ({_join(labels)})"
         out.append(f"Threat model{who}: {_norm_symbol(norm)}, ε = {eps}, inputs in [{lo:g}, {hi:g}].  ")
     out += [_TABLE_LEGEND, ""]
+    out += _diagnostics_markdown(models, esc)
     in_examples = False
     for fig in figures:
         fig_title, caption = fig.text(esc)
@@ -852,6 +1039,7 @@ def write_report(
     config_text: str | None = None,
     notes: Sequence[str] = (),
     class_names: Sequence[str] | None = None,
+    transfer: TransferMatrix | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.html``, ``report.md`` and their PNG figures into ``run_dir``.
 
@@ -874,6 +1062,12 @@ def write_report(
         config_text: the resolved configuration (TOML), shown verbatim.
         notes: sentences to show under the summary.
         class_names: names for the class indices in the example figures.
+        transfer: a :func:`~advlearn.evaluation.transfer_matrix` between the models, drawn as a
+            heat map (``transfer_matrix.png``) before the example figures.
+
+    Models with a ``diagnosis`` get a gradient-masking panel after the results table
+    (each check with its result, figure and meaning), and a warning under the summary
+    when any check failed.
 
     Returns:
         ``(html_path, md_path)``.
@@ -892,6 +1086,8 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     figures = _figures(models, class_names)
+    if transfer is not None:
+        figures.insert(sum(f.model is None for f in figures), _transfer_figure(transfer))
     for fig in figures:
         atomic_write_bytes(run_dir / fig.file, fig.png)
     html_path, md_path = run_dir / "report.html", run_dir / "report.md"
@@ -900,4 +1096,11 @@ def write_report(
     return html_path, md_path
 
 
-__all__ = ["MAX_EXAMPLES", "ModelReport", "format_table", "plot_examples", "write_report"]
+__all__ = [
+    "MAX_EXAMPLES",
+    "ModelReport",
+    "format_table",
+    "plot_certified_accuracy",
+    "plot_examples",
+    "write_report",
+]

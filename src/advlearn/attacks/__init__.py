@@ -4,26 +4,55 @@ and a frozen-dataclass config callable as ``attack(model, x, y) -> x_adv``.
 Example:
     >>> import advlearn as al
     >>> threat = al.ThreatModel("linf", eps=0.1)
-    >>> sorted(al.attacks.ATTACKS)
-    ['fgsm', 'pgd', 'sign_noise', 'uniform_noise']
+    >>> {"fgsm", "pgd", "apgd", "apgd_t", "square", "autoattack"} <= set(al.attacks.ATTACKS)
+    True
 """
 
 from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
-from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd
+from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, targeted_dlr
+from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, autoattack
+from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
+from advlearn.attacks.minimal import CW, LBFGS, DeepFool, cw, deepfool, lbfgs
 from advlearn.attacks.noise import SignNoise, UniformNoise, random_sign_noise, uniform_noise
+from advlearn.attacks.spatial import Rotation, rotate, rotation
+from advlearn.attacks.square import Square, square, square_fraction
+from advlearn.attacks.transfer import Transfer, transfer
 
 __all__ = [
+    "APGD",
+    "APGDT",
     "ATTACKS",
+    "CW",
     "FGSM",
+    "LBFGS",
     "PGD",
     "Attack",
     "AttackResult",
+    "AutoAttack",
+    "AutoAttackResult",
+    "DeepFool",
+    "Rotation",
     "SignNoise",
+    "Square",
+    "Transfer",
     "UniformNoise",
+    "apgd",
+    "apgd_checkpoints",
+    "autoattack",
     "build_attack",
+    "cw",
+    "deepfool",
     "fgsm",
+    "lbfgs",
     "pgd",
+    "pgd_maximize",
     "random_sign_noise",
     "register",
+    "rotate",
+    "rotation",
+    "square",
+    "square_fraction",
+    "targeted_dlr",
+    "transfer",
     "uniform_noise",
 ]

@@ -1,7 +1,9 @@
 """The main job: train models, attack them, write a report.
 
 ``advlearn run`` trains a standard and a PGD-AT ``small_cnn`` on MNIST-5k at
-ε = 0.3 (ℓ∞), evaluates both under FGSM and PGD-40 with restarts, sweeps ε,
+ε = 0.3 (ℓ∞), evaluates both under FGSM, PGD-40 with restarts and the AutoAttack
+ensemble (its fast version), sweeps ε, runs the gradient-masking checks on each model
+(:func:`~advlearn.evaluation.diagnose_masking`) and the transfer matrix between them,
 and writes everything into ``runs/<name>/``:
 
 - ``config.toml``: the config as resolved (defaults filled in);
@@ -28,7 +30,7 @@ from torch import nn
 
 import advlearn
 from advlearn._io import atomic_write_bytes, atomic_write_text
-from advlearn.attacks import Attack, build_attack
+from advlearn.attacks import PGD, Attack, build_attack
 from advlearn.checkpoint import load_model, save_model
 from advlearn.config import (
     ConfigError,
@@ -40,13 +42,30 @@ from advlearn.config import (
     dumps,
 )
 from advlearn.data import Dataset, DataSplit, load_dataset
-from advlearn.evaluation import Evaluation, Examples, accuracy_vs_eps, adversarial_examples, evaluate
+from advlearn.evaluation import (
+    Evaluation,
+    Examples,
+    TransferMatrix,
+    accuracy_vs_eps,
+    adversarial_examples,
+    diagnose_masking,
+    evaluate,
+    transfer_matrix,
+)
 from advlearn.models import build_model
 from advlearn.report import ModelReport, format_table, plot_examples, write_report
 from advlearn.threat import ThreatModel
 from advlearn.training import History, Trainer, build_objective, lr_schedule, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
+
+
+# A token ensemble for the smoke run: the same code path as the real one at a tiny budget.
+_QUICK_ENSEMBLE = [
+    {"name": "apgd", "steps": 5, "early_stop": True},
+    {"name": "apgd_t", "steps": 5, "num_targets": 2, "early_stop": True},
+    {"name": "square", "queries": 20},
+]
 
 
 def default_config(quick: bool = False) -> ExperimentConfig:
@@ -65,6 +84,14 @@ def default_config(quick: bool = False) -> ExperimentConfig:
         schedule=Named("onecycle"),
     )
     evaluation = EvaluateConfig(
+        # FGSM and PGD show what a weak and a standard attack find; the AutoAttack ensemble is the
+        # figure to trust. Its "fast" version (APGD-T on 3 targets, 1,000 Square queries) keeps the CI
+        # run short; `advlearn evaluate` defaults to the standard version.
+        attacks=(
+            Named("fgsm"),
+            Named("pgd", {"steps": 40, "restarts": 3, "early_stop": True}),
+            Named("autoattack", {"version": "fast"}),
+        ),
         eps_sweep=(0.0, 0.1, 0.2, 0.25, 0.3, 0.4),
         sweep_attack=Named("pgd", {"steps": 20, "early_stop": True}),
     )
@@ -85,7 +112,11 @@ def default_config(quick: bool = False) -> ExperimentConfig:
                 for t in (standard, dataclasses.replace(robust, objective=Named("pgd_at", {"steps": 2})))
             ),
             evaluate=EvaluateConfig(
-                attacks=(Named("fgsm"), Named("pgd", {"steps": 5, "restarts": 2, "early_stop": True})),
+                attacks=(
+                    Named("fgsm"),
+                    Named("pgd", {"steps": 5, "restarts": 2, "early_stop": True}),
+                    Named("autoattack", {"version": "custom", "attacks": _QUICK_ENSEMBLE}),
+                ),
                 eps_sweep=(0.0, 0.15, 0.3),
                 sweep_attack=Named("pgd", {"steps": 3, "early_stop": True}),
                 num_examples=200,
@@ -136,6 +167,9 @@ def _attack(key: str, spec: Named, threat: ThreatModel) -> Attack:
 
 def _describe(spec: Named) -> str:
     """A short display name: ``pgd`` with steps 40 and restarts 3 → ``PGD-40x3``."""
+    if spec.name == "autoattack":
+        version = spec.options.get("version", "standard")
+        return "AutoAttack" if version == "standard" else f"AutoAttack-{version}"
     steps, restarts = spec.options.get("steps"), spec.options.get("restarts", 1)
     name = spec.name.upper() if spec.name in ("fgsm", "pgd") else spec.name
     if steps is not None:
@@ -253,6 +287,13 @@ def evaluate_one(
     evaluation = evaluate(
         model, (test.x, test.y), threat, attacks, batch_size=ev_cfg.batch_size, seed=cfg.seed, quiet=quiet
     )
+    # The provable lower bound beside the attacks' upper bound: IBP costs about two forward passes.
+    from advlearn.certify import certified_accuracies
+
+    certified = certified_accuracies(
+        model, (test.x, test.y), threat, batch_size=ev_cfg.batch_size, quiet=quiet
+    )
+    evaluation = dataclasses.replace(evaluation, certified=certified)
     sweep = None
     if ev_cfg.eps_sweep:
         sweep_attack = _attack("evaluate.sweep_attack", ev_cfg.sweep_attack, threat)
@@ -273,7 +314,44 @@ def evaluate_one(
         examples = adversarial_examples(
             model, test.x[:n], test.y[:n], strongest, name=strongest_name, seed=cfg.seed
         )
-    return ModelReport(label=label, evaluation=evaluation, sweep=sweep, examples=examples)
+    # The gradient-masking checks (Athalye et al. 2018) on at most 500 of the same examples: seconds.
+    diagnosis = diagnose_masking(
+        model,
+        (test.x, test.y),
+        threat,
+        num_examples=min(len(test), DIAGNOSIS_EXAMPLES),
+        batch_size=ev_cfg.batch_size,
+        seed=cfg.seed,
+    )
+    return ModelReport(
+        label=label, evaluation=evaluation, sweep=sweep, examples=examples, diagnosis=diagnosis
+    )
+
+
+#: How many test examples the gradient-masking checks and the transfer matrix use at most.
+DIAGNOSIS_EXAMPLES = 500
+
+
+def transfer_between(
+    cfg: ExperimentConfig, models: dict[str, nn.Module], test: Dataset, *, quiet: bool = False
+) -> TransferMatrix:
+    """Goodfellow's table between the trained models: PGD-20 examples from each, evaluated on each.
+
+    PGD runs without early exit, so each example is the highest-loss point found,
+    the kind that transfers best; at most :data:`DIAGNOSIS_EXAMPLES` test examples.
+    """
+    threat = _threat(cfg)
+    test = test.subset(min(len(test), cfg.evaluate.num_examples or len(test), DIAGNOSIS_EXAMPLES))
+    for model in models.values():
+        model.eval()
+    return transfer_matrix(
+        models,
+        (test.x, test.y),
+        PGD(threat, steps=20),
+        batch_size=cfg.evaluate.batch_size,
+        seed=cfg.seed,
+        quiet=quiet,
+    )
 
 
 def run_experiment(
@@ -294,13 +372,16 @@ def run_experiment(
     _threat(cfg)  # fail on a bad threat model before any training
     reports: list[ModelReport] = []
     lines: list[str] = []
+    trained: dict[str, nn.Module] = {}
     for i, tcfg in enumerate(cfg.train):
         model, history = train_one(cfg, tcfg, i, split, run_dir, quiet=quiet, resume=resume)
         lines += [json.dumps({"model": tcfg.label, **r}) for r in history.records]
         if evaluate_models:
+            trained[tcfg.label] = model
             report = evaluate_one(cfg, tcfg.label, model, split.test, quiet=quiet)
             reports.append(dataclasses.replace(report, history=list(history.records)))
             lines += [json.dumps({"model": tcfg.label, **row}) for row in report.evaluation.table()]
+    transfer = transfer_between(cfg, trained, split.test, quiet=quiet) if len(trained) > 1 else None
     atomic_write_text(run_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
     seconds = time.perf_counter() - started
     evaluations = {r.label: r.evaluation for r in reports}
@@ -312,6 +393,8 @@ def run_experiment(
             "seconds": seconds,
             "models": {label: ev.table() for label, ev in evaluations.items()},
             "eps_sweeps": {r.label: dataclasses.asdict(r.sweep) for r in reports if r.sweep is not None},
+            "masking_diagnostics": {r.label: r.diagnosis.table() for r in reports if r.diagnosis is not None},
+            "transfer": dataclasses.asdict(transfer) if transfer is not None else None,
         }
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, allow_nan=True) + "\n")
         html, _ = write_report(
@@ -323,6 +406,7 @@ def run_experiment(
                 f"Wall time {seconds:.0f} s on {resolve_device(cfg.device)} with torch {torch.__version__}."
             ],
             class_names=split.test.class_names,
+            transfer=transfer,
         )
     return RunResult(run_dir=run_dir, evaluations=evaluations, seconds=seconds, html=html)
 
@@ -337,14 +421,28 @@ def evaluate_saved(
     batch_size: int = 500,
     seed: int = 0,
     quiet: bool = False,
+    smooth_sigma: float | None = None,
+    smooth_n: int = 1000,
 ) -> Evaluation:
-    """Load a saved model (never unpickling) and evaluate it on the test split of ``data``."""
+    """Load a saved model (never unpickling) and evaluate it on the test split of ``data``.
+
+    Beside the attacks' (upper-bound) robust accuracy, the evaluation's ``certified`` holds the
+    lower bounds that apply: IBP's verified accuracy when the model's layers allow it, and with
+    ``smooth_sigma`` for an ℓ2 threat model, randomized smoothing's certified accuracy at radius ε
+    (``smooth_n`` noise samples per example).
+    """
+    from advlearn.certify import certified_accuracies
+
     model, _ = load_model(model_dir)
     split: DataSplit = _with_key("--data", load_dataset, data.name, **data.options)
     test = split.test.subset(min(num_examples, len(split.test))) if num_examples else split.test
-    return evaluate(
+    evaluation = evaluate(
         model.eval(), (test.x, test.y), threat, attacks, batch_size=batch_size, seed=seed, quiet=quiet
     )
+    certified = certified_accuracies(
+        model, (test.x, test.y), threat, sigma=smooth_sigma, n=smooth_n, seed=seed, quiet=quiet
+    )
+    return dataclasses.replace(evaluation, certified=certified)
 
 
 def write_adversarial_examples(

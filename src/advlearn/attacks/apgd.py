@@ -1,0 +1,469 @@
+"""Auto-PGD (Croce & Hein 2020): PGD with momentum and a step size that halves itself.
+
+APGD needs no step size. It starts at ``η = 2ε``, moves with momentum, and at
+checkpoints ``w_j`` halves ``η`` (restarting from the best point found) whenever
+the last interval went badly. Its targeted variant, APGD-T, attacks the top
+``num_targets`` wrong classes one after the other with the targeted DLR loss.
+All geometry (steps, projections, random starts) comes from the
+:class:`~advlearn.threat.ThreatModel`, so ℓ∞, ℓ2 and ℓ1 share one loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from advlearn._checks import check_inputs, check_logits, check_positive_int
+from advlearn.attacks._base import Attack, AttackResult, is_success, register
+from advlearn.losses import LossFn, get_loss
+from advlearn.threat import ThreatModel, per_example
+
+# maps (logits, y, target) to the (B,) objective the attack climbs; target is None when untargeted
+Objective = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j = ⌈p_j · steps⌉`` at which APGD may halve its step size.
+
+    ``p_0 = 0``, ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``
+    (Croce & Hein 2020, §3.2): the intervals shrink from 22 % of the budget to 6 %.
+
+    Example:
+        >>> apgd_checkpoints(100)
+        [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    """
+    check_positive_int("steps", steps)
+    p = [0.0, 0.22]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)
+        if nxt > 1.0:
+            break
+        p.append(nxt)
+    # The 1e-9 keeps float sums such as 0.22 + 0.19 from rounding up past the integer they equal.
+    return sorted({min(math.ceil(q * steps - 1e-9), steps) for q in p})
+
+
+def targeted_dlr(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """The targeted DLR loss of Croce & Hein (2020, eq. 6), to be maximized, per example.
+
+    .. math::
+
+        -\\frac{z_y - z_t}{z_{\\pi_1} - (z_{\\pi_3} + z_{\\pi_4})/2}
+
+    with ``π`` the logits sorted in decreasing order. With three classes ``z_{π4}``
+    does not exist and ``z_{π3}`` stands in for it (the denominator becomes the
+    untargeted DLR's ``z_{π1} − z_{π3}``).
+
+    Raises:
+        ValueError: with fewer than three classes.
+
+    Example:
+        >>> targeted_dlr(torch.tensor([[4.0, 3.0, 1.0, 0.0]]), torch.tensor([0]), torch.tensor([1]))
+        tensor([-0.2857])
+    """
+    if logits.shape[1] < 3:
+        raise ValueError(
+            f"the targeted DLR loss needs at least 3 classes, the model returns {logits.shape[1]}"
+        )
+    k = min(4, logits.shape[1])
+    top = logits.topk(k, dim=1).values  # (B, k)
+    scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, k - 1])
+    z_y = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    z_t = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    return -(z_y - z_t) / (scale + 1e-12)
+
+
+def _objective(loss: str, targeted: bool) -> Objective:
+    """What APGD climbs: the loss w.r.t. ``y``, or (APGD-T) a loss pulling towards ``target``."""
+    loss_fn = get_loss(loss)
+    if not targeted:
+        return lambda logits, y, target: loss_fn(logits, y)
+    if loss == "dlr":
+        return lambda logits, y, target: targeted_dlr(logits, y, target)  # type: ignore[arg-type]
+    return lambda logits, y, target: -loss_fn(logits, target)  # type: ignore[arg-type]
+
+
+@dataclass
+class _State:
+    """Everything APGD carries per active example; :meth:`keep` drops the examples that left."""
+
+    index: Tensor  # (A,) positions in the run's batch
+    x0: Tensor
+    y: Tensor
+    target: Tensor | None
+    x: Tensor  # the current iterate x^(k)
+    x_prev: Tensor  # x^(k-1), for the momentum term
+    grad: Tensor  # ∇f at x
+    f: Tensor  # (A,) f(x^(k))
+    eta: Tensor  # (A,) the step size
+    f_max: Tensor  # (A,) the best objective so far and where it was reached
+    x_max: Tensor
+    grad_max: Tensor
+    increases: Tensor  # (A,) steps since the last checkpoint that raised f
+    f_max_at_check: Tensor  # (A,) f_max at the last checkpoint
+    halved_at_check: Tensor  # (A,) bool: η was halved at the last checkpoint
+
+    def keep(self, mask: Tensor) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, Tensor):
+                setattr(self, field.name, value[mask])
+
+
+@dataclass
+class _Run:
+    x_adv: Tensor
+    success: Tensor
+    loss: Tensor  # the reported loss w.r.t. y at x_adv
+    num_grads: int
+    num_forwards: int
+
+
+def _apgd_run(
+    model: nn.Module,
+    x0: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    threat: ThreatModel,
+    *,
+    x_start: Tensor,
+    steps: int,
+    objective: Objective,
+    report: LossFn,
+    rho: float,
+    momentum: float,
+    early_stop: bool,
+    check: bool,
+) -> _Run:
+    """One APGD run (Croce & Hein 2020, Algorithm 1) from ``x_start``.
+
+    ``steps`` forward+backward passes evaluate ``x^(0) … x^(steps−1)`` and one
+    forward pass evaluates the last iterate. Each example keeps the best iterate
+    it reached, a fooling one first, then the highest objective; with
+    ``early_stop`` it leaves at its first fooling iterate.
+    """
+    n = x0.shape[0]
+    x_out = x_start.clone()
+    out_success = torch.zeros(n, dtype=torch.bool, device=x0.device)
+    out_objective = torch.full((n,), float("-inf"), dtype=x0.dtype, device=x0.device)
+    out_loss = torch.zeros(n, dtype=x0.dtype, device=x0.device)
+    checkpoints = apgd_checkpoints(steps)
+    last_checkpoint = 0
+    threat_a = threat
+    num_grads = num_forwards = 0
+    state: _State | None = None
+
+    for k in range(steps + 1):
+        if state is not None:
+            # One projected steepest-ascent step z, then the momentum step of eq. (2).
+            s = state
+            z = threat_a.project(s.x + per_example(s.eta, s.x) * threat_a.steepest_ascent(s.grad, s.x), s.x0)
+            if k == 1:
+                x_new = z
+            else:
+                x_new = threat_a.project(
+                    s.x + momentum * (z - s.x) + (1.0 - momentum) * (s.x - s.x_prev), s.x0
+                )
+            s.x_prev, s.x = s.x, x_new
+            x, y_a, t_a = s.x, s.y, s.target
+        else:
+            x, y_a, t_a = x_start, y, target
+        with torch.enable_grad() if k < steps else torch.no_grad():
+            x_in = x.detach().requires_grad_(k < steps)
+            logits = model(x_in)
+            if check and k == 0:
+                check_logits(logits, y_a)
+            f = objective(logits, y_a, t_a)
+            if k < steps:
+                (grad,) = torch.autograd.grad(f.sum(), x_in)
+                num_grads += x.shape[0]
+            else:
+                grad = torch.zeros_like(x)
+                num_forwards += x.shape[0]
+        logits, f = logits.detach(), f.detach()
+        if state is None:
+            state = _State(
+                index=torch.arange(n, device=x0.device),
+                x0=x0,
+                y=y,
+                target=target,
+                x=x,
+                x_prev=x,
+                grad=grad,
+                f=f,
+                eta=2.0 * threat.eps_for(x0),
+                f_max=f.clone(),
+                x_max=x.clone(),
+                grad_max=grad.clone(),
+                increases=torch.zeros(n, dtype=torch.int64, device=x0.device),
+                f_max_at_check=f.clone(),
+                halved_at_check=torch.zeros(n, dtype=torch.bool, device=x0.device),
+            )
+        else:
+            state.increases += (f > state.f).to(torch.int64)
+            state.f, state.grad = f, grad
+            better = f > state.f_max
+            state.f_max = torch.where(better, f, state.f_max)
+            state.x_max[better], state.grad_max[better] = x[better], grad[better]
+        s = state
+
+        # The point kept for each example: a fooling one first, then the highest objective.
+        hit = is_success(logits, s.y, False)
+        prev = out_success[s.index]
+        take = (hit & ~prev) | ((hit == prev) & (f > out_objective[s.index]))
+        where = s.index[take]
+        x_out[where], out_success[where] = x[take], hit[take]
+        out_objective[where], out_loss[where] = f[take], report(logits[take], s.y[take])
+        if early_stop and bool(hit.any()):
+            s.keep(~hit)
+            threat_a = threat_a.select(~hit)
+            if s.index.numel() == 0:
+                break
+
+        if k in checkpoints and 0 < k < steps:
+            # Condition 1: fewer than a fraction rho of the steps since the last checkpoint raised f.
+            stalled = s.increases < rho * (k - last_checkpoint)
+            # Condition 2: η was not halved last time and the best objective has not moved since.
+            unchanged = ~s.halved_at_check & (s.f_max <= s.f_max_at_check)
+            halve = stalled | unchanged
+            s.eta = torch.where(halve, 0.5 * s.eta, s.eta)
+            # Restart the halved examples from their best point, with the gradient there.
+            s.x = torch.where(per_example(halve, s.x), s.x_max, s.x)
+            s.grad = torch.where(per_example(halve, s.grad), s.grad_max, s.grad)
+            s.f = torch.where(halve, s.f_max, s.f)
+            s.halved_at_check, s.f_max_at_check = halve, s.f_max.clone()
+            s.increases = torch.zeros_like(s.increases)
+            last_checkpoint = k
+
+    return _Run(
+        x_adv=x_out, success=out_success, loss=out_loss, num_grads=num_grads, num_forwards=num_forwards
+    )
+
+
+def _check_apgd(
+    steps: int, restarts: int, loss: str, targeted: bool, num_targets: int, rho: float, momentum: float
+) -> None:
+    check_positive_int("steps", steps)
+    check_positive_int("restarts", restarts)
+    check_positive_int("num_targets", num_targets)
+    get_loss(loss)
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
+        raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 < momentum <= 1.0:
+        raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+
+
+def apgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "ce",
+    targeted: bool = False,
+    num_targets: int = 9,
+    rho: float = 0.75,
+    momentum: float = 0.75,
+    random_start: bool = True,
+    early_stop: bool = False,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """Auto-PGD: projected steepest ascent with momentum and an adaptive step size.
+
+    From ``x^(0)`` (a random point of the ball) and ``η = 2ε``:
+
+    .. math::
+
+        z^{(k+1)} &= \\Pi_S\\big(x^{(k)} + \\eta\\, d^*(\\nabla f(x^{(k)}))\\big) \\\\
+        x^{(k+1)} &= \\Pi_S\\big(x^{(k)} + \\alpha (z^{(k+1)} - x^{(k)})
+                     + (1 - \\alpha)(x^{(k)} - x^{(k-1)})\\big)
+
+    with ``α = momentum`` (``α = 1`` for the first step) and ``d*`` the threat
+    model's steepest ascent direction. At each checkpoint ``w_j`` of
+    :func:`apgd_checkpoints`, ``η`` is halved and the iterate reset to the best
+    point so far if (1) fewer than ``ρ·(w_j − w_{j−1})`` of the steps since
+    ``w_{j−1}`` raised ``f``, or (2) ``η`` was not halved at ``w_{j−1}`` and the best
+    objective has not changed since.
+
+    ``targeted=True`` is APGD-T: ``y`` are still the true labels, the attack
+    still succeeds when the prediction leaves ``y``, and it runs once per target
+    class, the ``num_targets`` highest-scoring wrong classes at ``x``, maximizing
+    the targeted DLR loss (:func:`targeted_dlr`; ``−CE`` or ``−CW`` towards the
+    target for ``loss="ce"``/``"cw"``). This differs from ``pgd(targeted=True)``,
+    where ``y`` holds the targets.
+
+    For ℓ1 the step is the threat model's ℓ1 steepest ascent (one coordinate per
+    step) followed by the exact ℓ1 projection; this is not the sparse APGD-ℓ1
+    of Croce & Hein (2021), which moves many coordinates per step, and it is
+    weaker than that attack.
+
+    Args:
+        model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
+        x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
+        y: the true labels ``(B,)``.
+        threat: the ε-ball and box (``eps`` may be a ``(B,)`` tensor).
+        steps: forward+backward passes per run (``N_iter``); each run also costs one forward pass.
+        restarts: runs from fresh random starts (per target when ``targeted``).
+        loss: ``"ce"``, ``"dlr"`` or ``"cw"``.
+        targeted: run APGD-T over the top ``num_targets`` wrong classes.
+        num_targets: how many target classes APGD-T attacks (at most ``C − 1`` are used).
+        rho: ``ρ``, the fraction of successful steps below which ``η`` halves.
+        momentum: ``α``, the weight of the new step against the previous move.
+        random_start: start at a uniform point of the ball instead of at ``x``.
+        early_stop: for evaluation: an example leaves at its first fooling
+            iterate, later runs attack only the examples still standing, and
+            inputs misclassified clean are not attacked.
+        generator: random source for the starts; ``None`` uses torch's global RNG.
+
+    Returns:
+        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. ``y`` at ``x_adv`` (for
+        APGD-T too, so the runs for different targets compare).
+
+    References:
+        Croce & Hein. Reliable evaluation of adversarial robustness with an
+        ensemble of diverse parameter-free attacks. ICML 2020, Algorithm 1,
+        eqs. (2)-(3) and (6), §3.2.
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(0, 3, (8,))
+        >>> threat = ThreatModel("linf", eps=0.1)
+        >>> result = apgd(model, x, y, threat, steps=10)
+        >>> bool(threat.contains(result.x_adv, x).all()), result.num_grads
+        (True, 80)
+    """
+    check_inputs(x, y, threat)
+    _check_apgd(steps, restarts, loss, targeted, num_targets, rho, momentum)
+    report = get_loss(loss)
+    objective = _objective(loss, targeted)
+    n = x.shape[0]
+    x_best = x.clone()
+    success = torch.zeros(n, dtype=torch.bool, device=x.device)
+    loss_best = torch.full((n,), float("-inf"), dtype=x.dtype, device=x.device)
+    num_grads = num_forwards = 0
+    checked = False
+    targets: list[Tensor | None] = [None]
+    if early_stop or targeted:
+        with torch.no_grad():
+            logits = check_logits(model(x), y)
+        num_forwards += n
+        checked = True
+        if early_stop:
+            # x itself lies in the ball: an example it already fools needs no attack.
+            success, loss_best = is_success(logits, y, False), report(logits, y)
+        if targeted:
+            if logits.shape[1] < 3 and loss == "dlr":
+                raise ValueError(
+                    f"targeted APGD with loss='dlr' needs at least 3 classes, the model returns "
+                    f"{logits.shape[1]}"
+                )
+            k = min(num_targets, logits.shape[1] - 1)
+            # The highest-scoring classes other than y, best first: (B, k).
+            ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)
+            targets = [ranked[:, j] for j in range(k)]
+
+    for target in targets:
+        for _ in range(restarts):
+            idx = (~success).nonzero().squeeze(1) if early_stop else torch.arange(n, device=x.device)
+            if idx.numel() == 0:
+                break
+            x0, y0, threat0 = x[idx], y[idx], threat.select(idx)
+            run = _apgd_run(
+                model,
+                x0,
+                y0,
+                None if target is None else target[idx],
+                threat0,
+                x_start=threat0.random_init(x0, generator) if random_start else x0,
+                steps=steps,
+                objective=objective,
+                report=report,
+                rho=rho,
+                momentum=momentum,
+                early_stop=early_stop,
+                check=not checked,
+            )
+            checked = True
+            num_grads += run.num_grads
+            num_forwards += run.num_forwards
+            prev = success[idx]
+            better = (run.success & ~prev) | ((run.success == prev) & (run.loss > loss_best[idx]))
+            keep = idx[better]
+            x_best[keep], success[keep], loss_best[keep] = (
+                run.x_adv[better],
+                run.success[better],
+                run.loss[better],
+            )
+
+    return AttackResult(
+        x_adv=x_best, success=success, loss=loss_best, num_grads=num_grads, num_forwards=num_forwards
+    )
+
+
+@register("apgd")
+@dataclass(frozen=True)
+class APGD(Attack):
+    """Config for :func:`apgd`: ``APGD(threat, loss="dlr")(model, x, y) -> x_adv``.
+
+    ``APGD(threat)`` is APGD-CE of the AutoAttack ensemble (100 steps, one run).
+    """
+
+    threat: ThreatModel
+    steps: int = 100
+    restarts: int = 1
+    loss: str = "ce"
+    targeted: bool = False
+    num_targets: int = 9
+    rho: float = 0.75
+    momentum: float = 0.75
+    random_start: bool = True
+    early_stop: bool = False
+
+    def __post_init__(self) -> None:
+        _check_apgd(
+            self.steps, self.restarts, self.loss, self.targeted, self.num_targets, self.rho, self.momentum
+        )
+
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> AttackResult:
+        return apgd(
+            model,
+            x,
+            y,
+            self.threat,
+            steps=self.steps,
+            restarts=self.restarts,
+            loss=self.loss,
+            targeted=self.targeted,
+            num_targets=self.num_targets,
+            rho=self.rho,
+            momentum=self.momentum,
+            random_start=self.random_start,
+            early_stop=self.early_stop,
+            generator=generator,
+        )
+
+
+@register("apgd_t")
+@dataclass(frozen=True)
+class APGDT(APGD):
+    """APGD-T: :func:`apgd` with ``targeted=True`` and the targeted DLR loss over the top 9 wrong classes.
+
+    ``y`` holds the true labels; success means misclassification, as for :class:`APGD`.
+    """
+
+    threat: ThreatModel
+    steps: int = 100
+    restarts: int = 1
+    loss: str = "dlr"
+    targeted: bool = True
+    num_targets: int = 9

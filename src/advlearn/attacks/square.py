@@ -1,0 +1,357 @@
+"""The Square attack (Andriushchenko et al. 2020): a score-based black-box attack by random squares.
+
+It never asks for a gradient: each query changes the perturbation inside one
+random square window (two for ℓ2) and keeps the change if the loss improved.
+The window shrinks on a fixed schedule as the query budget is spent. Because it
+only reads the model's scores, it sees through defenses that break gradients
+(gradient masking), which is why AutoAttack runs it last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from advlearn._checks import check_inputs, check_logits, check_positive_int
+from advlearn.attacks._base import Attack, AttackResult, is_success, register
+from advlearn.losses import get_loss
+from advlearn.threat import ThreatModel, per_example
+
+# Iterations (out of 10,000) after which p halves; other budgets rescale them linearly (§3, "p schedule").
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_NORMS = ("linf", "l2")
+
+
+def square_fraction(p_init: float, i: int, queries: int) -> float:
+    """The fraction ``p`` of pixels the window covers at iteration ``i`` of ``queries``.
+
+    ``p_init`` halves after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
+    8000 of a 10,000-query budget, rescaled to ``queries``.
+
+    Example:
+        >>> [square_fraction(0.8, i, 10_000) for i in (0, 10, 11, 51, 9000)]
+        [0.8, 0.8, 0.4, 0.2, 0.0015625]
+    """
+    it = int(i / queries * 10_000)
+    halvings = sum(it > h for h in _HALVINGS)
+    return float(p_init) / 2.0**halvings
+
+
+def _as_images(x: Tensor) -> Tensor:
+    """View inputs as ``(B, C, H, W)``: ``(B, D)`` as ``(B, 1, 1, D)``, ``(B, C, L)`` as ``(B, C, 1, L)``."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 2:
+        return x.reshape(x.shape[0], 1, 1, x.shape[1])
+    if x.dim() == 3:
+        return x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+    raise ValueError(
+        f"x must have shape (B, C, H, W), (B, C, L) or (B, D) for the Square attack, got {tuple(x.shape)}"
+    )
+
+
+def _window(p: float, height: int, width: int, l2: bool) -> tuple[int, int]:
+    """The window's side(s) covering a fraction ``p`` of the ``height × width`` pixels.
+
+    A square of side ``round(√(p·H·W))`` on images, a segment of ``round(p·W)`` on
+    rows (``H = 1``). ℓ∞ keeps it below the image size; ℓ2 makes it at least 3
+    and odd (where the image allows), so its pattern has a centre.
+    """
+    if height == 1:
+        sides = [1, round(p * width)]
+    else:
+        side = round(math.sqrt(p * height * width))
+        sides = [side, side]
+    out = []
+    for side, size in zip(sides, (height, width), strict=True):
+        if size == 1:
+            out.append(1)
+        elif l2:
+            side = max(side, 3)
+            out.append(min(side + 1 - side % 2, size))
+        else:
+            out.append(min(max(side, 1), size - 1))
+    return out[0], out[1]
+
+
+def _rings(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Concentric rectangles around the centre, weighted ``Σ_{k ≥ d} 1/(k+1)²`` at Chebyshev distance ``d``.
+
+    The ℓ2 pattern of Andriushchenko et al. (2020, §3.2), unit ℓ2 norm, shape ``(h, w)``.
+    """
+    rows = (torch.arange(h, device=device) - h // 2).abs()
+    cols = (torch.arange(w, device=device) - w // 2).abs()
+    ring = torch.maximum(rows[:, None], cols[None, :])  # (h, w)
+    rings = max(h // 2, w // 2) + 1
+    weights = 1.0 / torch.arange(1, rings + 1, device=device, dtype=dtype) ** 2
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = Σ_{k >= d} 1/(k+1)²
+    pattern: Tensor = tail[ring]
+    unit: Tensor = pattern / pattern.norm()
+    return unit
+
+
+def _pattern(h: int, w: int, transpose: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The ℓ2 meta-pattern: two halves of concentric rings with opposite signs, unit norm, ``(h, w)``."""
+    if h == w and transpose:
+        return _pattern(h, w, False, device, dtype).T
+    if h >= 2:
+        top = _rings(h // 2, w, device, dtype)
+        pattern = torch.cat([top, -_rings(h - h // 2, w, device, dtype)], dim=0)
+    elif w >= 2:
+        pattern = torch.cat([_rings(h, w // 2, device, dtype), -_rings(h, w - w // 2, device, dtype)], dim=1)
+    else:
+        pattern = torch.ones(h, w, device=device, dtype=dtype)
+    unit: Tensor = pattern / pattern.norm()
+    return unit
+
+
+def _random_windows(
+    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """One random window per example: ``(rows, cols)`` offsets into it, ``(B, H, W)`` each, −1 outside."""
+    sh, sw = sides
+    top = torch.randint(0, height - sh + 1, (b, 1), generator=generator, device=like.device)
+    left = torch.randint(0, width - sw + 1, (b, 1), generator=generator, device=like.device)
+    r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
+    c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
+    r = torch.where((r >= 0) & (r < sh), r, -1)
+    c = torch.where((c >= 0) & (c < sw), c, -1)
+    rows = r[:, :, None].expand(b, height, width)
+    cols = c[:, None, :].expand(b, height, width)
+    inside = (rows >= 0) & (cols >= 0)
+    return torch.where(inside, rows, -1), torch.where(inside, cols, -1)
+
+
+def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    draws = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return draws.to(like.dtype) * 2 - 1
+
+
+def _init_linf(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
+    """Vertical stripes: every column of every channel moved by ±ε (§3.1)."""
+    b, c, _, w = x0.shape
+    stripes = _signs((b, c, 1, w), x0, generator)
+    return threat.project_box(x0 + eps * stripes)
+
+
+def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
+    """A grid of tiles of side H/5 (or W/5), each the ℓ2 pattern with a random sign, scaled to norm ε."""
+    b, c, h, w = x0.shape
+    th, tw = max(h // 5, 1), max(w // 5, 1)
+    tile = _pattern(th, tw, False, x0.device, x0.dtype)
+    delta = torch.zeros_like(x0)
+    oh, ow = (h - th * (h // th)) // 2, (w - tw * (w // tw)) // 2
+    for i in range(h // th):
+        for j in range(w // tw):
+            rs, cs = oh + i * th, ow + j * tw
+            delta[:, :, rs : rs + th, cs : cs + tw] = tile * _signs((b, c, 1, 1), x0, generator)
+    norms = delta.reshape(b, -1).norm(dim=1).clamp_min(1e-12)
+    delta = delta * per_example(eps.flatten() / norms, delta)
+    return threat.project(x0 + delta, x0)
+
+
+def _propose_linf(
+    x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, generator: torch.Generator | None
+) -> Tensor:
+    """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2)."""
+    b, c, h, w = x.shape
+    rows, _ = _random_windows(b, _window(p, h, w, l2=False), h, w, x, generator)
+    window = (rows >= 0).unsqueeze(1)  # (B, 1, H, W)
+    x_new = x
+    redo = torch.ones(b, dtype=torch.bool, device=x.device)
+    # A draw that leaves the window as it is wastes a query: redraw its signs a few times.
+    for _ in range(10):
+        signs = _signs((b, c, 1, 1), x, generator)
+        candidate = threat.project_box(torch.where(window, x0 + eps * signs, x))
+        x_new = torch.where(per_example(redo, x), candidate, x_new)
+        redo = (x_new - x).abs().reshape(b, -1).amax(dim=1) < 1e-7
+        if not bool(redo.any()):
+            break
+    return x_new
+
+
+def _propose_l2(
+    x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, generator: torch.Generator | None
+) -> Tensor:
+    """Move the mass of two random windows into the first, with a fresh pattern (Algorithm 3).
+
+    Per channel the first window receives ``ν = √((ε² − ‖δ‖²)/C + ‖δ_{W1∪W2}‖²)``, the
+    second is emptied, so ``‖δ‖₂`` becomes ε before the box clip.
+    """
+    b, c, h, w = x.shape
+    sides = _window(p, h, w, l2=True)
+    transpose = bool(torch.randint(0, 2, (1,), generator=generator, device=x.device).item())
+    pattern = _pattern(sides[0], sides[1], transpose, x.device, x.dtype)
+    rows1, cols1 = _random_windows(b, sides, h, w, x, generator)
+    rows2, _ = _random_windows(b, sides, h, w, x, generator)
+    w1, w2 = (rows1 >= 0).unsqueeze(1), (rows2 >= 0).unsqueeze(1)  # (B, 1, H, W)
+    delta = x - x0
+
+    def channel_norm(t: Tensor) -> Tensor:
+        return t.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (B, C, 1, 1)
+
+    slack = (eps.pow(2) - delta.pow(2).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(0.0) / c
+    nu = (slack + channel_norm(delta * (w1 | w2)).pow(2)).sqrt()
+    placed = pattern[rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
+    inside = delta * w1
+    fresh = placed * _signs((b, c, 1, 1), x, generator) + inside / channel_norm(inside).clamp_min(1e-12)
+    fresh = fresh / channel_norm(fresh).clamp_min(1e-12) * nu
+    delta_new = torch.where(w1, fresh, delta.masked_fill(w2, 0.0))
+    return threat.project(x0 + delta_new, x0)
+
+
+def _check_square(queries: int, p_init: float, loss: str) -> None:
+    check_positive_int("queries", queries)
+    if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0.0 < p_init <= 1.0:
+        raise ValueError(f"p_init must be a number in (0, 1], got {p_init!r}")
+    get_loss(loss)
+
+
+def square(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    queries: int = 5000,
+    p_init: float = 0.8,
+    loss: str = "cw",
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """The Square attack: random search over square-shaped updates, using the model's scores only.
+
+    Starting from vertical ±ε stripes (ℓ∞) or a grid of ε-scaled patterns (ℓ2),
+    each iteration draws a window covering a fraction ``p`` of the pixels
+    (:func:`square_fraction`), proposes a new perturbation there and keeps it if
+    the loss rises:
+
+    .. math::
+
+        x^{(i+1)} = \\begin{cases}
+            \\Pi_S(x^{(i)} + \\delta) & \\text{if } L(x^{(i)} + \\delta, y) > L(x^{(i)}, y) \\\\
+            x^{(i)} & \\text{otherwise}
+        \\end{cases}
+
+    ℓ∞: the window's perturbation becomes ``±ε`` per channel. ℓ2: the mass of two
+    windows moves into the first one, shaped by the concentric-ring pattern, so
+    ``‖δ‖₂`` stays ε. An example stops at its first success; the others stop when
+    they have spent ``queries`` forward passes. No gradient is ever computed, so
+    the attack works on models that cannot be differentiated.
+
+    Inputs are read as images ``(B, C, H, W)``; vectors ``(B, D)`` are treated as
+    one-row images, where the window becomes a segment covering a fraction ``p``.
+
+    Args:
+        model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
+        x: clean inputs ``(B, C, H, W)``, ``(B, C, L)`` or ``(B, D)`` inside ``threat.bounds``.
+        y: labels ``(B,)``.
+        threat: an ℓ∞ or ℓ2 ball and the box (``eps`` may be a ``(B,)`` tensor).
+        queries: forward passes per example, the first at the initial point included.
+        p_init: the fraction of pixels the first windows cover.
+        loss: what a proposal must raise: ``"cw"`` (the margin, the paper's
+            untargeted loss), ``"ce"`` or ``"dlr"``.
+        generator: random source; ``None`` uses torch's global RNG.
+
+    Returns:
+        An :class:`AttackResult` with ``num_grads = 0`` and ``num_forwards`` the
+        queries spent.
+
+    Raises:
+        ValueError: for an ℓ1 threat model, bad options, or bad inputs.
+
+    References:
+        Andriushchenko, Croce, Flammarion & Hein. Square Attack: a query-efficient
+        black-box adversarial attack via random search. ECCV 2020, Algorithms 1-3.
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        >>> x, y = torch.rand(4, 1, 4, 4), torch.randint(0, 3, (4,))
+        >>> threat = ThreatModel("l2", eps=0.5)
+        >>> result = square(model, x, y, threat, queries=50)
+        >>> bool(threat.contains(result.x_adv, x).all()), result.num_grads
+        (True, 0)
+    """
+    check_inputs(x, y, threat)
+    if threat.norm not in _NORMS:
+        raise ValueError(
+            f"the Square attack supports norm 'linf' and 'l2', not threat.norm={str(threat.norm)!r}"
+        )
+    _check_square(queries, p_init, loss)
+    loss_fn = get_loss(loss)
+    images = _as_images(x)  # (B, C, H, W)
+    b = images.shape[0]
+    eps = per_example(threat.eps_for(x), images)
+    init, propose = (_init_linf, _propose_linf) if threat.norm == "linf" else (_init_l2, _propose_l2)
+
+    with torch.no_grad():
+        x_cur = init(images, eps, threat, generator)
+        logits = check_logits(model(x_cur.reshape(x.shape)), y)
+        loss_cur, success = loss_fn(logits, y), is_success(logits, y, False)
+        num_forwards = b
+        active = (~success).nonzero().squeeze(1)
+        # The examples still running, gathered once and shrunk only when some succeed.
+        x0_a, x_a, eps_a, y_a, loss_a = (
+            images[active],
+            x_cur[active],
+            eps[active],
+            y[active],
+            loss_cur[active],
+        )
+        threat_a = threat.select(active)
+        for i in range(1, queries):
+            if active.numel() == 0:
+                break
+            candidate = propose(x0_a, x_a, eps_a, square_fraction(p_init, i, queries), threat_a, generator)
+            logits = model(candidate.reshape((-1, *x.shape[1:])))
+            num_forwards += active.numel()
+            new_loss = loss_fn(logits, y_a)
+            hit = is_success(logits, y_a, False)
+            accept = (new_loss > loss_a) | hit
+            x_a = torch.where(per_example(accept, x_a), candidate, x_a)
+            loss_a = torch.where(accept, new_loss, loss_a)
+            if bool(hit.any()):
+                done, keep = active[hit], ~hit
+                x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
+                active, x0_a, x_a, eps_a = active[keep], x0_a[keep], x_a[keep], eps_a[keep]
+                y_a, loss_a, threat_a = y_a[keep], loss_a[keep], threat_a.select(keep)
+        x_cur[active], loss_cur[active] = x_a, loss_a
+
+    return AttackResult(
+        x_adv=x_cur.reshape(x.shape), success=success, loss=loss_cur, num_grads=0, num_forwards=num_forwards
+    )
+
+
+@register("square")
+@dataclass(frozen=True)
+class Square(Attack):
+    """Config for :func:`square`: ``Square(threat, queries=5000)(model, x, y) -> x_adv``."""
+
+    norms: ClassVar[tuple[str, ...]] = _NORMS
+    threat: ThreatModel
+    queries: int = 5000
+    p_init: float = 0.8
+    loss: str = "cw"
+
+    def __post_init__(self) -> None:
+        self._check_norm()
+        _check_square(self.queries, self.p_init, self.loss)
+
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> AttackResult:
+        return square(
+            model,
+            x,
+            y,
+            self.threat,
+            queries=self.queries,
+            p_init=self.p_init,
+            loss=self.loss,
+            generator=generator,
+        )
