@@ -686,7 +686,7 @@ def test_load_dataset_rejects_unknown_names_and_options() -> None:
 
 
 def _registry_options(name: str, tmp_path: Path) -> dict[str, object]:
-    if name in ("mnist5k", "digits"):
+    if name in ("mnist5k", "digits", "mnist_m_style"):
         return {}
     if name in ("gaussians", "tsipras"):
         return {"n_train": 20, "n_test": 10}

@@ -8,7 +8,18 @@ honestly. Everything starts from a :class:`ThreatModel`.
 
 __version__ = "0.1.0"
 
-from advlearn import attacks, evaluation, losses, threat, training
+from advlearn import attacks, certify, evaluation, games, linear, losses, threat, training
 from advlearn.threat import ThreatModel
 
-__all__ = ["ThreatModel", "__version__", "attacks", "evaluation", "losses", "threat", "training"]
+__all__ = [
+    "ThreatModel",
+    "__version__",
+    "attacks",
+    "certify",
+    "evaluation",
+    "games",
+    "linear",
+    "losses",
+    "threat",
+    "training",
+]

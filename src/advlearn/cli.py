@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or fraction like 8/255") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
     return value
 
 
@@ -132,8 +143,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         num_examples=args.num_examples,
         seed=args.seed,
         quiet=args.quiet,
+        smooth_sigma=args.smooth_sigma,
+        smooth_n=args.smooth_n,
     )
     print(format_table({Path(args.model).name: evaluation}))
+    if evaluation.certified:
+        best = max(evaluation.certified, key=lambda k: evaluation.certified[k])
+        print(
+            f"robust accuracy lies in [{evaluation.certified[best]:.1%} certified ({best}), "
+            f"{evaluation.worst_case_accuracy:.1%} empirical]: a gap of {100 * evaluation.gap:.1f} points"
+        )
+        if best.startswith("smoothing"):
+            print("(randomized smoothing certifies the smoothed classifier, not the model the attack ran on)")
     return 0
 
 
@@ -156,12 +177,127 @@ def _attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certify(args: argparse.Namespace) -> int:
+    from advlearn.experiments.certify_job import certify_saved
+    from advlearn.threat import ThreatModel
+
+    if args.method == "ibp" and args.eps is None:
+        raise ValueError("--method ibp needs --eps, the radius to report verified accuracy at")
+    threat = ThreatModel(args.norm, args.eps, (args.lower, args.upper)) if args.eps is not None else None
+    run = certify_saved(
+        args.model,
+        _data_spec(args, Path(args.model)),
+        method=args.method,
+        sigma=args.sigma,
+        n0=args.n0,
+        n=args.n,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        threat=threat,
+        num_examples=args.num_examples,
+        seed=args.seed,
+        out=args.out,
+        quiet=args.quiet,
+    )
+    s = run.summary
+    if args.method == "smoothing":
+        print(
+            f"randomized smoothing, sigma = {s['sigma']:g}, n0 = {s['n0']}, n = {s['n']:,}, "
+            f"alpha = {s['alpha']:g}, {s['num_examples']} examples, {s['abstained']:.1%} abstained, "
+            f"{s['seconds']:.1f} s"
+        )
+    else:
+        print(
+            f"IBP, {s['norm']} eps = {s['eps']:g} (through the l-inf box), {s['num_examples']} examples: "
+            f"verified accuracy {s['verified_accuracy']:.1%} (clean {s['clean_accuracy']:.1%}), "
+            f"{s['seconds']:.1f} s"
+        )
+    print("| radius | certified accuracy |")
+    print("|-------:|-------------------:|")
+    for radius, accuracy in run.curve[:: max(1, len(run.curve) // 8)]:
+        print(f"| {radius:6.3f} | {accuracy:18.1%} |")
+    print(f"wrote {run.out}/certify.tsv, certified_accuracy.png and summary.json")
+    return 0
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` torch CPU threads (``None``: unchanged), then restore the count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _gan(args: argparse.Namespace) -> int:
+    from advlearn.games.experiments import run_gan
+    from advlearn.games.gan import GANConfig
+
+    config = GANConfig(
+        loss=args.loss,
+        arch=args.arch,
+        steps=args.steps,
+        d_steps=args.d_steps,
+        batch_size=args.batch_size,
+        latent_dim=args.latent_dim,
+        lr=args.lr,
+        eval_every=args.eval_every or max(1, args.steps // 4),
+        seed=args.seed,
+    )
+    with _torch_threads(args.threads):
+        run = run_gan(config, data=args.data, name=args.name, out_dir=args.out_dir, quiet=args.quiet)
+    result, k = run.result, run.result.coverage.num_classes
+    head = f"GAN on {args.data}, {config.loss} loss, {config.arch}, {config.steps} steps"
+    print(f"{head} ({result.seconds:.0f} s)")
+    print("| step | classes covered | Fréchet distance |")
+    print("|------|-----------------|------------------|")
+    for r in result.evaluations:
+        print(f"| {r['step']:>4} | {r['covered']:>12}/{k} | {r['frechet']:>16.3g} |")
+    print(f"(real training vs real test images: Fréchet distance {run.real_frechet:.3g})")
+    print(f"wrote {run.run_dir}/; open {run.html}")
+    return 0
+
+
+def _dann(args: argparse.Namespace) -> int:
+    from advlearn.games.experiments import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, run_dann
+
+    config = DANNConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_examples=args.max_examples,
+    )
+    with _torch_threads(args.threads):
+        run = run_dann(config, name=args.name, out_dir=args.out_dir, quiet=args.quiet)
+    print(f"MNIST-5k -> MNIST-M style, {config.epochs} epochs, seed {config.seed}, {run.seconds:.0f} s")
+    print("| model       | source acc | target acc | domain separability |")
+    print("|-------------|------------|------------|---------------------|")
+    for label, m in (("source only", run.source_only), ("DANN", run.dann)):
+        print(
+            f"| {label:<11} | {m['source_acc']:>10.1%} | {m['target_acc']:>10.1%} "
+            f"| {m['domain_separability']:>19.1%} |"
+        )
+    print(f"(Ganin et al. 2016 on real MNIST-M: {PAPER_SOURCE_ONLY:.2%} -> {PAPER_DANN:.2%})")
+    print(f"wrote {run.run_dir}/; open {run.html}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
-def _add_attack_arguments(p: argparse.ArgumentParser) -> None:
+def _add_attack_arguments(p: argparse.ArgumentParser, default_attack: str = "pgd") -> None:
     p.add_argument("--model", required=True, help="a folder holding model.safetensors and model.json")
-    p.add_argument("--attack", default="pgd", help="a registered attack: fgsm, pgd, sign_noise, ...")
+    p.add_argument(
+        "--attack",
+        default=default_attack,
+        help=f"a registered attack: autoattack, pgd, fgsm, apgd, square, ... (default {default_attack})",
+    )
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
     p.add_argument("--eps", type=_fraction, required=True, help="radius, e.g. 0.3 or 8/255")
     p.add_argument("--lower", type=float, default=0.0, help="lower input bound (default 0)")
@@ -211,8 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model under an attack")
-    _add_attack_arguments(evaluate)
+    _add_attack_arguments(evaluate, default_attack="autoattack")
     evaluate.add_argument("--num-examples", type=int, default=0, help="test examples (default: all)")
+    evaluate.add_argument(
+        "--smooth-sigma",
+        type=_fraction,
+        help="with --norm l2: also certify by randomized smoothing at this sigma (IBP runs when it can)",
+    )
+    evaluate.add_argument("--smooth-n", type=int, default=1000, help="smoothing samples per example")
     evaluate.set_defaults(func=_evaluate)
 
     attack = commands.add_parser("attack", help="write adversarial examples (.npz) and a PNG grid")
@@ -220,6 +362,37 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--num-examples", type=int, default=16, help="how many test examples (default 16)")
     attack.add_argument("--out", default="adversarial.npz", help="output .npz (a .png grid goes beside it)")
     attack.set_defaults(func=_attack)
+
+    certify = commands.add_parser(
+        "certify",
+        help="certify a saved model: randomized smoothing (l2 radii) or IBP (verified accuracy)",
+        description="Per-example certificates (certify.tsv), the certified-accuracy-vs-radius curve "
+        "(certified_accuracy.png) and summary.json, written to --out.",
+    )
+    certify.add_argument("--model", required=True, help="a folder holding model.safetensors and model.json")
+    certify.add_argument("--method", default="smoothing", choices=["smoothing", "ibp"])
+    certify.add_argument("--sigma", type=_fraction, default=0.25, help="smoothing noise level (default 0.25)")
+    certify.add_argument("--n0", type=int, default=100, help="smoothing: selection samples (default 100)")
+    certify.add_argument("--n", type=int, default=10_000, help="smoothing: estimation samples (default 10k)")
+    certify.add_argument("--alpha", type=float, default=0.001, help="smoothing: failure probability")
+    certify.add_argument("--batch-size", type=int, default=1000, help="noisy copies (or IBP inputs) per pass")
+    certify.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="IBP: the norm")
+    certify.add_argument(
+        "--eps",
+        type=_fraction,
+        help="IBP: radius for the verified accuracy; smoothing: an l2 radius to report certified accuracy at",
+    )
+    certify.add_argument("--lower", type=float, default=0.0, help="lower input bound (default 0)")
+    certify.add_argument("--upper", type=float, default=1.0, help="upper input bound (default 1)")
+    certify.add_argument("--num-examples", type=int, default=100, help="test examples (default 100; 0: all)")
+    certify.add_argument("--out", help="output folder (default <model>/certify-<method>)")
+    certify.add_argument("--data", help="dataset name (default: the one in the model's model.json)")
+    certify.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="e.g. path=/data"
+    )
+    certify.add_argument("--seed", type=int, default=0, help="seeds the smoothing noise")
+    certify.add_argument("--quiet", action="store_true", help="no progress bars")
+    certify.set_defaults(func=_certify)
 
     demo = commands.add_parser(
         "demo",
@@ -230,6 +403,45 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+    gan = commands.add_parser(
+        "gan",
+        help="train a GAN on the 8x8 digits or MNIST-5k; samples, curves, mode coverage, Frechet distance",
+        description="Train a GAN (no download) and write samples, D(x)/D(G(z)) curves, mode coverage and "
+        "a Frechet distance into runs/<name>/.",
+    )
+    gan.add_argument("--data", default="digits", help="digits (8x8, default) or mnist5k (28x28)")
+    gan.add_argument("--loss", default="nonsaturating", help="minimax, nonsaturating (default) or wgan-gp")
+    gan.add_argument("--arch", default="mlp", help="mlp (default) or dcgan")
+    gan.add_argument("--steps", type=int, default=2000, help="generator steps (default 2000)")
+    gan.add_argument("--d-steps", type=int, help="D steps per G step (default 1; 5 for wgan-gp)")
+    gan.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    gan.add_argument("--latent-dim", type=int, default=32, help="size of z (default 32)")
+    gan.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4; 1e-4 for wgan-gp)")
+    gan.add_argument("--eval-every", type=int, help="steps between sample grids/metrics (default steps/4)")
+    gan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gan.add_argument("--name", help="run folder name (default gan-<data>-<loss>)")
+    gan.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
+    gan.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    gan.add_argument("--quiet", action="store_true", help="no progress bars")
+    gan.set_defaults(func=_gan)
+
+    dann = commands.add_parser(
+        "dann",
+        help="domain-adversarial training, MNIST-5k -> MNIST-M style: source only vs DANN",
+        description="Train a source-only and a DANN network on MNIST-5k -> MNIST-M style (built offline "
+        "from scikit-image photos) and write accuracies, curves and feature embeddings into runs/<name>/.",
+    )
+    dann.add_argument("--epochs", type=int, default=10, help="epochs per model (default 10)")
+    dann.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    dann.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    dann.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    dann.add_argument("--max-examples", type=int, help="at most this many train and test images per domain")
+    dann.add_argument("--name", help="run folder name (default dann-seed<seed>)")
+    dann.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
+    dann.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    dann.add_argument("--quiet", action="store_true", help="no progress bars")
+    dann.set_defaults(func=_dann)
     return parser
 
 
