@@ -7,7 +7,8 @@ What it measures
     over the first `--warmup` epochs (the objectives that take a threat model), inner PGD with
     `--steps` steps; clean accuracy and PGD-40 accuracy (one random start, early exit) on the
     `--eval-n` first test digits, wall time of training. Free-AT runs epochs/replays epochs (the
-    same number of passes over the data, the paper's accounting). Table 2 (like for like with ART):
+    same number of passes over the data, the paper's accounting) and ramps eps over warmup/replays
+    of them. Table 2 (like for like with ART):
     advlearn's PGDAT and TRADES against ART 1.20's AdversarialTrainerMadryPGD and
     AdversarialTrainerTRADESPyTorch with the same model initialization, inner PGD, Adam at a constant
     lr of 1e-3, full eps from the first epoch (ART's trainers have no schedule and no eps ramp).
@@ -65,8 +66,9 @@ def objective_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         options["ramp_epochs"] = args.warmup
     if name == "hidden_at":
         options.update(layer="relu1", eps=args.eps)  # the first hidden layer's activations, same radius
-    if name == "free_at":
+    if name == "free_at":  # epochs / m epochs of m replays: the ramp shrinks the same way
         options["replays"] = args.replays
+        options["eps_warmup"] = round(args.warmup / args.replays)
     return options
 
 
