@@ -733,7 +733,7 @@ def _plot_transfer(matrix: TransferMatrix) -> bytes:
     acc = np.asarray(matrix.accuracy, dtype=float)  # (k, k)
     fig = _figure(max(5.0, 1.3 * k + 2.8), max(3.6, 1.1 * k + 1.8))
     ax = fig.add_subplot()
-    image = ax.imshow(acc, cmap="viridis", vmin=0.0, vmax=1.0)
+    image = ax.imshow(acc, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")  # fill the layout box
     ax.set_xticks(range(k), matrix.names, rotation=30 if k > 3 else 0)
     ax.set_yticks(range(k), matrix.names)
     ax.set_xlabel("target (evaluated)")
