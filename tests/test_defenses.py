@@ -77,7 +77,7 @@ def test_trades_objective_runs_pgd_on_the_kl() -> None:
         (g,) = torch.autograd.grad(kl, x_adv)
         x_adv = torch.min(torch.max(x_adv.detach() + 0.05 * g.sign(), x - 0.1), x + 0.1).clamp(0, 1)
     expected = trades_loss(model(x), model(x_adv), y, beta=2.0)
-    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
 def test_mart_loss_by_hand() -> None:
