@@ -68,7 +68,10 @@ def problems(draw: st.DrawFn, ranges: tuple[tuple[float, float], ...] = ((-10.0,
         ({"norm": "linf", "eps": 0.1, "bounds": (0.5, 0.5)}, "bounds"),
         ({"norm": "linf", "eps": 0.1, "bounds": (0.0, math.inf)}, "bounds"),
         ({"norm": "linf", "eps": 0.1, "bounds": (0.0, 1.0, 2.0)}, "bounds"),
-        ({"norm": "linf", "eps": 0.1, "bounds": None}, "bounds"),
+        (
+            {"norm": "linf", "eps": 0.1, "bounds": "wide"},
+            "bounds",
+        ),  # None is the unbounded ball (tested below)
     ],
 )
 def test_invalid_arguments_raise(kwargs: dict, name: str) -> None:
@@ -422,3 +425,37 @@ def test_contains_tolerance_and_box() -> None:
     )  # the last leaves the box by 1e-3
     assert threat.contains(x, x0).tolist() == [True, False, True, False]
     assert threat.contains(x, x0, atol=1e-2).tolist() == [True, True, True, True]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_bounds_none_is_the_ball_alone(norm: str) -> None:
+    """``bounds=None``: no box clip anywhere, so points far outside [0, 1] stay where the ball puts them."""
+    threat = ThreatModel(norm, eps=0.5, bounds=None)
+    x0 = torch.full((3, 4), 7.0, dtype=F64)
+    far = x0 + 3.0
+    projected = threat.project(far, x0)
+    torch.testing.assert_close(threat.norm(projected - x0), torch.full((3,), 0.5, dtype=F64))
+    assert bool(threat.contains(projected, x0).all())
+    start = threat.random_init(x0, torch.Generator().manual_seed(0))
+    assert bool(threat.contains(start, x0).all())
+    assert float(start.min()) > 1.0
+    torch.testing.assert_close(threat.project_box(far), far)
+    g = torch.randn(3, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(threat.steepest_ascent(g, x=far), threat.norm.steepest_ascent(g))
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_norm_objects_are_their_names_and_survive_pickling(norm: str) -> None:
+    """A norm equals, hashes and serializes as its name, so configs, JSON and old comparisons keep working."""
+    import json
+    import pickle
+
+    from advlearn.threat import get_norm
+
+    threat = ThreatModel(norm, eps=0.1)
+    assert threat.norm == norm
+    assert hash(threat.norm) == hash(norm)
+    assert {norm: 1}[threat.norm] == 1
+    assert json.dumps(threat.norm) == f'"{norm}"'
+    assert pickle.loads(pickle.dumps(threat.norm)) is get_norm(norm)
+    assert threat.norm.dual_ord == threat.dual_ord

@@ -6,6 +6,8 @@ fix it; nothing is clipped or cast silently.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -32,7 +34,7 @@ def check_inputs(x: Tensor, y: Tensor, threat: ThreatModel) -> None:
         raise ValueError(f"y holds negative labels (min {int(y.min())}); labels must lie in [0, num_classes)")
     if not bool(x.isfinite().all()):
         raise ValueError("x contains NaN or Inf; clean the data before attacking it")
-    lo, hi = threat.bounds
+    lo, hi = threat.bounds if threat.bounds is not None else (-math.inf, math.inf)
     x_min, x_max = float(x.min()), float(x.max())
     if x_min < lo or x_max > hi:
         raise ValueError(

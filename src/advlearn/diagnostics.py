@@ -514,7 +514,7 @@ def diagnose_masking(
 
     # A ball holding the whole box is the box itself in every norm, so the unbounded attack takes ℓ∞
     # steps, the ones that move every pixel (an ℓ1 step moves a single one).
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     whole_box = ThreatModel("linf", hi - lo, bounds=threat.bounds)
     unbounded = PGD(whole_box, steps=steps, random_start=False, early_stop=True)
     acc_unbounded = accuracy(fooled(unbounded))

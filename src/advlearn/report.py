@@ -114,7 +114,7 @@ def _format_threat(threat: ThreatModel) -> str:
 
 def _threat_key(threat: ThreatModel) -> tuple[str, str, tuple[float, float]]:
     """What makes two threat models the same for the text (tensor radii compare by their description)."""
-    return (str(threat.norm), _format_eps(threat.eps), threat.bounds)
+    return (str(threat.norm), _format_eps(threat.eps), threat.box)
 
 
 def _join(items: Sequence[str]) -> str:
@@ -325,7 +325,7 @@ def _checks(models: Sequence[ModelReport], esc: Escape) -> list[str]:
                     f"{_pct(m.evaluation.worst_case_accuracy)}: the sweep's attacks are weaker, so its curve "
                     "is an upper bound on the accuracy."
                 )
-        lo, hi = threat.bounds
+        lo, hi = threat.box
         if sweep.norm == "linf" and eps[-1] >= hi - lo and acc[-1] > 0.0:
             found.append(
                 f"At ε = {_format_eps(eps[-1])} an ℓ∞ attacker can reach any input, yet the {label} model "
@@ -487,7 +487,7 @@ def _plot_examples(
     clean, adv = _as_images(ex.x[:n]), _as_images(ex.x_adv[:n])
     if n <= 0 or clean is None or adv is None:
         return None
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     clean = np.clip((clean - lo) / (hi - lo), 0.0, 1.0)
     adv = np.clip((adv - lo) / (hi - lo), 0.0, 1.0)
     delta = (ex.x_adv[:n] - ex.x[:n]).detach().to("cpu", torch.float32)  # (n, C, H, W)
@@ -913,7 +913,7 @@ def _html_table(models: Sequence[ModelReport]) -> str:
                 f"<td class='num'>{_pct(float(row['confidence_on_errors']))}</td>",
             ]
             if i == 0:
-                lo, hi = m.evaluation.threat.bounds
+                lo, hi = m.evaluation.threat.box
                 cells.append(f"<td class='num' rowspan='{span}'>{m.evaluation.num_examples:,}</td>")
                 cells.append(
                     f"<td rowspan='{span}'>{e(_format_threat(m.evaluation.threat))}, "

@@ -243,7 +243,7 @@ class AutoAttack(Attack):
         return {
             "norm": str(self.threat.norm),
             "eps": eps,
-            "bounds": list(self.threat.bounds),
+            "bounds": list(self.threat.box),
             "version": self.version,
             "members": [[label, name, options] for label, name, options in self._specs()],
         }

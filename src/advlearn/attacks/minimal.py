@@ -187,7 +187,7 @@ def cw(
     """
     check_inputs(x, y, threat)
     _check_cw(steps, search_steps, initial_const, lr, confidence, loss)
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     best = _Best.start(x)
     # An example x itself fools (with margin κ) needs no perturbation: δ = 0 is the minimum.
     with torch.no_grad():
@@ -407,7 +407,7 @@ def deepfool(
     check_inputs(x, y, threat)
     _check_deepfool(steps, overshoot, num_candidates, loss)
     n = x.shape[0]
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     x_out = x.clone()
     active = torch.arange(n, device=x.device)
     x_i = x
@@ -636,7 +636,7 @@ def _lbfgs_search(
 
     loss_fn = get_loss(loss)
     sign = -1.0 if targeted else 1.0
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     n = x.shape[0]
     device, dtype = x.device, x.dtype
     bounds = np.stack(

@@ -147,7 +147,7 @@ def rotation(
     if x.dim() != 4:
         raise ValueError(f"x must be images of shape (B, C, H, W) for a rotation, got shape {tuple(x.shape)}")
     loss_fn = get_loss(loss)
-    lo, _ = threat.bounds
+    lo, _ = threat.box
     n = x.shape[0]
     grid = _angle_grid(float(max_angle), num_angles, x)
 

@@ -186,7 +186,7 @@ def input_box(x: Tensor, threat: ThreatModel) -> Bounds:
             f"x must be a floating-point batch of shape (B, ...), got "
             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
         )
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     x_min, x_max = (float(v) for v in torch.aminmax(x))  # one pass; NaN fails both comparisons below
     if not (lo <= x_min and x_max <= hi):
         if not bool(torch.isfinite(x).all()):
@@ -406,7 +406,7 @@ def ibp_radius(
     Returns:
         ``(B,)`` radii on ``x``'s device.
     """
-    lo_box, hi_box = threat.bounds
+    lo_box, hi_box = threat.box
     top = float(hi_box - lo_box) if eps_max is None else float(eps_max)
     low = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     high = torch.full_like(low, top)

@@ -170,7 +170,7 @@ def certify_saved(
         labels, predictions = test.y.cpu(), torch.cat(preds)
         radii = torch.where(predictions == labels, torch.cat(rads), torch.zeros(()).double())
         seconds = torch.cat(secs)
-        summary.update(norm=str(threat.norm), eps=float(threat.eps), bounds=list(threat.bounds))
+        summary.update(norm=str(threat.norm), eps=float(threat.eps), bounds=list(threat.box))
         summary["verified_accuracy"] = verification.verified_accuracy
         summary["clean_accuracy"] = verification.clean_accuracy
         grid = _curve_points(radii, float(threat.eps))

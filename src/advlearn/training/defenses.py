@@ -641,7 +641,7 @@ class ConsistencyAT(AdversarialObjective):
         check_positive_int("steps", self.steps)
 
     def _view(self, x: Tensor) -> Tensor:
-        view = random_translate(x, self.shift, self.threat.bounds[0])
+        view = random_translate(x, self.shift, self.threat.box[0])
         if self.flip:
             flipped = torch.rand(x.shape[0], device=x.device) < 0.5
             view = torch.where(flipped.reshape((-1,) + (1,) * (x.dim() - 1)), view.flip(-1), view)

@@ -1,14 +1,16 @@
-"""The geometry of the threat model: the ε-ball of one norm, intersected with a box.
+"""The threat model: the ε-ball of one norm, intersected with a box.
 
 Every other module asks a :class:`ThreatModel` for projections, ascent
-directions, random starts and norms; none of them branches on the norm. The
-constraint set around a clean input ``x0`` is
+directions, random starts and norms; none of them branches on the norm (each
+norm's geometry is one class in :mod:`advlearn.threat.norms`). The constraint
+set around a clean input ``x0`` is
 
 .. math::
 
     S(x_0) = \\{x : \\|x - x_0\\|_p \\le \\varepsilon\\} \\cap [lo, hi]^d,
-    \\qquad p \\in \\{\\infty, 2, 1\\}.
+    \\qquad p \\in \\{\\infty, 2, 1\\},
 
+or the ball alone when ``bounds=None`` (perturbations of hidden activations, VAT).
 Norms are taken per example over all non-batch dimensions, so an input of
 shape ``(B, C, H, W)`` is treated as ``B`` vectors of ``C*H*W`` entries.
 """
@@ -17,40 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-Norm = Literal["linf", "l2", "l1"]
-NORMS: tuple[str, ...] = ("linf", "l2", "l1")
-
-# Dual exponent q of each norm: <g, d> <= ||g||_q ||d||_p (Hölder).
-_DUAL_ORD: dict[str, float] = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
-_ORD: dict[str, float] = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
-
-
-def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)  # (B, D)
-
-
-class NormName(str):
-    """The name of a norm (``"linf"``, ``"l2"`` or ``"l1"``) that measures vectors when called.
-
-    It compares equal to the plain string, so ``threat.norm == "linf"`` holds, and
-    ``threat.norm(delta)`` returns ``‖delta‖_p`` per example, shape ``(B,)``.
-    """
-
-    __slots__ = ()
-
-    def __call__(self, delta: Tensor) -> Tensor:
-        norms: Tensor = torch.linalg.vector_norm(_flat(delta), ord=_ORD[self], dim=1)
-        return norms
-
-
-def per_example(v: Tensor, like: Tensor) -> Tensor:
-    """Reshape a ``(B,)`` tensor to ``(B, 1, ..., 1)`` so it broadcasts over ``like``."""
-    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+from advlearn.threat.norms import Norm, flat, get_norm, per_example
 
 
 @dataclass(frozen=True, eq=False, init=False)
@@ -58,10 +31,12 @@ class ThreatModel:
     """An ε-ball in the ℓ∞, ℓ2 or ℓ1 norm intersected with the box ``bounds``.
 
     Args:
-        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (or a :class:`~advlearn.threat.norms.Norm`);
+            ``threat.norm`` is then the norm object, equal to its name.
         eps: the radius, a float shared by the batch or a ``(B,)`` tensor with
             one radius per example. Must be finite and non-negative.
-        bounds: the box ``(lo, hi)`` valid inputs live in, ``lo < hi``.
+        bounds: the box ``(lo, hi)`` valid inputs live in, ``lo < hi``; ``None``
+            for a ball with no box (hidden activations, VAT's perturbations).
 
     Raises:
         ValueError: for an unknown norm, a negative or non-finite ``eps``, or
@@ -74,16 +49,14 @@ class ThreatModel:
         tensor([[1., 0., 0.]])
     """
 
-    norm: NormName
+    norm: Norm
     eps: float | Tensor
-    bounds: tuple[float, float]
+    bounds: tuple[float, float] | None
 
     def __init__(
-        self, norm: Norm | str, eps: float | Tensor, bounds: tuple[float, float] = (0.0, 1.0)
+        self, norm: Norm | str, eps: float | Tensor, bounds: tuple[float, float] | None = (0.0, 1.0)
     ) -> None:
-        if norm not in NORMS:
-            raise ValueError(f"norm={norm!r} is not a known norm; use one of {', '.join(map(repr, NORMS))}")
-        object.__setattr__(self, "norm", NormName(norm))
+        object.__setattr__(self, "norm", get_norm(norm))
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "bounds", bounds)
         if isinstance(self.eps, Tensor):
@@ -101,6 +74,8 @@ class ThreatModel:
             if not math.isfinite(self.eps) or self.eps < 0:
                 raise ValueError(f"eps must be finite and >= 0, got {self.eps}")
             object.__setattr__(self, "eps", float(self.eps))
+        if self.bounds is None:
+            return
         try:
             lo, hi = (float(b) for b in self.bounds)
         except (TypeError, ValueError):
@@ -114,18 +89,23 @@ class ThreatModel:
     @property
     def dual_ord(self) -> float:
         """The exponent q of the dual norm (1 for ℓ∞, 2 for ℓ2, ∞ for ℓ1)."""
-        return _DUAL_ORD[self.norm]
+        return self.norm.dual_ord
 
     def dual_norm(self, g: Tensor) -> Tensor:
         """``‖g‖_q`` per example, ``(B,)``, with q the dual exponent: the most a step in the
         unit ball can raise a linear function with gradient ``g`` (Hölder)."""
-        norms: Tensor = torch.linalg.vector_norm(_flat(g), ord=self.dual_ord, dim=1)
-        return norms
+        return self.norm.dual(g)
 
     @property
     def ord(self) -> float:
         """The exponent p of the norm (∞, 2 or 1)."""
-        return _ORD[self.norm]
+        return self.norm.ord
+
+    @property
+    def label(self) -> str:
+        """How a person reads it: ``"ℓ∞, ε = 0.3"``."""
+        eps = "per-example" if isinstance(self.eps, Tensor) else f"{self.eps:g}"
+        return f"{self.norm.symbol}, ε = {eps}"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ThreatModel):
@@ -143,7 +123,7 @@ class ThreatModel:
 
     def __hash__(self) -> int:
         # eps is left out so that equal threat models with tensor radii hash alike.
-        return hash((str(self.norm), self.bounds))
+        return hash((self.norm.name, self.bounds))
 
     def eps_for(self, x: Tensor) -> Tensor:
         """The radius of every example of ``x``, shape ``(B,)``, on ``x``'s device and dtype."""
@@ -176,9 +156,11 @@ class ThreatModel:
         ``atol`` absorbs float rounding, both on the norm (``‖x − x0‖ ≤ ε + atol``)
         and on the box (``lo − atol ≤ x ≤ hi + atol``).
         """
-        lo, hi = self.bounds
         in_ball = self.norm(x - x0) <= self.eps_for(x) + atol
-        in_box = _flat((x >= lo - atol) & (x <= hi + atol)).all(dim=1)
+        if self.bounds is None:
+            return in_ball
+        lo, hi = self.bounds
+        in_box = flat((x >= lo - atol) & (x <= hi + atol)).all(dim=1)
         return in_ball & in_box
 
     def project_ball(self, delta: Tensor) -> Tensor:
@@ -192,20 +174,39 @@ class ThreatModel:
             Duchi, Shalev-Shwartz, Singer, Chandra. Efficient projections onto
             the ℓ1-ball for learning in high dimensions. ICML 2008.
         """
-        if self.norm == "linf":
-            if isinstance(self.eps, float):
-                return delta.clamp(-self.eps, self.eps)  # one fused op on the attack's hot path
-            e = per_example(self.eps_for(delta), delta)
-            return torch.maximum(torch.minimum(delta, e), -e)
-        eps = self.eps_for(delta)
-        if self.norm == "l2":
-            norms = self.norm(delta)
-            scale = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
-            return delta * per_example(scale, delta)
-        return _project_l1(delta, eps)
+        return self.norm.project(delta, self.eps if isinstance(self.eps, float) else self.eps_for(delta))
+
+    @property
+    def box(self) -> tuple[float, float]:
+        """``bounds`` for code that needs a box (input-space attacks, reports, IBP).
+
+        Raises:
+            ValueError: when ``bounds`` is ``None`` (an unbounded ball).
+        """
+        if self.bounds is None:
+            raise ValueError(
+                "this needs a box but the threat model has bounds=None; give ThreatModel(bounds=(lo, hi))"
+            )
+        return self.bounds
+
+    def enclosing_box(self, x0: Tensor) -> tuple[Tensor, Tensor]:
+        """The smallest axis-aligned box holding ``S(x0)``'s ball part, cut to ``bounds``: ``(lower, upper)``.
+
+        Every ℓp ball with p ≥ 1 lies inside the ℓ∞ ball of the same radius
+        (``‖δ‖∞ ≤ ‖δ‖_p``), and that is tight, so the box is ``[x0 − ε, x0 + ε]``
+        for every norm; it is ``S(x0)`` itself for ℓ∞. Interval bound propagation starts from it.
+        """
+        eps = per_example(self.eps_for(x0), x0)
+        lower, upper = x0 - eps, x0 + eps
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            lower, upper = lower.clamp(min=lo), upper.clamp(max=hi)
+        return lower, upper
 
     def project_box(self, x: Tensor) -> Tensor:
-        """Clip ``x`` to the box ``bounds``."""
+        """Clip ``x`` to the box ``bounds`` (``x`` itself when there is no box)."""
+        if self.bounds is None:
+            return x
         lo, hi = self.bounds
         return x.clamp(lo, hi)
 
@@ -219,8 +220,11 @@ class ThreatModel:
         used since Madry et al. (2018), though not in general the nearest point
         of the intersection.
         """
+        x = x0 + self.project_ball(x - x0)
+        if self.bounds is None:
+            return x
         lo, hi = self.bounds
-        return (x0 + self.project_ball(x - x0)).clamp_(lo, hi)
+        return x.clamp_(lo, hi)
 
     def steepest_ascent(self, g: Tensor, x: Tensor | None = None) -> Tensor:
         """The unit-norm direction ``d`` maximizing ``⟨g, d⟩`` (eq. 62.1).
@@ -240,24 +244,11 @@ class ThreatModel:
         Returns:
             A tensor shaped like ``g`` with ``‖d‖_p = 1`` per example (0 where ``g`` is 0).
         """
-        # For ℓ∞ every coordinate moves by the full step anyway and the box clip undoes the
-        # blocked ones, so the mask would change nothing but the cost.
-        if x is not None and self.norm != "linf":
+        if x is not None and self.bounds is not None and self.norm.masks_blocked:
             lo, hi = self.bounds
             blocked = ((x <= lo) & (g < 0)) | ((x >= hi) & (g > 0))
             g = g.masked_fill(blocked, 0.0)
-        if self.norm == "linf":
-            return g.sign()
-        flat = _flat(g)  # (B, D)
-        if self.norm == "l2":
-            # Rescale by the largest entry first: squaring entries of ~1e-25 underflows in float32,
-            # and saturated softmax gives gradients that small. All-zero rows stay zero.
-            scaled = flat / flat.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(flat.dtype).tiny)
-            unit: Tensor = scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(1e-30)
-            return unit.reshape(g.shape)
-        top = flat.abs().argmax(dim=1, keepdim=True)  # (B, 1)
-        d = torch.zeros_like(flat).scatter_(1, top, flat.gather(1, top).sign())
-        return d.reshape(g.shape)
+        return self.norm.steepest_ascent(g)
 
     def random_init(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A point drawn uniformly from the volume of the ε-ball around ``x0``, then clipped to the box.
@@ -266,40 +257,11 @@ class ThreatModel:
         ``ε·U^(1/D)``. ℓ1: ``ε·s·e₁..D / Σe₁..D+1`` with ``e`` i.i.d. Exp(1) and
         random signs ``s``, which is uniform on the ℓ1 ball.
         """
-        flat = _flat(x0)
-        b, d = flat.shape
+        b, d = flat(x0).shape
         eps = self.eps_for(x0).unsqueeze(1)  # (B, 1)
-        device, dtype = x0.device, x0.dtype
-        if self.norm == "linf":
-            delta = (2 * torch.rand(b, d, generator=generator, device=device, dtype=dtype) - 1) * eps
-        elif self.norm == "l2":
-            direction = torch.randn(b, d, generator=generator, device=device, dtype=dtype)
-            direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True).clamp_min(1e-30)
-            radius = torch.rand(b, 1, generator=generator, device=device, dtype=dtype) ** (1.0 / d)
-            delta = direction * radius * eps
-        else:
-            e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
-            signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
-            delta = signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
+        delta = self.norm.random_delta(b, d, eps, x0, generator)
         return self.project_box(x0 + delta.reshape(x0.shape))
 
     def __repr__(self) -> str:
         eps = f"tensor(shape={tuple(self.eps.shape)})" if isinstance(self.eps, Tensor) else f"{self.eps:g}"
         return f"ThreatModel(norm={self.norm!r}, eps={eps}, bounds={self.bounds})"
-
-
-def _project_l1(delta: Tensor, eps: Tensor) -> Tensor:
-    """Duchi et al. (2008): the nearest point of the ℓ1 ball of radius ``eps`` (per example)."""
-    flat = _flat(delta)  # (B, D)
-    u = flat.abs()
-    inside = u.sum(dim=1) <= eps
-    mu = torch.sort(u, dim=1, descending=True).values
-    cumsum = mu.cumsum(dim=1)  # (B, D)
-    j = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
-    # rho = the largest j with mu_j > (sum_{i<=j} mu_i - eps) / j
-    positive = mu * j > cumsum - eps.unsqueeze(1)
-    rho = positive.to(torch.int64).cumsum(dim=1).argmax(dim=1, keepdim=True)  # index of the last True
-    theta = (cumsum.gather(1, rho) - eps.unsqueeze(1)) / (rho + 1).to(flat.dtype)  # (B, 1)
-    projected = flat.sign() * (u - theta).clamp_min(0.0)
-    out = torch.where(inside.unsqueeze(1), flat, projected)
-    return out.reshape(delta.shape)

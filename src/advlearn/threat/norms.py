@@ -1,0 +1,232 @@
+"""The three norms of the threat model, one class each: everything that depends on ``p``.
+
+A norm is its own name: :class:`Linf` is the string ``"linf"`` (so configs, JSON
+and ``threat.norm == "linf"`` keep working) that also knows the geometry of its
+ball. Each class answers the same questions:
+
+| method | ℓ∞ | ℓ2 | ℓ1 |
+|---|---|---|---|
+| ``norm(delta)`` | max \\|δᵢ\\| | √Σδᵢ² | Σ\\|δᵢ\\| |
+| ``dual(g)`` (Hölder: max of ⟨g, d⟩ over ‖d‖ ≤ 1) | ‖g‖₁ | ‖g‖₂ | ‖g‖∞ |
+| ``project(delta, eps)`` (nearest point of the ball) | clip to ±ε | rescale | Duchi et al. sorting |
+| ``steepest_ascent(g)`` (the argmax above) | sign(g) | g/‖g‖₂ | ±1 on the largest \\|gᵢ\\| |
+| ``random_delta`` (uniform in the ball) | U[−ε, ε]ᴰ | Gaussian dir., radius ε·U^(1/D) | Exp(1) spacings |
+
+Adding a norm means adding one subclass here; :data:`NORMS` and
+:func:`get_norm` pick it up by its ``name``. Norms are taken per example over
+all non-batch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+
+def flat(t: Tensor) -> Tensor:
+    """View ``(B, ...)`` as ``(B, D)``."""
+    return t.reshape(t.shape[0], -1)  # (B, D)
+
+
+def per_example(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a ``(B,)`` tensor to ``(B, 1, ..., 1)`` so it broadcasts over ``like``."""
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+class Norm(str):
+    """An ℓp norm named by its string, with the geometry of its ε-ball.
+
+    Subclasses set the class attributes and implement the methods; each is a
+    singleton equal to its name.
+    """
+
+    __slots__ = ()
+    #: the name used in configs and on the command line
+    name: ClassVar[str]
+    #: how a person writes it: ``"ℓ∞"``
+    symbol: ClassVar[str]
+    #: the exponent p
+    ord: ClassVar[float]
+    #: the exponent q of the dual norm, 1/p + 1/q = 1
+    dual_ord: ClassVar[float]
+    #: the dual norm's symbol, ``"ℓ₁"`` for ℓ∞
+    dual_symbol: ClassVar[str]
+    #: whether :meth:`ThreatModel.steepest_ascent` should drop coordinates pressed against
+    #: the box before normalizing (mass put on them would be lost to the clip)
+    masks_blocked: ClassVar[bool] = True
+
+    _registry: ClassVar[dict[str, Norm]] = {}
+
+    def __new__(cls) -> Norm:
+        return super().__new__(cls, cls.name)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        Norm._registry[cls.name] = cls()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (get_norm, (self.name,))
+
+    def __call__(self, delta: Tensor) -> Tensor:
+        """``‖delta‖_p`` per example, ``(B,)``."""
+        norms: Tensor = torch.linalg.vector_norm(flat(delta), ord=self.ord, dim=1)
+        return norms
+
+    def dual(self, g: Tensor) -> Tensor:
+        """``‖g‖_q`` per example, ``(B,)``: the most a step in the unit ball raises ⟨g, ·⟩ (Hölder)."""
+        norms: Tensor = torch.linalg.vector_norm(flat(g), ord=self.dual_ord, dim=1)
+        return norms
+
+    def project(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        """The exact Euclidean projection of ``delta`` onto the ball of radius ``eps`` around 0.
+
+        ``eps`` is a float or one radius per example, ``(B,)``, on ``delta``'s device.
+        """
+        raise NotImplementedError
+
+    def steepest_ascent(self, g: Tensor) -> Tensor:
+        """The unit-norm ``d`` maximizing ``⟨g, d⟩`` (eq. 62.1), shaped like ``g``; 0 where ``g`` is 0."""
+        raise NotImplementedError
+
+    def random_delta(
+        self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        """``b`` points ``(B, D)`` uniform in the volume of balls of radii ``eps`` ``(B, 1)``."""
+        raise NotImplementedError
+
+
+class Linf(Norm):
+    """ℓ∞: the box ``|δᵢ| ≤ ε``."""
+
+    __slots__ = ()
+    name = "linf"
+    symbol = "ℓ∞"
+    ord = math.inf
+    dual_ord = 1.0
+    dual_symbol = "ℓ₁"
+    # Every coordinate moves by the full step anyway and the box clip undoes the blocked ones,
+    # so the mask would change nothing but the cost.
+    masks_blocked = False
+
+    def project(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        if isinstance(eps, float):
+            return delta.clamp(-eps, eps)  # one fused op on the attack's hot path
+        e = per_example(eps, delta)
+        return torch.maximum(torch.minimum(delta, e), -e)
+
+    def steepest_ascent(self, g: Tensor) -> Tensor:
+        return g.sign()
+
+    def random_delta(
+        self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        return (2 * torch.rand(b, d, generator=generator, device=like.device, dtype=like.dtype) - 1) * eps
+
+
+class L2(Norm):
+    """ℓ2: the Euclidean ball."""
+
+    __slots__ = ()
+    name = "l2"
+    symbol = "ℓ2"
+    ord = 2.0
+    dual_ord = 2.0
+    dual_symbol = "ℓ₂"
+
+    def project(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        eps = _as_tensor(eps, delta)
+        norms = self(delta)
+        scale = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
+        return delta * per_example(scale, delta)
+
+    def steepest_ascent(self, g: Tensor) -> Tensor:
+        rows = flat(g)  # (B, D)
+        # Rescale by the largest entry first: squaring entries of ~1e-25 underflows in float32,
+        # and saturated softmax gives gradients that small. All-zero rows stay zero.
+        scaled = rows / rows.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+        unit: Tensor = scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(1e-30)
+        return unit.reshape(g.shape)
+
+    def random_delta(
+        self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        device, dtype = like.device, like.dtype
+        direction = torch.randn(b, d, generator=generator, device=device, dtype=dtype)
+        direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True).clamp_min(1e-30)
+        radius = torch.rand(b, 1, generator=generator, device=device, dtype=dtype) ** (1.0 / d)
+        delta: Tensor = direction * radius * eps
+        return delta
+
+
+class L1(Norm):
+    """ℓ1: the cross-polytope ``Σ|δᵢ| ≤ ε``."""
+
+    __slots__ = ()
+    name = "l1"
+    symbol = "ℓ1"
+    ord = 1.0
+    dual_ord = math.inf
+    dual_symbol = "ℓ∞"
+
+    def project(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        """Duchi et al. (2008, Fig. 1): soft-thresholding by the θ that puts the result on the sphere.
+
+        References:
+            Duchi, Shalev-Shwartz, Singer, Chandra. Efficient projections onto
+            the ℓ1-ball for learning in high dimensions. ICML 2008.
+        """
+        eps = _as_tensor(eps, delta)
+        rows = flat(delta)  # (B, D)
+        u = rows.abs()
+        inside = u.sum(dim=1) <= eps
+        mu = torch.sort(u, dim=1, descending=True).values
+        cumsum = mu.cumsum(dim=1)  # (B, D)
+        j = torch.arange(1, rows.shape[1] + 1, device=rows.device, dtype=rows.dtype)
+        # rho = the largest j with mu_j > (sum_{i<=j} mu_i - eps) / j
+        positive = mu * j > cumsum - eps.unsqueeze(1)
+        rho = positive.to(torch.int64).cumsum(dim=1).argmax(dim=1, keepdim=True)  # index of the last True
+        theta = (cumsum.gather(1, rho) - eps.unsqueeze(1)) / (rho + 1).to(rows.dtype)  # (B, 1)
+        projected = rows.sign() * (u - theta).clamp_min(0.0)
+        out = torch.where(inside.unsqueeze(1), rows, projected)
+        return out.reshape(delta.shape)
+
+    def steepest_ascent(self, g: Tensor) -> Tensor:
+        rows = flat(g)  # (B, D)
+        top = rows.abs().argmax(dim=1, keepdim=True)  # (B, 1)
+        d = torch.zeros_like(rows).scatter_(1, top, rows.gather(1, top).sign())
+        return d.reshape(g.shape)
+
+    def random_delta(
+        self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        device, dtype = like.device, like.dtype
+        e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
+        signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
+        return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
+
+
+def _as_tensor(eps: float | Tensor, like: Tensor) -> Tensor:
+    if isinstance(eps, Tensor):
+        return eps
+    return torch.full((like.shape[0],), eps, device=like.device, dtype=like.dtype)
+
+
+#: every known norm, in the order configs and docs list them
+NORMS: tuple[Norm, ...] = tuple(Norm._registry.values())
+
+
+def get_norm(name: str | Norm) -> Norm:
+    """The norm called ``name``.
+
+    Raises:
+        ValueError: for a name that is not a known norm, listing the known ones.
+    """
+    if isinstance(name, Norm):
+        return name
+    found = Norm._registry.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise ValueError(f"norm={name!r} is not a known norm; use one of {', '.join(map(repr, NORMS))}")
+    return found
