@@ -166,8 +166,7 @@ def _pgd_run(
                 step_a, threat_a = step_a[keep], threat_a.select(keep)
                 if active.numel() == 0:
                     break
-        ascent = threat_a.steepest_ascent(grad if sign > 0 else -grad, x)
-        x = threat_a.project(torch.addcmul(x, ascent, per_example(step_a, x)), x0_a)
+        x = threat_a.ascent_step(x, x0_a, grad if sign > 0 else -grad, step_a)
     x_out[active] = x
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
 

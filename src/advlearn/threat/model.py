@@ -250,6 +250,19 @@ class ThreatModel:
             g = g.masked_fill(blocked, 0.0)
         return self.norm.steepest_ascent(g)
 
+    def ascent_step(self, x: Tensor, x0: Tensor, grad: Tensor, step_size: Tensor) -> Tensor:
+        """One projected steepest-ascent step, the move every first-order attack makes:
+
+        .. math::
+
+            x' = \\Pi_{S(x_0)}\\big(x + \\eta \\cdot d^*(\\nabla, x)\\big)
+
+        with ``d*`` the steepest feasible ascent direction and ``η`` the per-example
+        ``step_size`` ``(B,)``. Descend by passing ``-grad``.
+        """
+        ascent = self.steepest_ascent(grad, x)
+        return self.project(torch.addcmul(x, ascent, per_example(step_size, x)), x0)
+
     def random_init(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A point drawn uniformly from the volume of the ε-ball around ``x0``, then clipped to the box.
 
