@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -22,8 +22,14 @@ from torch import Tensor, nn
 from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.attacks import FGSM, PGD, Attack, SignNoise, UniformNoise, pgd_maximize
 from advlearn.losses import kl_divergence
-from advlearn.threat import ThreatModel, per_example
-from advlearn.training.objectives import AdversarialObjective, Objective, Records, register_objective
+from advlearn.threat import ThreatModel
+from advlearn.training.objectives import (
+    AdversarialObjective,
+    Objective,
+    Records,
+    RunState,
+    register_objective,
+)
 
 
 def _check_fraction(name: str, value: object) -> float:
@@ -258,10 +264,11 @@ class FreeAT(AdversarialObjective):
         \\theta \\leftarrow \\theta - \\eta \\nabla_\\theta J(x + \\delta, y), \\qquad
         \\delta \\leftarrow \\Pi_S\\big(\\delta + \\varepsilon\\, d^*(\\nabla_\\delta J(x + \\delta, y))\\big)
 
-    ``δ`` carries over to the next batch (and epoch), as in the paper. To keep
-    the number of gradient computations equal to standard training, train for
-    ``epochs / replays`` epochs. The perturbation is held in memory only: a
-    resumed run restarts it from zero.
+    ``δ`` carries over to the next batch (and epoch, the ε warm-up included), as
+    in the paper. It is per-run state: it lives in the :data:`RunState` the
+    Trainer passes to :meth:`train_step` and checkpoints, so a resumed run
+    continues with the same ``δ``. To keep the number of gradient computations
+    equal to standard training, train for ``epochs / replays`` epochs.
 
     Args:
         threat: the ε-ball.
@@ -278,7 +285,6 @@ class FreeAT(AdversarialObjective):
     replays: int = 4
     step_size: float | None = None
     eps_warmup: int = 0
-    _state: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -286,15 +292,16 @@ class FreeAT(AdversarialObjective):
         if self.step_size is not None:
             check_nonnegative("step_size", self.step_size)
 
-    def _delta(self, x: Tensor) -> Tensor:
+    def _delta(self, x: Tensor, state: RunState) -> Tensor:
         """The carried perturbation, made feasible for this batch (zero when the shape changes)."""
-        delta = self._state.get("delta")
+        delta = state.get("delta")
         if delta is None or delta.shape != x.shape or delta.device != x.device:
             return torch.zeros_like(x)
         return self.threat.project(x + delta, x) - x
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(model(x + self._delta(x)), y)
+        """The first replay's loss in a fresh run (``δ = 0``); the carried ``δ`` is run state."""
+        return F.cross_entropy(model(x + self._delta(x, {})), y)
 
     def train_step(
         self,
@@ -304,10 +311,12 @@ class FreeAT(AdversarialObjective):
         optimizer: torch.optim.Optimizer,
         *,
         unlabeled: Tensor | None = None,
+        state: RunState | None = None,
     ) -> float:
+        state = {} if state is None else state
         eps = self.threat.eps_for(x)  # (B,)
-        step = per_example(eps if self.step_size is None else torch.full_like(eps, self.step_size), x)
-        delta = self._delta(x)
+        step_size = eps if self.step_size is None else torch.full_like(eps, self.step_size)
+        delta = self._delta(x, state)
         total = 0.0
         for _ in range(self.replays):
             optimizer.zero_grad(set_to_none=True)
@@ -316,10 +325,9 @@ class FreeAT(AdversarialObjective):
             loss.backward()  # one pass: parameter gradients and the gradient w.r.t. delta
             optimizer.step()
             with torch.no_grad():
-                x_adv = x + delta + step * self.threat.steepest_ascent(delta.grad, x + delta)  # type: ignore[arg-type]
-                delta = self.threat.project(x_adv, x) - x
+                delta = self.threat.ascent_step(x + delta, x, delta.grad, step_size) - x  # type: ignore[arg-type]
             total += float(loss.detach())
-        self._state["delta"] = delta.detach()
+        state["delta"] = delta.detach()
         return total / self.replays
 
 
@@ -536,6 +544,7 @@ class AWP(AdversarialObjective):
         optimizer: torch.optim.Optimizer,
         *,
         unlabeled: Tensor | None = None,
+        state: RunState | None = None,
     ) -> float:
         loss_fn = self._loss_fn(model, x, y)
         v = awp_perturbation(model, loss_fn(), self.gamma)
