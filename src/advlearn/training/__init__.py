@@ -7,6 +7,7 @@ Example:
     PGDAT(threat=ThreatModel(norm='linf', eps=0.3, bounds=(0.0, 1.0)), steps=10, step_size=None, eps_warmup=0)
 """
 
+from advlearn.training.certified import GaussianAugment, IBPTraining, ibp_loss
 from advlearn.training.defenses import (
     AWP,
     MART,
@@ -50,9 +51,11 @@ __all__ = [
     "FGSMBlend",
     "FastAT",
     "FreeAT",
+    "GaussianAugment",
     "GradNormPenalty",
     "HiddenAT",
     "History",
+    "IBPTraining",
     "NoiseAugment",
     "Objective",
     "RefitResult",
@@ -64,6 +67,7 @@ __all__ = [
     "build_objective",
     "early_stop_then_refit",
     "hidden_perturbation",
+    "ibp_loss",
     "jensen_shannon",
     "lr_schedule",
     "mart_loss",
