@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import Any
@@ -368,29 +367,7 @@ def test_guard_stays_quiet_on_fast_at_with_random_start() -> None:
 
 
 ADVERSARIAL = sorted(n for n in OBJECTIVES if "threat" in OBJECTIVES.fields(n))
-# Options without defaults, for the tiny network below (the Sequential's "2" is its hidden ReLU).
-REQUIRED_OPTIONS: dict[str, dict[str, Any]] = {"hidden_at": {"layer": "2", "eps": 0.1}}
-
-
-def _required(name: str) -> set[str]:
-    fields = dataclasses.fields(OBJECTIVES[name])  # type: ignore[arg-type]
-    missing = dataclasses.MISSING
-    return {f.name for f in fields if f.init and f.default is missing and f.default_factory is missing}
-
-
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
-def test_every_objective_builds_and_takes_a_finite_step(name: str) -> None:
-    """Every registered objective builds by name and its train_step moves the weights by a finite loss."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
-    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
-    options = REQUIRED_OPTIONS.get(name, {})
-    unknown = _required(name) - {"threat"} - set(options)
-    assert not unknown, f"add options {sorted(unknown)} for {name!r} to REQUIRED_OPTIONS"
-    objective = build_objective(name, al.ThreatModel("linf", 0.1), **options)
-    before = [p.detach().clone() for p in model.parameters()]
-    loss = objective.train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1))
-    assert math.isfinite(loss)
-    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+# Building by name, the finite step that moves the weights and the rest: tests/test_objective_conformance.py.
 
 
 @pytest.mark.parametrize("name", ADVERSARIAL)

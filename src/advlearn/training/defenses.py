@@ -49,6 +49,11 @@ def _check_fraction(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_step_size(step_size: float | None) -> None:
+    if step_size is not None:
+        check_nonnegative("step_size", step_size)
+
+
 def _float_eps(threat: ThreatModel, objective: str) -> float:
     if isinstance(threat.eps, Tensor):
         raise ValueError(
@@ -282,8 +287,7 @@ class FreeAT(AdversarialObjective):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int("replays", self.replays)
-        if self.step_size is not None:
-            check_nonnegative("step_size", self.step_size)
+        _check_step_size(self.step_size)
 
     def _delta(self, x: Tensor, state: RunState) -> Tensor:
         """The carried perturbation, made feasible for this batch (zero when the shape changes)."""
@@ -382,6 +386,7 @@ class TRADES(AdversarialObjective):
         super().__post_init__()
         check_nonnegative("beta", self.beta)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
@@ -420,6 +425,7 @@ class MART(AdversarialObjective):
         super().__post_init__()
         check_nonnegative("lambda_", self.lambda_)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_adv = PGD(self.threat, steps=self.steps, step_size=self.step_size)(model, x, y)
@@ -470,6 +476,8 @@ class AWP(AdversarialObjective):
         super().__post_init__()
         check_nonnegative("gamma", self.gamma)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
+        check_nonnegative("beta", self.beta)
         if self.inner not in ("pgd_at", "trades"):
             raise ValueError(f"inner must be 'pgd_at' or 'trades', got {self.inner!r}")
 
@@ -558,6 +566,7 @@ class ConsistencyAT(AdversarialObjective):
         _check_fraction("label_smoothing", self.label_smoothing)
         check_positive_int("shift", self.shift, minimum=0)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
 
     def _view(self, x: Tensor) -> Tensor:
         view = random_translate(x, self.shift, self.threat.box[0])
