@@ -7,11 +7,10 @@ loss terms (:func:`~advlearn.losses.trades_loss`, :func:`~advlearn.losses.mart_l
 :mod:`advlearn.training.weight_perturbation`, Fast-AT's guard in
 :mod:`advlearn.training.overfitting`.
 
-(The file is long for its docstrings: each objective states its paper and
-equation; the code of each is about twenty lines.) Every objective here is a
-frozen dataclass registered by name (usable from a
+Every objective here is a frozen dataclass registered by name (usable from a
 TOML config and ``advlearn train``) whose docstring gives its paper and
-equation. The inner maximization is always one of the library's attacks (or
+equation; those docstrings are why the file is long, the code of each is about
+twenty lines. The inner maximization is always one of the library's attacks (or
 :func:`~advlearn.attacks.pgd_maximize` for losses that are not functions of a
 label), so the threat model's geometry lives in one place.
 """
