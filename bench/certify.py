@@ -12,7 +12,7 @@ What it measures
     layer, what verified_accuracy uses) on one batch of 256 digits at l-inf eps = 0.1, as a multiple
     of one forward pass of the same batch (goal <= 3x), all under torch.no_grad().
     Table 3 (certified accuracy, not a timing): small_cnn (16, 32, 256) trained with
-    advlearn.certify.GaussianAugment at sigma = 0.25 and at 0.5 (E epochs of Adam, lr 1e-3, batch 128,
+    advlearn.training.GaussianAugment at sigma = 0.25 and at 0.5 (E epochs of Adam, lr 1e-3, batch 128,
     on the 4,000 training digits; weights cached in bench/.cache/ under a hash of the settings), then
     Smooth.certify with n0 = 100, n = 10,000, alpha = 0.001 on the first 500 test digits; certified
     accuracy (correct and radius >= r) at l2 radii r = 0, 0.5, 1.0, 1.5, and the abstention rate.
@@ -57,9 +57,10 @@ import torch
 from torch import Tensor, nn
 
 import advlearn as al
-from advlearn.certify import GaussianAugment, Smooth, certify_dataset, ibp_bounds, ibp_margin_bounds
+from advlearn.certify import Smooth, certify_dataset, ibp_bounds, ibp_margin_bounds
 from advlearn.data import load_dataset
 from advlearn.models import build_model
+from advlearn.training import GaussianAugment
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"

@@ -14,14 +14,13 @@ from torch import Tensor, nn
 import advlearn as al
 from advlearn.certify import (
     ABSTAIN,
-    GaussianAugment,
     Smooth,
     certified_accuracy,
     certify_dataset,
     lower_confidence_bound,
 )
 from advlearn.cli import main
-from advlearn.training import OBJECTIVES, Trainer, build_objective
+from advlearn.training import OBJECTIVES, GaussianAugment, Trainer, build_objective
 
 
 class Constant(nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import Any
@@ -190,14 +189,16 @@ def test_free_at_takes_replays_optimizer_steps_per_batch_and_keeps_delta_feasibl
 
     optimizer.step = counting_step  # type: ignore[method-assign]
     objective = FreeAT(THREAT, replays=3)
-    objective.train_step(model, x, y, optimizer)
+    state: dict[str, Tensor] = {}  # the run state the Trainer keeps
+    objective.train_step(model, x, y, optimizer, state=state)
     assert steps == 3
-    delta = objective._state["delta"]
+    delta = state["delta"]
     assert delta.abs().max() > 0
     assert THREAT.contains(x + delta, x).all()
-    objective.train_step(model, x, y, optimizer)  # the perturbation carries over to the next batch
+    # the perturbation carries over to the next batch
+    objective.train_step(model, x, y, optimizer, state=state)
     assert steps == 6
-    assert THREAT.contains(x + objective._state["delta"], x).all()
+    assert THREAT.contains(x + state["delta"], x).all()
 
 
 def test_free_at_in_the_trainer_counts_replays() -> None:
@@ -209,6 +210,27 @@ def test_free_at_in_the_trainer_counts_replays() -> None:
     Trainer(model, FreeAT(THREAT, replays=2), optimizer, quiet=True, device="cpu").fit(loader, epochs=1)
     hook.remove()
     assert len(calls) == 2 * len(loader)
+
+
+def test_free_at_delta_carries_across_epochs_during_the_eps_warmup() -> None:
+    """Regression: the ε warm-up rebuilt the objective each epoch and with it restarted δ at zero.
+
+    One batch per epoch, two replays: the first forward of epoch 2 must already see the
+    perturbation carried from epoch 1 (inside epoch 2's ball), not the clean input.
+    """
+    model, (x, y) = tiny_mlp(), batch(n=8)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    seen: list[Tensor] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    objective = FreeAT(THREAT, replays=2, eps_warmup=2)
+    Trainer(model, objective, torch.optim.SGD(model.parameters(), lr=0.1), quiet=True, device="cpu").fit(
+        loader, epochs=2
+    )
+    assert len(seen) == 4
+    assert torch.equal(seen[0], x)  # a fresh run starts from δ = 0
+    assert not torch.equal(seen[2], x), "δ restarted at zero in the second warm-up epoch"
+    assert (seen[2] - x).abs().max() <= 0.05 + 1e-7  # δ of epoch 1 lives in epoch 1's ball (ε/2)
+    assert THREAT.contains(seen[2], x).all()
 
 
 # ----------------------------------------------------------------------------- consistency AT
@@ -345,29 +367,7 @@ def test_guard_stays_quiet_on_fast_at_with_random_start() -> None:
 
 
 ADVERSARIAL = sorted(n for n in OBJECTIVES if "threat" in OBJECTIVES.fields(n))
-# Options without defaults, for the tiny network below (the Sequential's "2" is its hidden ReLU).
-REQUIRED_OPTIONS: dict[str, dict[str, Any]] = {"hidden_at": {"layer": "2", "eps": 0.1}}
-
-
-def _required(name: str) -> set[str]:
-    fields = dataclasses.fields(OBJECTIVES[name])  # type: ignore[arg-type]
-    missing = dataclasses.MISSING
-    return {f.name for f in fields if f.init and f.default is missing and f.default_factory is missing}
-
-
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
-def test_every_objective_builds_and_takes_a_finite_step(name: str) -> None:
-    """Every registered objective builds by name and its train_step moves the weights by a finite loss."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
-    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
-    options = REQUIRED_OPTIONS.get(name, {})
-    unknown = _required(name) - {"threat"} - set(options)
-    assert not unknown, f"add options {sorted(unknown)} for {name!r} to REQUIRED_OPTIONS"
-    objective = build_objective(name, al.ThreatModel("linf", 0.1), **options)
-    before = [p.detach().clone() for p in model.parameters()]
-    loss = objective.train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1))
-    assert math.isfinite(loss)
-    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+# Building by name, the finite step that moves the weights and the rest: tests/test_objective_conformance.py.
 
 
 @pytest.mark.parametrize("name", ADVERSARIAL)

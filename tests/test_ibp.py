@@ -10,9 +10,7 @@ from torch import Tensor, nn
 import advlearn as al
 from advlearn.attacks import PGD
 from advlearn.certify import (
-    IBPTraining,
     ibp_bounds,
-    ibp_loss,
     ibp_margin_bounds,
     ibp_radius,
     input_box,
@@ -20,7 +18,7 @@ from advlearn.certify import (
     verify,
 )
 from advlearn.models import Maxout, Normalize, build_model
-from advlearn.training import OBJECTIVES, Trainer, build_objective
+from advlearn.training import OBJECTIVES, IBPTraining, Trainer, build_objective, ibp_loss
 
 
 def _sample_box(lower: Tensor, upper: Tensor, num: int, g: torch.Generator) -> Tensor:

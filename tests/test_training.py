@@ -182,6 +182,54 @@ def test_corrupt_training_state_gives_a_clear_error(tmp_path):
         trainer.fit(_loader(x, y), epochs=1, resume=True)
 
 
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptingLoader:
+    """A loader that dies at batch ``at`` of the whole run (counting from 0), as a killed process would."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, at: int | None) -> None:
+        self.loader, self.at, self.served = loader, at, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.served == self.at:
+                raise _Interrupted
+            self.served += 1
+            yield batch
+
+
+def _free_at_run(run_dir: Path, *, interrupt_at: int | None = None, resume: bool = False):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(64, 1, 4, 4, generator=g)
+    y = (x.mean(dim=(1, 2, 3)) > 0.5).long()
+    loader = _loader(x, y, batch_size=16)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    objective = build_objective("free_at", al.ThreatModel("linf", 0.1), replays=3)
+    trainer = Trainer(model, objective, optimizer, run_dir=run_dir, quiet=True, device="cpu", seed=5)
+    trainer.fit(_InterruptingLoader(loader, interrupt_at), epochs=4, resume=resume)
+    return model
+
+
+def test_free_at_interrupted_and_resumed_gives_the_weights_of_an_unbroken_run(tmp_path):
+    """Free-AT's δ is per-run state the Trainer checkpoints, so resume is exact for it too."""
+    unbroken = _free_at_run(tmp_path / "unbroken")
+    with pytest.raises(_Interrupted):
+        _free_at_run(tmp_path / "broken", interrupt_at=2 * 4 + 1)  # in the middle of epoch 3
+    state = torch.load(tmp_path / "broken" / Trainer.STATE_FILE, weights_only=True)
+    assert state["epochs_done"] == 2
+    resumed = _free_at_run(tmp_path / "broken", resume=True)
+    a, b = unbroken.state_dict(), resumed.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 # ----------------------------------------------------------------------------- kill and resume
 
 _SCRIPT = textwrap.dedent(
@@ -199,8 +247,8 @@ _SCRIPT = textwrap.dedent(
 
     class Marked(PGDAT):
         # Writes a marker in the middle of epoch 3, then slows down so the test can kill it there.
-        def train_step(self, model, x, y, optimizer, *, unlabeled=None):
-            loss = super().train_step(model, x, y, optimizer, unlabeled=unlabeled)
+        def train_step(self, model, x, y, optimizer, *, unlabeled=None, state=None):
+            loss = super().train_step(model, x, y, optimizer, unlabeled=unlabeled, state=state)
             Marked.step = getattr(Marked, "step", 0) + 1
             if Marked.step == 2 * 8 + 4 and not resume:
                 mid_marker.write_text("mid-epoch 3")

@@ -112,3 +112,48 @@ def get_loss(name: str) -> LossFn:
 
 
 __all__ = ["LOSSES", "LossFn", "cross_entropy", "cw_margin", "dlr", "get_loss", "kl_divergence", "margin"]
+
+
+# ----------------------------------------------------------------------------- training loss terms
+# The robust-training objectives' losses (advlearn.training builds its objectives on them). Mean
+# losses here, unlike the per-example losses above: each is what one training step minimizes.
+
+
+def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """``mean[CE(f(x), y) + β·KL(f(x) ‖ f(x'))]``, Zhang et al. (2019), eq. (5)."""
+    return (
+        F.cross_entropy(logits_clean, y, reduction="none") + beta * kl_divergence(logits_clean, logits_adv)
+    ).mean()
+
+
+def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, lambda_: float) -> Tensor:
+    """MART's loss (Wang et al. 2020, eq. (9)): boosted CE on ``x'`` plus the misclassification-weighted KL.
+
+    .. math::
+
+        \\mathrm{BCE}(p(x'), y) + \\lambda \\,\\mathrm{KL}(p(x) \\,\\|\\, p(x'))\\,(1 - p_y(x)),
+        \\qquad \\mathrm{BCE} = -\\log p_y(x') - \\log\\big(1 - \\max_{k \\ne y} p_k(x')\\big)
+    """
+    probs_adv = logits_adv.softmax(dim=1)
+    best_other = probs_adv.scatter(1, y.unsqueeze(1), 0.0).amax(dim=1)
+    bce = F.cross_entropy(logits_adv, y, reduction="none") - (1.0 - best_other).clamp_min(1e-12).log()
+    p_true = logits_clean.softmax(dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+    return (bce + lambda_ * kl_divergence(logits_clean, logits_adv) * (1.0 - p_true)).mean()
+
+
+def jensen_shannon(logits_a: Tensor, logits_b: Tensor, temperature: float = 1.0) -> Tensor:
+    """``½KL(p_a ‖ m) + ½KL(p_b ‖ m)`` per example, with ``p = softmax(logits / T)`` and ``m`` their mean.
+
+    The consistency term of Tack et al. (2022) between two views' predictions.
+
+    Shape:
+        both ``(B, C)`` → ``(B,)``.
+    """
+    p_a, p_b = (logits_a / temperature).softmax(1), (logits_b / temperature).softmax(1)
+    log_m = (0.5 * (p_a + p_b)).clamp_min(1e-12).log()
+    kl_a = (p_a * (p_a.clamp_min(1e-12).log() - log_m)).sum(1)
+    kl_b = (p_b * (p_b.clamp_min(1e-12).log() - log_m)).sum(1)
+    return 0.5 * (kl_a + kl_b)
+
+
+__all__ += ["jensen_shannon", "mart_loss", "trades_loss"]

@@ -5,8 +5,9 @@ An attack that fails proves nothing; a certificate can be loose but never wrong.
 probability ``1 − α`` (Cohen et al. 2019); :func:`ibp_bounds` bounds a network's
 logits over an ℓ∞ box deterministically (Gowal et al. 2018), and
 :func:`verified_accuracy` counts the examples whose label no perturbation can change.
-Importing this module registers the training objectives ``"gaussian_noise"`` and
-``"ibp"`` in :data:`advlearn.training.OBJECTIVES`.
+The objectives that train for certification (``GaussianAugment``, ``IBPTraining``,
+``ibp_loss``) live in :mod:`advlearn.training`, which builds on these bounds;
+certify imports nothing from training.
 
 Example:
     >>> import advlearn as al
@@ -28,7 +29,6 @@ from advlearn.certify.ibp import (
     verified_accuracy,
     verify,
 )
-from advlearn.certify.objectives import GaussianAugment, IBPTraining, ibp_loss
 from advlearn.certify.smoothing import (
     ABSTAIN,
     Smooth,
@@ -40,8 +40,6 @@ from advlearn.certify.smoothing import (
 
 __all__ = [
     "ABSTAIN",
-    "GaussianAugment",
-    "IBPTraining",
     "Smooth",
     "SmoothingCertificates",
     "Verification",
@@ -50,7 +48,6 @@ __all__ = [
     "certify_dataset",
     "check_ibp_supported",
     "ibp_bounds",
-    "ibp_loss",
     "ibp_margin_bounds",
     "ibp_radius",
     "input_box",

@@ -21,7 +21,7 @@ confidence bound on ``p_A`` from Monte Carlo samples, and the certificate holds
 with probability at least ``1 − α`` over the sampling. The noise is added
 without clipping to the input box: the smoothed classifier is defined on all of
 ``R^d``, exactly as in the paper, so train the base classifier under the same
-unclipped noise (:class:`advlearn.certify.GaussianAugment`).
+unclipped noise (:class:`advlearn.training.GaussianAugment`).
 
 References:
     Cohen, Rosenfeld, Kolter. Certified adversarial robustness via randomized

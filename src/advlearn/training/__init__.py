@@ -7,6 +7,9 @@ Example:
     PGDAT(threat=ThreatModel(norm='linf', eps=0.3, bounds=(0.0, 1.0)), steps=10, step_size=None, eps_warmup=0)
 """
 
+from advlearn.losses import jensen_shannon, mart_loss, trades_loss
+from advlearn.training.augment import random_translate
+from advlearn.training.certified import GaussianAugment, IBPTraining, ibp_loss
 from advlearn.training.defenses import (
     AWP,
     MART,
@@ -17,11 +20,6 @@ from advlearn.training.defenses import (
     FreeAT,
     GradNormPenalty,
     NoiseAugment,
-    awp_perturbation,
-    jensen_shannon,
-    mart_loss,
-    random_translate,
-    trades_loss,
 )
 from advlearn.training.hidden import HiddenAT, hidden_perturbation
 from advlearn.training.objectives import (
@@ -29,6 +27,7 @@ from advlearn.training.objectives import (
     PGDAT,
     AdversarialObjective,
     Objective,
+    RunState,
     Standard,
     build_objective,
     register_objective,
@@ -36,6 +35,7 @@ from advlearn.training.objectives import (
 from advlearn.training.protocols import RefitResult, SeedSummary, early_stop_then_refit, multi_seed
 from advlearn.training.trainer import History, Trainer, lr_schedule, resolve_device, seed_everything
 from advlearn.training.vat import VAT, power_iteration, virtual_adversarial_perturbation
+from advlearn.training.weight_perturbation import awp_perturbation
 
 __all__ = [
     "AWP",
@@ -49,12 +49,15 @@ __all__ = [
     "FGSMBlend",
     "FastAT",
     "FreeAT",
+    "GaussianAugment",
     "GradNormPenalty",
     "HiddenAT",
     "History",
+    "IBPTraining",
     "NoiseAugment",
     "Objective",
     "RefitResult",
+    "RunState",
     "SeedSummary",
     "Standard",
     "Trainer",
@@ -62,6 +65,7 @@ __all__ = [
     "build_objective",
     "early_stop_then_refit",
     "hidden_perturbation",
+    "ibp_loss",
     "jensen_shannon",
     "lr_schedule",
     "mart_loss",

@@ -1,8 +1,16 @@
 """The defenses of the field as :class:`~advlearn.training.Objective`\\ s, each a few lines on one Trainer.
 
+Only the objectives live here; what they are built from lives by concern: the
+loss terms (:func:`~advlearn.losses.trades_loss`, :func:`~advlearn.losses.mart_loss`,
+:func:`~advlearn.losses.jensen_shannon`) in :mod:`advlearn.losses`, the views in
+:mod:`advlearn.training.augment`, AWP's weight step in
+:mod:`advlearn.training.weight_perturbation`, Fast-AT's guard in
+:mod:`advlearn.training.overfitting`.
+
 Every objective here is a frozen dataclass registered by name (usable from a
 TOML config and ``advlearn train``) whose docstring gives its paper and
-equation. The inner maximization is always one of the library's attacks (or
+equation; those docstrings are why the file is long, the code of each is about
+twenty lines. The inner maximization is always one of the library's attacks (or
 :func:`~advlearn.attacks.pgd_maximize` for losses that are not functions of a
 label), so the threat model's geometry lives in one place.
 """
@@ -10,9 +18,8 @@ label), so the threat model's geometry lives in one place.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,9 +28,18 @@ from torch import Tensor, nn
 
 from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.attacks import FGSM, PGD, Attack, SignNoise, UniformNoise, pgd_maximize
-from advlearn.losses import kl_divergence
-from advlearn.threat import ThreatModel, per_example
-from advlearn.training.objectives import AdversarialObjective, Objective, Records, register_objective
+from advlearn.losses import jensen_shannon, kl_divergence, mart_loss, trades_loss
+from advlearn.threat import ThreatModel
+from advlearn.training.augment import random_hflip, random_translate
+from advlearn.training.objectives import (
+    AdversarialObjective,
+    Objective,
+    Records,
+    RunState,
+    register_objective,
+)
+from advlearn.training.overfitting import check_collapse, collapse_recorded
+from advlearn.training.weight_perturbation import awp_perturbation, perturbed_weights
 
 
 def _check_fraction(name: str, value: object) -> float:
@@ -32,17 +48,17 @@ def _check_fraction(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_step_size(step_size: float | None) -> None:
+    if step_size is not None:
+        check_nonnegative("step_size", step_size)
+
+
 def _float_eps(threat: ThreatModel, objective: str) -> float:
     if isinstance(threat.eps, Tensor):
         raise ValueError(
             f"{objective} needs a float eps (its step is a multiple of eps), not a per-example tensor"
         )
     return float(threat.eps)
-
-
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
 
 
 # ----------------------------------------------------------------------------- Goodfellow et al. 2015
@@ -137,8 +153,6 @@ class NoiseAugment(_Blend):
 
 # ----------------------------------------------------------------------------- Fast-AT and its guard
 
-_COLLAPSE_FLOOR = 0.2  # the least best-so-far PGD accuracy a collapse can be declared from
-
 
 @register_objective("fast_at")
 @dataclass(frozen=True)
@@ -210,8 +224,7 @@ class FastAT(AdversarialObjective):
 
     def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
         objective = super().at_epoch(epoch, epochs, records)
-        collapsed = any(r.get("co_detected", 0.0) > 0 for r in records)
-        if collapsed and self.fallback_steps > 0 and isinstance(objective, FastAT):
+        if collapse_recorded(records) and self.fallback_steps > 0 and isinstance(objective, FastAT):
             return dataclasses.replace(objective, fallback=True)
         return objective
 
@@ -219,26 +232,16 @@ class FastAT(AdversarialObjective):
         if not self.guard:
             return {}
         threat = self.threat.with_eps(_float_eps(self.threat, "FastAT"))  # the full ε, even during a warm-up
-        pgd_acc = _accuracy(model, PGD(threat, steps=self.guard_steps)(model, x, y), y)
-        fgsm_acc = _accuracy(model, FGSM(threat)(model, x, y), y)
-        best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
-        seen = any(r.get("co_detected", 0.0) > 0 for r in records)
-        collapsed = (
-            not seen
-            and best is not None
-            and best >= _COLLAPSE_FLOOR
-            and pgd_acc < 0.5 * best
-            and fgsm_acc - pgd_acc >= self.collapse_gap
+        return check_collapse(
+            model,
+            x,
+            y,
+            threat,
+            records,
+            steps=self.guard_steps,
+            gap=self.collapse_gap,
+            fallback_steps=self.fallback_steps,
         )
-        if collapsed:
-            remedy = f"switching to PGD-{self.fallback_steps}" if self.fallback_steps else "no fallback set"
-            warnings.warn(
-                f"catastrophic overfitting after epoch {len(records) + 1}: PGD-{self.guard_steps} accuracy "
-                f"{pgd_acc:.1%} (best {best:.1%}) while FGSM accuracy is {fgsm_acc:.1%}; {remedy}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return {"co_pgd_acc": pgd_acc, "co_fgsm_acc": fgsm_acc, "co_detected": float(collapsed)}
 
 
 # ----------------------------------------------------------------------------- Free-AT
@@ -258,10 +261,11 @@ class FreeAT(AdversarialObjective):
         \\theta \\leftarrow \\theta - \\eta \\nabla_\\theta J(x + \\delta, y), \\qquad
         \\delta \\leftarrow \\Pi_S\\big(\\delta + \\varepsilon\\, d^*(\\nabla_\\delta J(x + \\delta, y))\\big)
 
-    ``δ`` carries over to the next batch (and epoch), as in the paper. To keep
-    the number of gradient computations equal to standard training, train for
-    ``epochs / replays`` epochs. The perturbation is held in memory only: a
-    resumed run restarts it from zero.
+    ``δ`` carries over to the next batch (and epoch, the ε warm-up included), as
+    in the paper. It is per-run state: it lives in the :data:`RunState` the
+    Trainer passes to :meth:`train_step` and checkpoints, so a resumed run
+    continues with the same ``δ``. To keep the number of gradient computations
+    equal to standard training, train for ``epochs / replays`` epochs.
 
     Args:
         threat: the ε-ball.
@@ -278,23 +282,22 @@ class FreeAT(AdversarialObjective):
     replays: int = 4
     step_size: float | None = None
     eps_warmup: int = 0
-    _state: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int("replays", self.replays)
-        if self.step_size is not None:
-            check_nonnegative("step_size", self.step_size)
+        _check_step_size(self.step_size)
 
-    def _delta(self, x: Tensor) -> Tensor:
+    def _delta(self, x: Tensor, state: RunState) -> Tensor:
         """The carried perturbation, made feasible for this batch (zero when the shape changes)."""
-        delta = self._state.get("delta")
+        delta = state.get("delta")
         if delta is None or delta.shape != x.shape or delta.device != x.device:
             return torch.zeros_like(x)
         return self.threat.project(x + delta, x) - x
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(model(x + self._delta(x)), y)
+        """The first replay's loss in a fresh run (``δ = 0``); the carried ``δ`` is run state."""
+        return F.cross_entropy(model(x + self._delta(x, {})), y)
 
     def train_step(
         self,
@@ -304,10 +307,12 @@ class FreeAT(AdversarialObjective):
         optimizer: torch.optim.Optimizer,
         *,
         unlabeled: Tensor | None = None,
+        state: RunState | None = None,
     ) -> float:
+        state = {} if state is None else state
         eps = self.threat.eps_for(x)  # (B,)
-        step = per_example(eps if self.step_size is None else torch.full_like(eps, self.step_size), x)
-        delta = self._delta(x)
+        step_size = eps if self.step_size is None else torch.full_like(eps, self.step_size)
+        delta = self._delta(x, state)
         total = 0.0
         for _ in range(self.replays):
             optimizer.zero_grad(set_to_none=True)
@@ -316,36 +321,13 @@ class FreeAT(AdversarialObjective):
             loss.backward()  # one pass: parameter gradients and the gradient w.r.t. delta
             optimizer.step()
             with torch.no_grad():
-                x_adv = x + delta + step * self.threat.steepest_ascent(delta.grad, x + delta)  # type: ignore[arg-type]
-                delta = self.threat.project(x_adv, x) - x
+                delta = self.threat.ascent_step(x + delta, x, delta.grad, step_size) - x  # type: ignore[arg-type]
             total += float(loss.detach())
-        self._state["delta"] = delta.detach()
+        state["delta"] = delta.detach()
         return total / self.replays
 
 
 # ----------------------------------------------------------------------------- TRADES and MART
-
-
-def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """``mean[CE(f(x), y) + β·KL(f(x) ‖ f(x'))]``, Zhang et al. (2019), eq. (5)."""
-    return (
-        F.cross_entropy(logits_clean, y, reduction="none") + beta * kl_divergence(logits_clean, logits_adv)
-    ).mean()
-
-
-def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, lambda_: float) -> Tensor:
-    """MART's loss (Wang et al. 2020, eq. (9)): boosted CE on ``x'`` plus the misclassification-weighted KL.
-
-    .. math::
-
-        \\mathrm{BCE}(p(x'), y) + \\lambda \\,\\mathrm{KL}(p(x) \\,\\|\\, p(x'))\\,(1 - p_y(x)),
-        \\qquad \\mathrm{BCE} = -\\log p_y(x') - \\log\\big(1 - \\max_{k \\ne y} p_k(x')\\big)
-    """
-    probs_adv = logits_adv.softmax(dim=1)
-    best_other = probs_adv.scatter(1, y.unsqueeze(1), 0.0).amax(dim=1)
-    bce = F.cross_entropy(logits_adv, y, reduction="none") - torch.log((1.0 - best_other).clamp_min(1e-12))
-    p_true = logits_clean.softmax(dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
-    return (bce + lambda_ * kl_divergence(logits_clean, logits_adv) * (1.0 - p_true)).mean()
 
 
 def _trades_point(
@@ -403,6 +385,7 @@ class TRADES(AdversarialObjective):
         super().__post_init__()
         check_nonnegative("beta", self.beta)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
@@ -441,6 +424,7 @@ class MART(AdversarialObjective):
         super().__post_init__()
         check_nonnegative("lambda_", self.lambda_)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_adv = PGD(self.threat, steps=self.steps, step_size=self.step_size)(model, x, y)
@@ -448,28 +432,6 @@ class MART(AdversarialObjective):
 
 
 # ----------------------------------------------------------------------------- AWP
-
-
-def awp_perturbation(model: nn.Module, loss: Tensor, gamma: float) -> dict[str, Tensor]:
-    """One normalized ascent step on the weights: ``v_l = γ‖W_l‖·∇_l/‖∇_l‖`` for every weight matrix.
-
-    "Layers" are the parameters with two or more dimensions (the weights of
-    linear and convolutional layers); biases and normalization parameters are
-    not perturbed. The step is relative to each layer's norm, so ``γ`` is
-    scale-free (Wu et al. 2020, eq. (11)).
-
-    Returns:
-        ``{parameter name: v_l}``, each ``‖v_l‖ = γ‖W_l‖`` (0 where the gradient is 0).
-    """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
-    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-    out = {}
-    for (name, weight), grad in zip(named, grads, strict=True):
-        if grad is None:
-            continue
-        scale = gamma * weight.detach().norm() / grad.norm().clamp_min(1e-20)
-        out[name] = scale * grad
-    return out
 
 
 @register_objective("awp")
@@ -513,6 +475,8 @@ class AWP(AdversarialObjective):
         super().__post_init__()
         check_nonnegative("gamma", self.gamma)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
+        check_nonnegative("beta", self.beta)
         if self.inner not in ("pgd_at", "trades"):
             raise ValueError(f"inner must be 'pgd_at' or 'trades', got {self.inner!r}")
 
@@ -536,57 +500,19 @@ class AWP(AdversarialObjective):
         optimizer: torch.optim.Optimizer,
         *,
         unlabeled: Tensor | None = None,
+        state: RunState | None = None,
     ) -> float:
         loss_fn = self._loss_fn(model, x, y)
         v = awp_perturbation(model, loss_fn(), self.gamma)
-        params = dict(model.named_parameters())
-        saved = {name: params[name].detach().clone() for name in v}
         optimizer.zero_grad(set_to_none=True)
-        try:
-            with torch.no_grad():
-                for name, step in v.items():
-                    params[name].add_(step)
+        with perturbed_weights(model, v):
             loss = loss_fn()
-            loss.backward()
-        finally:
-            with torch.no_grad():
-                for name, weight in saved.items():
-                    params[name].copy_(weight)
+            loss.backward()  # the gradient at w + v, applied to w
         optimizer.step()
         return float(loss.detach())
 
 
 # ----------------------------------------------------------------------------- consistency
-
-
-def random_translate(x: Tensor, shift: int, fill: float, generator: torch.Generator | None = None) -> Tensor:
-    """Shift each image by up to ``shift`` pixels in each direction (pad with ``fill``, crop back).
-
-    Shape:
-        ``(B, C, H, W)`` → ``(B, C, H, W)``.
-    """
-    if shift == 0:
-        return x
-    if x.dim() != 4:
-        raise ValueError(f"translation needs images (B, C, H, W), got shape {tuple(x.shape)}; set shift=0")
-    b, c, h, w = x.shape
-    padded = F.pad(x, (shift, shift, shift, shift), value=fill)  # (B, C, H+2s, W+2s)
-    dy = torch.randint(0, 2 * shift + 1, (b,), device=x.device, generator=generator)
-    dx = torch.randint(0, 2 * shift + 1, (b,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    channel = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
-
-
-def jensen_shannon(logits_a: Tensor, logits_b: Tensor, temperature: float = 1.0) -> Tensor:
-    """``½KL(p_a ‖ m) + ½KL(p_b ‖ m)`` per example, with ``p = softmax(logits / T)`` and ``m`` their mean."""
-    p_a, p_b = (logits_a / temperature).softmax(1), (logits_b / temperature).softmax(1)
-    log_m = (0.5 * (p_a + p_b)).clamp_min(1e-12).log()
-    kl_a = (p_a * (p_a.clamp_min(1e-12).log() - log_m)).sum(1)
-    kl_b = (p_b * (p_b.clamp_min(1e-12).log() - log_m)).sum(1)
-    return 0.5 * (kl_a + kl_b)
 
 
 @register_objective("consistency_at")
@@ -639,13 +565,11 @@ class ConsistencyAT(AdversarialObjective):
         _check_fraction("label_smoothing", self.label_smoothing)
         check_positive_int("shift", self.shift, minimum=0)
         check_positive_int("steps", self.steps)
+        _check_step_size(self.step_size)
 
     def _view(self, x: Tensor) -> Tensor:
         view = random_translate(x, self.shift, self.threat.box[0])
-        if self.flip:
-            flipped = torch.rand(x.shape[0], device=x.device) < 0.5
-            view = torch.where(flipped.reshape((-1,) + (1,) * (x.dim() - 1)), view.flip(-1), view)
-        return view
+        return random_hflip(view) if self.flip else view
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         attack = PGD(self.threat, steps=self.steps, step_size=self.step_size)
@@ -706,9 +630,4 @@ __all__ = [
     "FreeAT",
     "GradNormPenalty",
     "NoiseAugment",
-    "awp_perturbation",
-    "jensen_shannon",
-    "mart_loss",
-    "random_translate",
-    "trades_loss",
 ]

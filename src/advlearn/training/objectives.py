@@ -5,6 +5,11 @@ An :class:`Objective` is a callable ``(model, x, y) -> scalar loss``. The one
 default backpropagates that loss and takes one optimizer step; a method that
 needs several optimizer steps per batch (Free-AT) overrides ``train_step``
 instead of needing a Trainer of its own.
+
+Objectives hold hyper-parameters only. What a method carries from one batch to
+the next (Free-AT's perturbation δ) is per-run state, a :data:`RunState` the
+Trainer owns, passes to every ``train_step`` and checkpoints with the rest of
+the training state, so a resumed run continues it exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ from advlearn.threat import ThreatModel
 
 Records = Sequence[Mapping[str, float]]
 
+#: Per-run state an objective carries across batches and epochs (Free-AT's ``"delta"``): tensors by
+#: name. The Trainer owns it (a fresh one per run), passes it to every :meth:`Objective.train_step`,
+#: which reads and updates it in place, and saves it with the training state; so it holds tensors
+#: only, which the weights-only loader reads back on resume.
+RunState = dict[str, Tensor]
+
 
 class Objective:
     """Base of the training objectives (frozen dataclasses holding hyper-parameters only).
@@ -32,7 +43,8 @@ class Objective:
     Hooks the :class:`~advlearn.training.Trainer` calls, each with a default:
 
     - :meth:`__call__` ``(model, x, y) -> loss``: what one step minimizes (every objective).
-    - :meth:`train_step`: the optimizer step(s) on one batch (override for Free-AT, AWP).
+    - :meth:`train_step`: the optimizer step(s) on one batch (override for Free-AT, AWP);
+      it gets the run's :data:`RunState`, the one place where something may outlive a batch.
     - :meth:`semi_supervised`: the loss when an unlabeled batch comes along (VAT).
     - :meth:`at_epoch`: the objective for the coming epoch, given the metrics of the
       epochs before (ε ramps, the catastrophic-overfitting fallback). Because it is a
@@ -59,8 +71,13 @@ class Objective:
         optimizer: torch.optim.Optimizer,
         *,
         unlabeled: Tensor | None = None,
+        state: RunState | None = None,
     ) -> float:
-        """One optimizer step on the batch; returns the loss before the step."""
+        """One optimizer step on the batch; returns the loss before the step.
+
+        ``state`` is this run's :data:`RunState` (the Trainer passes its own); ``None``
+        gives a fresh one that lives for this call only. The default step keeps nothing.
+        """
         optimizer.zero_grad(set_to_none=True)
         loss = self(model, x, y) if unlabeled is None else self.semi_supervised(model, x, y, unlabeled)
         loss.backward()

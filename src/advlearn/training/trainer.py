@@ -2,8 +2,9 @@
 
 It owns what every method shares (device placement, the learning-rate
 schedule, per-epoch validation under attack, early stopping with the best
-weights restored, metrics, atomic checkpoints and exact resume) and
-leaves what differs between methods to the :class:`Objective`.
+weights restored, metrics, the objective's per-run state, atomic checkpoints
+and exact resume) and leaves what differs between methods to the
+:class:`Objective`, which holds hyper-parameters only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
 from advlearn.attacks import Attack
-from advlearn.training.objectives import Objective
+from advlearn.training.objectives import Objective, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ class Trainer:
         self.seed = seed
         self.quiet = quiet
         self._monitor: tuple[Tensor, Tensor] | None = None
+        #: the objective's per-run state (Free-AT's δ): fresh per fit, checkpointed, restored on resume
+        self.run_state: RunState = {}
 
     # ------------------------------------------------------------------ public
 
@@ -224,9 +227,9 @@ class Trainer:
 
         With ``resume=True`` training continues from ``run_dir/train_state.pt``
         (the end of the last completed epoch) with the weights, optimizer, step,
-        RNG states and history it holds, so a run killed at any point and resumed
-        ends with the same weights as one never interrupted; with no state file it
-        starts fresh.
+        RNG states, history and the objective's per-run state (:attr:`run_state`)
+        it holds, so a run killed at any point and resumed ends with the same
+        weights as one never interrupted; with no state file it starts fresh.
 
         ``unlabeled_loader`` (semi-supervised runs, objectives with ``uses_unlabeled``
         such as VAT) yields unlabeled batches (``x`` or ``(x, ...)``): one comes along
@@ -252,6 +255,7 @@ class Trainer:
         total_steps = epochs * steps_per_epoch
 
         history, best_state, bad_epochs, start_epoch = History(), None, 0, 0
+        self.run_state = {}
         if resume:
             loaded = self._load_state()
             if loaded is not None:
@@ -324,7 +328,8 @@ class Trainer:
             for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
                 group["lr"] = base * factor
             extra = next(unlabeled).to(self.device, non_blocking=True) if unlabeled is not None else None
-            loss = objective.train_step(self.model, x, y, self.optimizer, unlabeled=extra)
+            state = self.run_state
+            loss = objective.train_step(self.model, x, y, self.optimizer, unlabeled=extra, state=state)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {step}")
             total, count, step = total + loss * len(y), count + len(y), step + 1
@@ -393,6 +398,7 @@ class Trainer:
             "best_state": best_state,
             "bad_epochs": bad_epochs,
             "stopped_early": history.stopped_early,
+            "objective_state": self.run_state,
         }
         atomic_torch_save(state, self.run_dir / self.STATE_FILE)
 
@@ -409,8 +415,12 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            run_state = state.get("objective_state", {})  # absent from files written before it was saved
+            if not isinstance(run_state, dict) or not all(isinstance(v, Tensor) for v in run_state.values()):
+                raise TypeError("objective_state is not a mapping of tensors")
         except Exception as err:  # a truncated file, foreign content or another model's weights
             raise ValueError(f"cannot resume from {path}: {err}") from err
+        self.run_state = {str(k): v.to(self.device) for k, v in run_state.items()}
         _set_rng_state(state["rng"])
         history = History(
             records=list(state["records"]),

@@ -1,8 +1,9 @@
 """Training objectives for certification: Gaussian noise augmentation and IBP training.
 
-Both are registered in :data:`advlearn.training.OBJECTIVES` (``"gaussian_noise"``
-and ``"ibp"``) when :mod:`advlearn.certify` is imported, so ``advlearn train``
-configs can name them::
+They train the models :mod:`advlearn.certify` certifies; training stands on
+certify's bound functions (never the other way round). Both are registered in
+:data:`advlearn.training.OBJECTIVES` (``"gaussian_noise"`` and ``"ibp"``), so
+``advlearn train`` configs can name them::
 
     [[train]]
     label = "noise-0.25"
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from advlearn._checks import check_positive_int
 from advlearn.certify.ibp import ibp_margin_bounds
 from advlearn.threat import ThreatModel
-from advlearn.training import Objective, register_objective
+from advlearn.training.objectives import Objective, register_objective
 
 
 @register_objective("gaussian_noise")
