@@ -210,12 +210,14 @@ def _parse_dataclass(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
 
 def _check(cfg: ExperimentConfig) -> None:
     """Value checks the types cannot express."""
-    from advlearn.threat import NORMS
+    from advlearn.threat import get_norm
 
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: {cfg.name!r} is not a usable folder name")
-    if cfg.threat.norm not in NORMS:
-        raise ConfigError(f"threat.norm: {cfg.threat.norm!r} is not one of {', '.join(NORMS)}")
+    try:
+        get_norm(cfg.threat.norm)
+    except ValueError as err:
+        raise ConfigError(f"threat.norm: {err}") from None
     if cfg.threat.eps < 0:
         raise ConfigError(f"threat.eps: must be >= 0, got {cfg.threat.eps}")
     lo, hi = cfg.threat.bounds

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from advlearn._io import atomic_write_bytes, atomic_write_text
 from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis, TransferMatrix
-from advlearn.threat import ThreatModel
+from advlearn.threat import Linf, ThreatModel, get_norm
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 MAX_EXAMPLES = 8
 _DPI = 100
 _WRONG = "#c62828"
-_NORM_SYMBOL = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def _format_eps(eps: float | Tensor) -> str:
 
 
 def _norm_symbol(norm: str) -> str:
-    return _NORM_SYMBOL.get(norm, norm)
+    return get_norm(norm).symbol
 
 
 def _format_threat(threat: ThreatModel) -> str:
@@ -326,7 +325,7 @@ def _checks(models: Sequence[ModelReport], esc: Escape) -> list[str]:
                     "is an upper bound on the accuracy."
                 )
         lo, hi = threat.box
-        if sweep.norm == "linf" and eps[-1] >= hi - lo and acc[-1] > 0.0:
+        if get_norm(sweep.norm).ball_is_box and eps[-1] >= hi - lo and acc[-1] > 0.0:
             found.append(
                 f"At ε = {_format_eps(eps[-1])} an ℓ∞ attacker can reach any input, yet the {label} model "
                 f"keeps {_pct(acc[-1])}: unless it ignores its input, the attack is failing, not the model "
@@ -600,7 +599,7 @@ def plot_examples(
     Raises:
         ValueError: if the inputs are not images of 1 or 3 channels, or there are none.
     """
-    png = _plot_examples(examples, threat or ThreatModel("linf", 0.0), class_names, max_examples)
+    png = _plot_examples(examples, threat or ThreatModel(Linf(), 0.0), class_names, max_examples)
     if png is None:
         raise ValueError(
             f"examples.x has shape {tuple(examples.x.shape)}; plot_examples draws (N, 1, H, W) or "
