@@ -248,11 +248,41 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"evaluate.eps_sweep: radii must be >= 0, got {list(ev.eps_sweep)}")
 
 
+def _parse_ball(value: Any, key: str) -> Any:
+    """An objective's ``ball = { norm = "l2", eps = 1.0 }``: a ball with no box (VAT's, a hidden layer's)."""
+    from advlearn.threat import ThreatModel
+
+    if not isinstance(value, dict):
+        raise ConfigError(f'{key}: expected a table like {{ norm = "l2", eps = 1.0 }}, got {value!r}')
+    unknown = sorted(set(value) - {"norm", "eps"})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key (known keys here: eps, norm)")
+    if "eps" not in value:
+        raise ConfigError(f"{key}.eps: the ball needs a radius")
+    eps = _number(value["eps"], f"{key}.eps")
+    try:
+        return ThreatModel(value.get("norm", "l2"), eps, bounds=None)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _with_balls(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Parse every objective's ``ball`` option into a ThreatModel, once, here."""
+    train = []
+    for i, t in enumerate(cfg.train):
+        if "ball" in t.objective.options:
+            options = dict(t.objective.options)
+            options["ball"] = _parse_ball(options["ball"], f"train[{i}].objective.ball")
+            t = dataclasses.replace(t, objective=Named(t.objective.name, options))
+        train.append(t)
+    return dataclasses.replace(cfg, train=tuple(train))
+
+
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     """Check a config given as nested dicts (as TOML parses) and fill in the defaults."""
     cfg: ExperimentConfig = _parse_dataclass(ExperimentConfig, raw, "")
     _check(cfg)
-    return cfg
+    return _with_balls(cfg)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -281,7 +311,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def to_dict(cfg: Any) -> Any:
     """The config as plain TOML-ready values (what ``config.toml`` in a run folder holds)."""
     if isinstance(cfg, Named):
-        return cfg.to_toml()
+        return to_dict(cfg.to_toml())
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if _is_threat_model(cfg):
+        ball = {"norm": cfg.norm.name, "eps": cfg.eps}
+        return ball if cfg.bounds is None else {**ball, "bounds": list(cfg.bounds)}
     if isinstance(cfg, DataConfig):
         return {"name": cfg.name, **cfg.options, "val_size": cfg.val_size}
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
@@ -289,6 +324,12 @@ def to_dict(cfg: Any) -> Any:
     if isinstance(cfg, (tuple, list)):
         return [to_dict(v) for v in cfg]
     return cfg
+
+
+def _is_threat_model(value: Any) -> bool:
+    from advlearn.threat import ThreatModel
+
+    return isinstance(value, ThreatModel)
 
 
 def dumps(cfg: ExperimentConfig) -> str:
