@@ -40,7 +40,7 @@ from torch import Tensor
 
 from advlearn._io import atomic_write_bytes, atomic_write_text
 from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis, TransferMatrix
-from advlearn.threat import Linf, ThreatModel, get_norm
+from advlearn.threat import Linf, Norm, ThreatModel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,18 +102,14 @@ def _format_eps(eps: float | Tensor) -> str:
     return short
 
 
-def _norm_symbol(norm: str) -> str:
-    return get_norm(norm).symbol
-
-
 def _format_threat(threat: ThreatModel) -> str:
     """``"ℓ∞, ε = 0.3"``."""
-    return f"{_norm_symbol(threat.norm)}, ε = {_format_eps(threat.eps)}"
+    return f"{threat.norm.symbol}, ε = {_format_eps(threat.eps)}"
 
 
-def _threat_key(threat: ThreatModel) -> tuple[str, str, tuple[float, float]]:
+def _threat_key(threat: ThreatModel) -> tuple[Norm, str, tuple[float, float]]:
     """What makes two threat models the same for the text (tensor radii compare by their description)."""
-    return (str(threat.norm), _format_eps(threat.eps), threat.box)
+    return (threat.norm, _format_eps(threat.eps), threat.box)
 
 
 def _join(items: Sequence[str]) -> str:
@@ -255,7 +251,7 @@ def _summary(models: Sequence[ModelReport], esc: Escape) -> str:
             clauses.append(f"the {label} model classifies {_pct(accuracy)} of its inputs correctly{count}")
             continue
         threat = ev.threat
-        where = "" if shared else f" at ε = {_format_eps(threat.eps)} ({_norm_symbol(threat.norm)})"
+        where = "" if shared else f" at ε = {_format_eps(threat.eps)} ({threat.norm.symbol})"
         clean = f" (clean {_pct(ev.clean_accuracy)}{count})"
         if i == 0 or not shared:
             clauses.append(f"the {label} model keeps {_pct(accuracy)} accuracy {against}{where}{clean}")
@@ -264,7 +260,7 @@ def _summary(models: Sequence[ModelReport], esc: Escape) -> str:
     sentence = "; ".join(clauses) + "."
     first = ranked[0].evaluation
     if shared and first.robust_accuracy:
-        norm, eps = _norm_symbol(first.threat.norm), _format_eps(first.threat.eps)
+        norm, eps = first.threat.norm.symbol, _format_eps(first.threat.eps)
         sentence = f"Under {norm} attacks of radius ε = {eps}, {sentence}"
     else:
         sentence = sentence[0].upper() + sentence[1:]
@@ -324,8 +320,8 @@ def _checks(models: Sequence[ModelReport], esc: Escape) -> list[str]:
                     f"{_pct(m.evaluation.worst_case_accuracy)}: the sweep's attacks are weaker, so its curve "
                     "is an upper bound on the accuracy."
                 )
-        lo, hi = threat.box
-        if get_norm(sweep.norm).ball_is_box and eps[-1] >= hi - lo and acc[-1] > 0.0:
+        lo, hi = sweep.threat.box
+        if sweep.norm.ball_is_box and eps[-1] >= hi - lo and acc[-1] > 0.0:
             found.append(
                 f"At ε = {_format_eps(eps[-1])} an ℓ∞ attacker can reach any input, yet the {label} model "
                 f"keeps {_pct(acc[-1])}: unless it ignores its input, the attack is failing, not the model "
@@ -367,7 +363,7 @@ def _plot_sweeps(models: Sequence[tuple[int, ModelReport]]) -> bytes:
         order = np.argsort(m.sweep.eps, kind="stable")
         eps = np.asarray(m.sweep.eps, dtype=float)[order]
         acc = np.asarray(m.sweep.accuracy, dtype=float)[order]
-        label = m.label if len(norms) == 1 else f"{m.label} ({_norm_symbol(m.sweep.norm)})"
+        label = m.label if len(norms) == 1 else f"{m.label} ({m.sweep.norm.symbol})"
         ax.plot(eps, acc, marker="o", color=f"C{index}", label=label, clip_on=False, zorder=3)
     marked, starred = set(), False
     for index, m in models:
@@ -407,7 +403,7 @@ def _plot_sweeps(models: Sequence[tuple[int, ModelReport]]) -> bytes:
             linestyle="none",
             label="results table (worst case)",
         )
-    ax.set_xlabel(f"ε ({_norm_symbol(norms.pop())})" if len(norms) == 1 else "ε")
+    ax.set_xlabel(f"ε ({norms.pop().symbol})" if len(norms) == 1 else "ε")
     ax.set_ylabel("worst-case accuracy")
     ax.set_ylim(0.0, 1.0)
     ax.set_xlim(left=0.0)
@@ -510,7 +506,7 @@ def _plot_examples(
     cell = 1.45
     fig = _figure(max(cell * n, 4.0), 3 * cell * height / (width + gap) + 1.3)
     axes = fig.subplots(3, 1)
-    symbol = _norm_symbol(threat.norm)
+    symbol = threat.norm.symbol
     strips = [(clean, ex.pred_clean, ex.conf_clean), (adv, ex.pred_adv, ex.conf_adv), (shown, None, None)]
     for ax, (images, pred, conf), row_label in zip(
         axes, strips, ["clean", "adversarial", "perturbation"], strict=True
@@ -796,7 +792,7 @@ def _examples_caption(m: ModelReport, esc: Escape) -> str:
     return (
         f"{n} examples for the {esc(m.label)} model, attacked with {esc(ex.attack)}; the evaluation's "
         f"threat model is {_format_threat(threat)}, and the largest perturbation shown has "
-        f"{_norm_symbol(threat.norm)} norm {largest:.3g}. Top row: clean inputs; middle row: adversarial "
+        f"{threat.norm.symbol} norm {largest:.3g}. Top row: clean inputs; middle row: adversarial "
         "inputs; each titled with the predicted class and its softmax confidence, red where the prediction "
         "is wrong. Bottom row: the perturbation x_adv − x, rescaled per image to [0, 1] for visibility "
         "(mid-gray is 0), with the true label and the perturbation's norm."
@@ -1004,12 +1000,12 @@ def _markdown(
         out += [f"- **Warning:** {check}" for check in checks]
         out.append("")
     out += ["## Results", "", format_table({m.label: m.evaluation for m in models}), ""]
-    threats: dict[tuple[str, str, tuple[float, float]], list[str]] = {}
+    threats: dict[tuple[Norm, str, tuple[float, float]], list[str]] = {}
     for m in models:
         threats.setdefault(_threat_key(m.evaluation.threat), []).append(esc(m.label))
     for (norm, eps, (lo, hi)), labels in threats.items():
         who = "" if len(threats) == 1 else f" ({_join(labels)})"
-        out.append(f"Threat model{who}: {_norm_symbol(norm)}, ε = {eps}, inputs in [{lo:g}, {hi:g}].  ")
+        out.append(f"Threat model{who}: {norm.symbol}, ε = {eps}, inputs in [{lo:g}, {hi:g}].  ")
     out += [_TABLE_LEGEND, ""]
     out += _diagnostics_markdown(models, esc)
     in_examples = False
