@@ -22,6 +22,10 @@ A failed check does not prove masking, and passing them all proves no
 robustness: they are the minimum an evaluation must survive before anyone
 believes it.
 
+(About 560 lines: the five checks and the driver that shares their attack runs stay
+in one file, since each check's verdict, figure and sentence are read against the
+others'.)
+
 References:
     Athalye, Carlini & Wagner. Obfuscated gradients give a false sense of
     security: circumventing defenses to adversarial examples. ICML 2018, §3.1.
