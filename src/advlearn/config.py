@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
-from advlearn.threat import ThreatModel, get_norm
+from advlearn.threat import L2, Linf, ThreatModel, get_norm
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +64,7 @@ class Named:
 class ThreatConfig:
     """The keys of the ``[threat]`` table; :func:`parse_config` turns it into a ThreatModel."""
 
-    norm: str = "linf"
+    norm: str = Linf.name
     eps: float = 0.3
     bounds: tuple[float, float] = (0.0, 1.0)
 
@@ -277,7 +277,7 @@ def _parse_ball(value: Any, key: str) -> Any:
         raise ConfigError(f"{key}.eps: the ball needs a radius")
     eps = _number(value["eps"], f"{key}.eps")
     try:
-        return ThreatModel(value.get("norm", "l2"), eps, bounds=None)
+        return ThreatModel(value.get("norm", L2.name), eps, bounds=None)
     except ValueError as err:
         raise ConfigError(f"{key}: {err}") from None
 
