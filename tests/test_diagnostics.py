@@ -287,3 +287,29 @@ def test_rejects_a_model_without_logits(data: tuple[Tensor, ...]) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Flatten(0))  # (B·C,)
     with pytest.raises(ValueError, match="model"):
         diagnose(model, data)
+
+
+def test_sweep_checks_return_verdicts_with_their_numbers() -> None:
+    """check_sweep judges a sweep on its own: a rise with ε, a sweep weaker than the table, a survivor of
+    the whole box; a clean monotone sweep that reaches 0 at the box's width passes every check."""
+    from advlearn.diagnostics import SWEEP_CHECKS, check_sweep
+    from advlearn.evaluation import EpsSweep, Evaluation
+
+    threat = al.ThreatModel("linf", 0.3)
+    table = Evaluation(
+        threat=threat, num_examples=200, clean_accuracy=0.9, robust_accuracy={"PGD": 0.3},
+        worst_case_accuracy=0.3, confidence_on_errors={}, correct={},
+    )  # fmt: skip
+    bad = EpsSweep(threat, [1.0, 0.0, 0.3, 0.1], [0.4, 0.9, 0.7, 0.5], 200)  # unsorted on purpose
+    found = check_sweep(bad, table)
+    assert [f.check for f in found] == list(SWEEP_CHECKS)
+    rise, weaker, survives = found
+    assert (rise.eps, rise.accuracy) == ((0.1, 0.3), (0.5, 0.7))
+    assert (weaker.eps, weaker.accuracy, weaker.table_accuracy) == ((0.3,), (0.7,), 0.3)
+    assert (survives.eps, survives.accuracy) == ((1.0,), (0.4,))
+    assert survives.threat == threat.with_eps(1.0)
+    good = EpsSweep(threat, [0.0, 0.3, 1.0], [0.9, 0.3, 0.0], 200)
+    assert check_sweep(good, table) == []
+    # the whole-box check needs a ball that is its own box: an ℓ2 sweep to ε = 1 proves nothing
+    l2 = EpsSweep(al.ThreatModel("l2", 0.3), [0.0, 1.0], [0.9, 0.4], 200)
+    assert check_sweep(l2) == []

@@ -13,6 +13,11 @@ from advlearn.training import OBJECTIVES, Trainer, build_objective
 from advlearn.training.hidden import HiddenAT, forward_with_perturbation, hidden_perturbation, resolve_layer
 
 
+def _ball(norm: str = "linf", eps: float = 0.1) -> al.ThreatModel:
+    """The ε-ball of ``norm`` with no box: what hidden-layer perturbations live in."""
+    return al.ThreatModel(norm, eps, bounds=None)
+
+
 def _identity_first(seed: int = 0) -> nn.Sequential:
     """An MLP whose first module is the identity, so that perturbing layer "0" perturbs the input."""
     with torch.random.fork_rng(devices=[]):
@@ -48,14 +53,15 @@ def test_identity_layer_at_the_input_is_input_fgsm_training(norm: str, eps: floa
     x, y = _interior_batch()
     x_adv = fgsm(model, x, y, al.ThreatModel(norm, eps=eps)).x_adv
     expected = alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
-    loss = HiddenAT("0", eps=eps, norm=norm, alpha=alpha)(model, x, y)
+    loss = HiddenAT(_ball(norm, eps), "0", eps=eps, alpha=alpha)(model, x, y)
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
     # written out for ℓ∞: x + ε·sign(∇ₓ CE)
     if norm == "linf":
         xg = x.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
         by_hand = F.cross_entropy(model(x + eps * grad.sign()), y)
-        torch.testing.assert_close(HiddenAT("0", eps=eps, alpha=0.0)(model, x, y), by_hand)
+        by_objective = HiddenAT(_ball("linf", eps), "0", eps=eps, alpha=0.0)(model, x, y)
+        torch.testing.assert_close(by_objective, by_hand)
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.05), ("l2", 0.2)])
@@ -66,7 +72,7 @@ def test_identity_layer_pgd_matches_input_pgd(norm: str, eps: float) -> None:
     x_pgd = pgd(
         model, x, y, al.ThreatModel(norm, eps=eps), steps=5, step_size=eps / 2, random_start=False
     ).x_adv
-    delta = hidden_perturbation(model, x, y, "0", eps=eps, norm=norm, steps=5, step_size=eps / 2)
+    delta = hidden_perturbation(model, x, y, "0", _ball(norm, eps), steps=5, step_size=eps / 2)
     torch.testing.assert_close(x + delta, x_pgd, rtol=0, atol=1e-12)
 
 
@@ -80,7 +86,7 @@ def test_perturbation_respects_the_ball_and_the_activation_shape(
     model, x, y = _CNN(), torch.rand(6, 1, 5, 5), torch.randint(0, 4, (6,))
     eps = 0.4
     delta = hidden_perturbation(
-        model, x, y, "features.0", eps=eps, norm=norm, steps=steps, random_start=random_start,
+        model, x, y, "features.0", _ball(norm, eps), steps=steps, random_start=random_start,
         generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
     assert delta.shape == (6, 3, 5, 5)
@@ -100,9 +106,9 @@ def test_unknown_layer_lists_the_valid_names() -> None:
     with pytest.raises(
         ValueError, match=r"layer='features\.9'.*'features', 'features\.0', 'features\.1', 'head'"
     ):
-        HiddenAT("features.9", eps=0.1)(model, x, y)
+        HiddenAT(_ball(), "features.9", eps=0.1)(model, x, y)
     with pytest.raises(ValueError, match="layer must name a submodule"):
-        HiddenAT("", eps=0.1)
+        HiddenAT(_ball(), "", eps=0.1)
     assert isinstance(resolve_layer(model, "features.1"), nn.ReLU)
 
 
@@ -125,11 +131,11 @@ class _Exploding(nn.Module):
 def test_hook_is_removed_even_when_the_forward_pass_raises() -> None:
     """No forward hook is left on the layer after a normal call, nor after an exception inside forward."""
     model, x, y = _Exploding(), torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
-    HiddenAT("first", eps=0.1)(model, x, y)
+    HiddenAT(_ball(), "first", eps=0.1)(model, x, y)
     assert len(model.first._forward_hooks) == 0
     model.armed = True
     with pytest.raises(RuntimeError, match="boom"):
-        HiddenAT("first", eps=0.1)(model, x, y)
+        HiddenAT(_ball(), "first", eps=0.1)(model, x, y)
     assert len(model.first._forward_hooks) == 0
     with pytest.raises(RuntimeError, match="boom"):
         forward_with_perturbation(model, x, "first", torch.zeros(4, 3))
@@ -144,7 +150,7 @@ def test_layers_that_cannot_be_perturbed_are_refused() -> None:
     twice = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(3, 2))
     x, y = torch.rand(2, 3), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="more than once"):
-        HiddenAT("0", eps=0.1)(twice, x, y)
+        HiddenAT(_ball(), "0", eps=0.1)(twice, x, y)
 
     class Skips(nn.Module):
         def __init__(self) -> None:
@@ -155,7 +161,7 @@ def test_layers_that_cannot_be_perturbed_are_refused() -> None:
             return self.used(x)
 
     with pytest.raises(ValueError, match="did not run"):
-        HiddenAT("unused", eps=0.1)(Skips(), x, y)
+        HiddenAT(_ball(), "unused", eps=0.1)(Skips(), x, y)
 
     class Pair(nn.Module):
         def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -170,7 +176,7 @@ def test_layers_that_cannot_be_perturbed_are_refused() -> None:
             return self.head(self.pair(x)[0])
 
     with pytest.raises(ValueError, match="not a tensor"):
-        HiddenAT("pair", eps=0.1)(UsesPair(), x, y)
+        HiddenAT(_ball(), "pair", eps=0.1)(UsesPair(), x, y)
     assert len(twice[0]._forward_hooks) == 0
 
 
@@ -178,23 +184,23 @@ def test_attack_leaves_parameter_grads_and_modes_alone() -> None:
     """Finding δ touches no parameter .grad and no module's mode; the objective's loss then backpropagates."""
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
     x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
-    hidden_perturbation(model, x, y, "2", eps=0.2, steps=3)
+    hidden_perturbation(model, x, y, "2", _ball("linf", 0.2), steps=3)
     assert all(p.grad is None for p in model.parameters())
     assert all(m.training for m in model.modules())
     model.eval()
     with torch.no_grad():  # works under no_grad too (as an evaluation-time probe)
-        delta = hidden_perturbation(model, x, y, "2", eps=0.2, norm="l2")
+        delta = hidden_perturbation(model, x, y, "2", _ball("l2", 0.2))
     assert delta.shape == (8, 8)
     assert not any(m.training for m in model.modules())
-    HiddenAT("2", eps=0.2)(model, x, y).backward()
+    HiddenAT(_ball(), "2", eps=0.2)(model, x, y).backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
 def test_registered_buildable_and_trains() -> None:
     """'hidden_at' builds from a config (layer and eps as options) and runs under the Trainer."""
     assert OBJECTIVES["hidden_at"] is HiddenAT
-    objective = build_objective("hidden_at", layer="1", eps=0.5, steps=2)
-    assert objective == HiddenAT("1", eps=0.5, steps=2)
+    objective = build_objective("hidden_at", al.ThreatModel("linf", 0.3), layer="1", eps=0.5, steps=2)
+    assert objective == HiddenAT(_ball("linf", 0.5), "1", eps=0.5, steps=2)
     torch.manual_seed(0)
     x, y = torch.rand(32, 4), torch.randint(0, 2, (32,))
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -211,5 +217,6 @@ def test_registered_buildable_and_trains() -> None:
         ({"eps": 0.1, "alpha": 1.5}, "alpha"),
         ({"eps": 0.1, "step_size": -1.0}, "step_size"),
     ]:
+        norm = bad.pop("norm", "linf")
         with pytest.raises(ValueError, match=match):
-            HiddenAT("1", **bad)  # type: ignore[arg-type]
+            HiddenAT(_ball(norm), "1", **bad)  # type: ignore[arg-type]

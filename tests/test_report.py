@@ -90,7 +90,7 @@ def full_models() -> list[ModelReport]:
             0.99, {"FGSM": 0.05, "PGD-40x5": 0.0}, 0.0, {"clean": 0.62, "FGSM": 0.93, "PGD-40x5": 1.0}
         ),
         history=history(3, robust=False),
-        sweep=EpsSweep("linf", eps, [0.99, 0.4, 0.05, 0.0, 0.0], 200),
+        sweep=EpsSweep(THREAT, eps, [0.99, 0.4, 0.05, 0.0, 0.0], 200),
         examples=make_examples(seed=1),
     )
     robust = ModelReport(
@@ -102,7 +102,7 @@ def full_models() -> list[ModelReport]:
             {"clean": float("nan"), "FGSM": 0.7, "PGD-40x5": 0.8},
         ),
         history=history(3, robust=True),
-        sweep=EpsSweep("linf", eps, [0.985, 0.95, 0.9, 0.85, 0.3], 200),
+        sweep=EpsSweep(THREAT, eps, [0.985, 0.95, 0.9, 0.85, 0.3], 200),
         examples=make_examples(seed=2),
     )
     return [standard, robust]
@@ -301,7 +301,7 @@ def test_eps_that_is_a_multiple_of_1_255_is_shown_as_a_fraction(tmp_path: Path) 
 
 
 def test_sweep_that_rises_with_eps_is_flagged(tmp_path: Path, bare_models: list[ModelReport]) -> None:
-    sweep = EpsSweep("linf", [0.0, 0.1, 0.2, 1.0], [0.9, 0.5, 0.7, 0.4], 200)
+    sweep = EpsSweep(THREAT, [0.0, 0.1, 0.2, 1.0], [0.9, 0.5, 0.7, 0.4], 200)
     masked = ModelReport("masked", bare_models[1].evaluation, sweep=sweep)
     html_path, md_path = write_report(tmp_path, title="t", models=[masked])
     page = html_path.read_text(encoding="utf-8")
@@ -312,7 +312,7 @@ def test_sweep_that_rises_with_eps_is_flagged(tmp_path: Path, bare_models: list[
 
 def test_sweep_weaker_than_the_table_is_flagged(tmp_path: Path, bare_models: list[ModelReport]) -> None:
     # The table's worst case at ε = 0.3 is 85.0%; a sweep that finds 90.0% there ran weaker attacks.
-    sweep = EpsSweep("linf", [0.0, 0.3], [0.985, 0.9], 200)
+    sweep = EpsSweep(THREAT, [0.0, 0.3], [0.985, 0.9], 200)
     html_path, _ = write_report(
         tmp_path, title="t", models=[ModelReport("weak", bare_models[1].evaluation, sweep=sweep)]
     )

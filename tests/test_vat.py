@@ -11,8 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlearn.threat import ThreatModel
 from advlearn.training import OBJECTIVES, Trainer, build_objective
 from advlearn.training.vat import VAT, kl_divergence, power_iteration, virtual_adversarial_perturbation
+
+
+def _ball(eps: float, norm: str = "l2") -> ThreatModel:
+    """VAT's ball: ``norm`` (ℓ2 in the paper), radius ``eps``, no box."""
+    return ThreatModel(norm, eps, bounds=None)
 
 
 def _spd(batch: int, dim: int, seed: int) -> Tensor:
@@ -83,7 +89,7 @@ def test_vat_direction_is_the_top_eigenvector_of_the_kl_hessian_of_a_linear_mode
     eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
     eps = 1e-3
     r = virtual_adversarial_perturbation(
-        model, x, eps=eps, xi=1e-6, power_iterations=40, generator=torch.Generator().manual_seed(4)
+        model, x, _ball(eps), xi=1e-6, power_iterations=40, generator=torch.Generator().manual_seed(4)
     )
     assert float(_abs_cos(r, eigenvectors[:, :, -1]).min()) > 1 - 1e-9
     torch.testing.assert_close(r.norm(dim=1), torch.full((5,), eps, dtype=torch.float64))
@@ -133,7 +139,7 @@ def test_vat_loss_is_ce_plus_alpha_times_lds_by_hand() -> None:
     loss = objective(model, x, y)
     torch.manual_seed(6)
     logits = model(x)
-    r = virtual_adversarial_perturbation(model, x, eps=0.5, xi=1e-3, power_iterations=2)
+    r = virtual_adversarial_perturbation(model, x, _ball(0.5), xi=1e-3, power_iterations=2)
     expected = F.cross_entropy(logits, y) + 0.7 * kl_divergence(logits.detach(), model(x + r)).mean()
     torch.testing.assert_close(loss, expected)
     # gradients flow only through the perturbed prediction and the CE, never through p(x) or r
@@ -146,11 +152,11 @@ def test_perturbation_leaves_parameters_grad_and_mode_alone() -> None:
     model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.0), nn.Linear(8, 3)).train()
     x = torch.rand(4, 6)
     with torch.no_grad():
-        r = virtual_adversarial_perturbation(model, x, eps=1.0, generator=torch.Generator().manual_seed(0))
+        r = virtual_adversarial_perturbation(model, x, _ball(1.0), generator=torch.Generator().manual_seed(0))
     assert all(p.grad is None for p in model.parameters())
     assert all(m.training for m in model.modules())
     torch.testing.assert_close(r.norm(dim=1), torch.ones(4))
-    again = virtual_adversarial_perturbation(model, x, eps=1.0, generator=torch.Generator().manual_seed(0))
+    again = virtual_adversarial_perturbation(model, x, _ball(1.0), generator=torch.Generator().manual_seed(0))
     assert torch.equal(r, again)  # deterministic given the generator
 
 
@@ -161,7 +167,7 @@ def test_other_norms_give_a_perturbation_of_radius_eps(norm: str, expected: floa
 
     model = nn.Linear(5, 3)
     x = torch.rand(6, 5)
-    r = virtual_adversarial_perturbation(model, x, eps=0.3, norm=norm)
+    r = virtual_adversarial_perturbation(model, x, _ball(0.3, norm))
     torch.testing.assert_close(ThreatModel(norm, 0.3).norm(r), torch.full((6,), expected))
 
 
@@ -229,7 +235,7 @@ def test_registered_and_validated() -> None:
         ({"norm": "l3"}, "norm"),
     ]:
         with pytest.raises(ValueError, match=match):
-            VAT(**bad)  # type: ignore[arg-type]
+            VAT(_ball(1.0, bad["norm"])) if "norm" in bad else VAT(**bad)  # type: ignore[arg-type]
 
 
 def test_abs_cos_counts_a_vanished_direction_as_no_agreement() -> None:

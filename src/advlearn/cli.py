@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import advlearn
+from advlearn.threat import NORMS, Linf
 
 
 def _fraction(text: str) -> float:
@@ -290,6 +291,8 @@ def _dann(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+_NORM_NAMES = [norm.name for norm in NORMS]
+
 
 def _add_attack_arguments(p: argparse.ArgumentParser, default_attack: str = "pgd") -> None:
     p.add_argument("--model", required=True, help="a folder holding model.safetensors and model.json")
@@ -298,7 +301,7 @@ def _add_attack_arguments(p: argparse.ArgumentParser, default_attack: str = "pgd
         default=default_attack,
         help=f"a registered attack: autoattack, pgd, fgsm, apgd, square, ... (default {default_attack})",
     )
-    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+    p.add_argument("--norm", default=Linf.name, choices=_NORM_NAMES)
     p.add_argument("--eps", type=_fraction, required=True, help="radius, e.g. 0.3 or 8/255")
     p.add_argument("--lower", type=float, default=0.0, help="lower input bound (default 0)")
     p.add_argument("--upper", type=float, default=1.0, help="upper input bound (default 1)")
@@ -376,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--n", type=int, default=10_000, help="smoothing: estimation samples (default 10k)")
     certify.add_argument("--alpha", type=float, default=0.001, help="smoothing: failure probability")
     certify.add_argument("--batch-size", type=int, default=1000, help="noisy copies (or IBP inputs) per pass")
-    certify.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="IBP: the norm")
+    certify.add_argument("--norm", default=Linf.name, choices=_NORM_NAMES, help="IBP: the norm")
     certify.add_argument(
         "--eps",
         type=_fraction,

@@ -7,10 +7,14 @@ checked by that registry and the error is prefixed with the key. Numbers may be
 written as exact fractions (``eps = "8/255"``), parsed with
 :class:`fractions.Fraction`, never ``eval``.
 
+The ``[threat]`` table is parsed once into a :class:`~advlearn.threat.ThreatModel`
+(``cfg.threat``), the one object the main job hands to training, the attacks,
+the evaluation and the report.
+
 Example:
     >>> cfg = parse_config({"name": "demo", "threat": {"eps": "8/255"}})
-    >>> round(cfg.threat.eps * 255, 6)
-    8.0
+    >>> round(cfg.threat.eps * 255, 6), cfg.threat.norm.symbol
+    (8.0, 'ℓ∞')
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
+
+from advlearn.threat import L2, Linf, ThreatModel, get_norm
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,11 +62,31 @@ class Named:
 
 @dataclass(frozen=True)
 class ThreatConfig:
-    """The threat model every model is trained against and evaluated under."""
+    """The keys of the ``[threat]`` table; :func:`parse_config` turns it into a ThreatModel."""
 
-    norm: str = "linf"
+    norm: str = Linf.name
     eps: float = 0.3
     bounds: tuple[float, float] = (0.0, 1.0)
+
+    def build(self, key: str = "threat") -> ThreatModel:
+        """The threat model every model is trained against and evaluated under.
+
+        Raises:
+            ConfigError: naming ``key.norm``, ``key.eps`` or ``key.bounds``.
+        """
+        try:
+            norm = get_norm(self.norm)
+        except ValueError as err:
+            raise ConfigError(f"{key}.norm: {err}") from None
+        if self.eps < 0:
+            raise ConfigError(f"{key}.eps: must be >= 0, got {self.eps}")
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ConfigError(f"{key}.bounds: expected lo < hi, got {list(self.bounds)}")
+        try:
+            return ThreatModel(norm, self.eps, self.bounds)
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -114,7 +140,7 @@ class ExperimentConfig:
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: Named = field(default_factory=lambda: Named("small_cnn"))
-    threat: ThreatConfig = field(default_factory=ThreatConfig)
+    threat: ThreatModel = field(default_factory=lambda: ThreatConfig().build())
     train: tuple[TrainConfig, ...] = (TrainConfig(),)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
@@ -159,6 +185,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if tp is ThreatModel:
+        raw: ThreatConfig = _convert(value, ThreatConfig, key)
+        return raw.build(key)
     if tp is Named:
         if isinstance(value, str):
             return Named(value)
@@ -210,17 +239,8 @@ def _parse_dataclass(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
 
 def _check(cfg: ExperimentConfig) -> None:
     """Value checks the types cannot express."""
-    from advlearn.threat import NORMS
-
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: {cfg.name!r} is not a usable folder name")
-    if cfg.threat.norm not in NORMS:
-        raise ConfigError(f"threat.norm: {cfg.threat.norm!r} is not one of {', '.join(NORMS)}")
-    if cfg.threat.eps < 0:
-        raise ConfigError(f"threat.eps: must be >= 0, got {cfg.threat.eps}")
-    lo, hi = cfg.threat.bounds
-    if not lo < hi:
-        raise ConfigError(f"threat.bounds: expected lo < hi, got {list(cfg.threat.bounds)}")
     if cfg.data.val_size < 0:
         raise ConfigError(f"data.val_size: must be >= 0, got {cfg.data.val_size}")
     if not cfg.train:
@@ -246,11 +266,39 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"evaluate.eps_sweep: radii must be >= 0, got {list(ev.eps_sweep)}")
 
 
+def _parse_ball(value: Any, key: str) -> Any:
+    """An objective's ``ball = { norm = "l2", eps = 1.0 }``: a ball with no box (VAT's, a hidden layer's)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f'{key}: expected a table like {{ norm = "l2", eps = 1.0 }}, got {value!r}')
+    unknown = sorted(set(value) - {"norm", "eps"})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key (known keys here: eps, norm)")
+    if "eps" not in value:
+        raise ConfigError(f"{key}.eps: the ball needs a radius")
+    eps = _number(value["eps"], f"{key}.eps")
+    try:
+        return ThreatModel(value.get("norm", L2.name), eps, bounds=None)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _with_balls(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Parse every objective's ``ball`` option into a ThreatModel, once, here."""
+    train = []
+    for i, t in enumerate(cfg.train):
+        if "ball" in t.objective.options:
+            options = dict(t.objective.options)
+            options["ball"] = _parse_ball(options["ball"], f"train[{i}].objective.ball")
+            t = dataclasses.replace(t, objective=Named(t.objective.name, options))
+        train.append(t)
+    return dataclasses.replace(cfg, train=tuple(train))
+
+
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     """Check a config given as nested dicts (as TOML parses) and fill in the defaults."""
     cfg: ExperimentConfig = _parse_dataclass(ExperimentConfig, raw, "")
     _check(cfg)
-    return cfg
+    return _with_balls(cfg)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -279,7 +327,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def to_dict(cfg: Any) -> Any:
     """The config as plain TOML-ready values (what ``config.toml`` in a run folder holds)."""
     if isinstance(cfg, Named):
-        return cfg.to_toml()
+        return to_dict(cfg.to_toml())
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, ThreatModel):
+        ball = {"norm": cfg.norm.name, "eps": cfg.eps}
+        return ball if cfg.bounds is None else {**ball, "bounds": list(cfg.bounds)}
     if isinstance(cfg, DataConfig):
         return {"name": cfg.name, **cfg.options, "val_size": cfg.val_size}
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from advlearn.certify.ibp import check_ibp_supported, verify
 from advlearn.certify.smoothing import Smooth, certified_accuracy, certify_dataset
-from advlearn.threat import ThreatModel
+from advlearn.threat import L2, ThreatModel
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def certified_accuracies(
         logger.info("no IBP certificate: %s", err)
     else:
         out["IBP"] = verify(model, data, threat, batch_size=batch_size, quiet=quiet).verified_accuracy
-    if sigma is not None and threat.norm == "l2":
+    if sigma is not None and isinstance(threat.norm, L2):
         if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor)):
             raise ValueError("smoothing needs data as an (x, y) pair of tensors")
         x, y = data

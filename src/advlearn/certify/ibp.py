@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advlearn.models import Maxout, Normalize
-from advlearn.threat import ThreatModel, per_example
+from advlearn.threat import ThreatModel
 
 Bounds = tuple[Tensor, Tensor]
 
@@ -192,10 +192,7 @@ def input_box(x: Tensor, threat: ThreatModel) -> Bounds:
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf; clean the data before bounding it")
         raise ValueError(f"x has values in [{x_min:g}, {x_max:g}], outside threat.bounds=({lo:g}, {hi:g})")
-    if isinstance(threat.eps, float):
-        return (x - threat.eps).clamp_(min=lo), (x + threat.eps).clamp_(max=hi)
-    eps = per_example(threat.eps_for(x), x)
-    return (x - eps).clamp_(min=lo), (x + eps).clamp_(max=hi)
+    return threat.enclosing_box(x)
 
 
 def _propagate(layers: list[tuple[str, nn.Module]], lower: Tensor, upper: Tensor) -> Bounds:

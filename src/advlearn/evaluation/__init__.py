@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from advlearn.attacks import FGSM, PGD, Attack, AutoAttack
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
-from advlearn.threat import ThreatModel
+from advlearn.threat import Norm, ThreatModel
 
 # A DataLoader or iterable of (x, y) batches, an (x, y) pair of tensors, or an object with .x and .y.
 Data = Any
@@ -122,10 +122,32 @@ def _confidence_of_errors(logits: Tensor, y: Tensor) -> tuple[float, int]:
     return float(conf[wrong].sum()), int(wrong.sum())
 
 
+def _one_threat(attacks: dict[str, Attack], threat: ThreatModel | None) -> ThreatModel:
+    """The threat model every attack runs under: ``threat`` if given, else the attacks' shared one.
+
+    Raises:
+        ValueError: naming the first attack whose threat model differs.
+    """
+    if threat is None:
+        if not attacks:
+            raise ValueError("evaluate needs a threat model or at least one attack that carries one")
+        threat = next(iter(attacks.values())).threat
+        source = f"attack {next(iter(attacks))!r}"
+    else:
+        source = "the threat argument"
+    for name, attack in attacks.items():
+        if attack.threat != threat:
+            raise ValueError(
+                f"attack {name!r} runs under {attack.threat}, not {threat} (from {source}); "
+                "an evaluation measures one threat model, so build every attack from the same one"
+            )
+    return threat
+
+
 def evaluate(
     model: nn.Module,
     data: Data,
-    threat: ThreatModel,
+    threat: ThreatModel | None = None,
     attacks: dict[str, Attack] | Sequence[Attack] | None = None,
     *,
     batch_size: int = 256,
@@ -139,9 +161,10 @@ def evaluate(
         model: the classifier; evaluated in the mode it is in (put it in ``eval()`` first).
         data: a DataLoader (or any iterable of ``(x, y)``), an ``(x, y)`` pair,
             or a dataset with ``.x``/``.y``.
-        threat: the threat model; each attack's own threat must match it.
+        threat: the threat model; ``None`` takes it from the attacks, which carry it (the
+            single source: every attack's own threat must equal it either way).
         attacks: named attacks (a dict) or a sequence (named by class); ``None``
-            means :func:`default_attacks`.
+            means :func:`default_attacks` of ``threat``.
         batch_size: batch size when ``data`` is tensors.
         device: where to run; default: the model's device.
         seed: seeds the attacks' random starts, so the figures are reproducible.
@@ -149,6 +172,10 @@ def evaluate(
 
     Returns:
         An :class:`Evaluation`.
+
+    Raises:
+        ValueError: for attacks under different threat models (or another than ``threat``),
+            neither a threat nor an attack, or data without examples.
 
     Example:
         >>> torch.manual_seed(0)
@@ -161,12 +188,12 @@ def evaluate(
         True
     """
     if attacks is None:
+        if threat is None:
+            raise ValueError("evaluate needs a threat model or attacks that carry one")
         attacks = default_attacks(threat)
     if not isinstance(attacks, dict):
         attacks = {type(a).__name__: a for a in attacks}
-    for name, attack in attacks.items():
-        if attack.threat != threat:
-            raise ValueError(f"attack {name!r} runs under {attack.threat}, not the evaluation's {threat}")
+    threat = _one_threat(attacks, threat)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -212,12 +239,39 @@ def evaluate(
 
 @dataclass(frozen=True)
 class EpsSweep:
-    """Accuracy against the radius: ``accuracy[i]`` is the worst case over the attacks at ``eps[i]``."""
+    """Accuracy against the radius: ``accuracy[i]`` is the worst case over the attacks at ``eps[i]``.
 
-    norm: str
+    Attributes:
+        threat: the threat model swept (its norm and box); the ball at ``eps[i]`` is
+            ``threats[i] = threat.with_eps(eps[i])``.
+        eps: the radii, in the order measured.
+        accuracy: the worst-case accuracy at each radius.
+        num_examples: how many examples each accuracy is measured on.
+    """
+
+    threat: ThreatModel
     eps: list[float]
     accuracy: list[float]
     num_examples: int
+
+    @property
+    def threats(self) -> list[ThreatModel]:
+        """The threat model of every point of the sweep."""
+        return [self.threat.with_eps(e) for e in self.eps]
+
+    @property
+    def norm(self) -> Norm:
+        """The norm swept."""
+        return self.threat.norm
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for ``results.json``: ``{"norm", "eps", "accuracy", "num_examples"}``."""
+        return {
+            "norm": self.norm.name,
+            "eps": list(self.eps),
+            "accuracy": list(self.accuracy),
+            "num_examples": self.num_examples,
+        }
 
 
 def accuracy_vs_eps(
@@ -250,7 +304,7 @@ def accuracy_vs_eps(
         ev = evaluate(model, data, at_eps, rebuilt, batch_size=batch_size, seed=seed, quiet=True)
         accuracy.append(ev.worst_case_accuracy)
         n = ev.num_examples
-    return EpsSweep(norm=str(threat.norm), eps=eps_list, accuracy=accuracy, num_examples=n)
+    return EpsSweep(threat=threat, eps=eps_list, accuracy=accuracy, num_examples=n)
 
 
 @dataclass(frozen=True)

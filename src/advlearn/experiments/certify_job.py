@@ -31,7 +31,7 @@ from advlearn.checkpoint import load_model
 from advlearn.config import Named
 from advlearn.data import DataSplit, load_dataset
 from advlearn.evaluation import batches
-from advlearn.threat import ThreatModel
+from advlearn.threat import L2, ThreatModel
 
 METHODS = ("smoothing", "ibp")
 
@@ -146,7 +146,7 @@ def certify_saved(
             quiet=quiet,
         )
         labels, predictions, radii, seconds = result.labels, result.predictions, result.radii, result.seconds
-        summary.update(sigma=sigma, n0=n0, n=n, alpha=alpha, norm="l2", seed=seed)
+        summary.update(sigma=sigma, n0=n0, n=n, alpha=alpha, norm=L2.name, seed=seed)
         summary["abstained"] = float((predictions == -1).double().mean())
         grid = _curve_points(radii, 4 * sigma)
     else:
@@ -200,8 +200,8 @@ def certify_saved(
         label, xlabel = f"smoothing σ = {sigma:g} (n = {n:,}, α = {alpha:g})", "ℓ2 radius"
     else:
         assert threat is not None
-        symbol = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1"}[str(threat.norm)]
-        xlabel = "ε (ℓ∞)" if threat.norm == "linf" else f"ε ({symbol}, bounded through the ℓ∞ box)"
+        symbol = threat.norm.symbol
+        xlabel = f"ε ({symbol})" if threat.norm.ball_is_box else f"ε ({symbol}, bounded through the ℓ∞ box)"
         label = "IBP"
     plot_certified_accuracy({label: curve}, out_dir / "certified_accuracy.png", xlabel=xlabel)
     summary["curve"] = curve

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advlearn.attacks import FGSM, PGD, Attack, SignNoise
-from advlearn.threat import ThreatModel
+from advlearn.threat import Linf, ThreatModel
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def run_demo(eps: float = 0.1, seed: int = 0, quiet: bool = False) -> DemoResult
     """Train on the digits and report clean, noise, FGSM and PGD accuracy at ``eps`` (ℓ∞)."""
     x_tr, y_tr, x_te, y_te = load_digits_tensors(seed)
     model = train_mlp(x_tr, y_tr, seed=seed, quiet=quiet)
-    threat = ThreatModel("linf", eps=eps)
+    threat = ThreatModel(Linf(), eps=eps)
     attacks: dict[str, Attack] = {
         "sign noise": SignNoise(threat),
         "FGSM": FGSM(threat),

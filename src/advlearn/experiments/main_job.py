@@ -40,6 +40,7 @@ from advlearn.config import (
     Named,
     TrainConfig,
     dumps,
+    to_dict,
 )
 from advlearn.data import Dataset, DataSplit, load_dataset
 from advlearn.evaluation import (
@@ -155,11 +156,6 @@ def _split_validation(train: Dataset, val_size: int, seed: int) -> tuple[Dataset
     return train.subset(order[val_size:]), train.subset(order[:val_size])
 
 
-def _threat(cfg: ExperimentConfig) -> ThreatModel:
-    threat: ThreatModel = _with_key("threat", ThreatModel, cfg.threat.norm, cfg.threat.eps, cfg.threat.bounds)
-    return threat
-
-
 def _attack(key: str, spec: Named, threat: ThreatModel) -> Attack:
     attack: Attack = _with_key(key, build_attack, spec.name, threat, **spec.options)
     return attack
@@ -211,7 +207,7 @@ def train_one(
 ) -> tuple[nn.Module, History]:
     """Train the model described by ``tcfg`` and save it into ``run_dir/<label>/``."""
     key = f"train[{index}]"
-    threat = _threat(cfg)
+    threat = cfg.threat  # parsed once, by the config
     device = resolve_device(cfg.device)
     train, val = _split_validation(split.train, cfg.data.val_size, cfg.seed)
     seed_everything(cfg.seed)
@@ -262,7 +258,7 @@ def train_one(
         metadata={
             "label": tcfg.label,
             "objective": tcfg.objective.to_toml(),
-            "threat": {"norm": cfg.threat.norm, "eps": cfg.threat.eps, "bounds": list(cfg.threat.bounds)},
+            "threat": to_dict(cfg.threat),
             "data": {"name": cfg.data.name, **cfg.data.options},
             "epochs": len(history.records),
             "best_epoch": history.best_epoch,
@@ -275,7 +271,7 @@ def evaluate_one(
     cfg: ExperimentConfig, label: str, model: nn.Module, test: Dataset, *, quiet: bool = False
 ) -> ModelReport:
     """Evaluate one trained model as the config says: attacks, ε sweep, example grid."""
-    threat = _threat(cfg)
+    threat = cfg.threat  # parsed once, by the config
     ev_cfg = cfg.evaluate
     if ev_cfg.num_examples:
         test = test.subset(min(ev_cfg.num_examples, len(test)))
@@ -284,8 +280,9 @@ def evaluate_one(
         for i, spec in enumerate(ev_cfg.attacks)
     }
     model.eval()
+    # The attacks carry the threat model: evaluate takes it from them.
     evaluation = evaluate(
-        model, (test.x, test.y), threat, attacks, batch_size=ev_cfg.batch_size, seed=cfg.seed, quiet=quiet
+        model, (test.x, test.y), attacks=attacks, batch_size=ev_cfg.batch_size, seed=cfg.seed, quiet=quiet
     )
     # The provable lower bound beside the attacks' upper bound: IBP costs about two forward passes.
     from advlearn.certify import certified_accuracies
@@ -340,7 +337,7 @@ def transfer_between(
     PGD runs without early exit, so each example is the highest-loss point found,
     the kind that transfers best; at most :data:`DIAGNOSIS_EXAMPLES` test examples.
     """
-    threat = _threat(cfg)
+    threat = cfg.threat  # parsed once, by the config
     test = test.subset(min(len(test), cfg.evaluate.num_examples or len(test), DIAGNOSIS_EXAMPLES))
     for model in models.values():
         model.eval()
@@ -369,7 +366,6 @@ def run_experiment(
         )
     atomic_write_text(config_file, dumps(cfg))
     split = load_data(cfg)
-    _threat(cfg)  # fail on a bad threat model before any training
     reports: list[ModelReport] = []
     lines: list[str] = []
     trained: dict[str, nn.Module] = {}
@@ -392,7 +388,7 @@ def run_experiment(
             "torch_version": torch.__version__,
             "seconds": seconds,
             "models": {label: ev.table() for label, ev in evaluations.items()},
-            "eps_sweeps": {r.label: dataclasses.asdict(r.sweep) for r in reports if r.sweep is not None},
+            "eps_sweeps": {r.label: r.sweep.to_dict() for r in reports if r.sweep is not None},
             "masking_diagnostics": {r.label: r.diagnosis.table() for r in reports if r.diagnosis is not None},
             "transfer": dataclasses.asdict(transfer) if transfer is not None else None,
         }

@@ -196,11 +196,12 @@ class ThreatModel:
         (``‖δ‖∞ ≤ ‖δ‖_p``), and that is tight, so the box is ``[x0 − ε, x0 + ε]``
         for every norm; it is ``S(x0)`` itself for ℓ∞. Interval bound propagation starts from it.
         """
-        eps = per_example(self.eps_for(x0), x0)
+        # A float radius is subtracted as a scalar (one fused op), a per-example one broadcast.
+        eps = self.eps if isinstance(self.eps, float) else per_example(self.eps_for(x0), x0)
         lower, upper = x0 - eps, x0 + eps
         if self.bounds is not None:
             lo, hi = self.bounds
-            lower, upper = lower.clamp(min=lo), upper.clamp(max=hi)
+            lower, upper = lower.clamp_(min=lo), upper.clamp_(max=hi)
         return lower, upper
 
     def project_box(self, x: Tensor) -> Tensor:

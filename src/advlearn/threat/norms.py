@@ -57,6 +57,9 @@ class Norm(str):
     #: whether :meth:`ThreatModel.steepest_ascent` should drop coordinates pressed against
     #: the box before normalizing (mass put on them would be lost to the clip)
     masks_blocked: ClassVar[bool] = True
+    #: whether the ε-ball is its own enclosing ℓ∞ box ``[x0 − ε, x0 + ε]`` (only ℓ∞): then interval
+    #: bounds over the box are tight, and a radius as wide as the input box reaches every input
+    ball_is_box: ClassVar[bool] = False
 
     _registry: ClassVar[dict[str, Norm]] = {}
 
@@ -110,6 +113,7 @@ class Linf(Norm):
     # Every coordinate moves by the full step anyway and the box clip undoes the blocked ones,
     # so the mask would change nothing but the cost.
     masks_blocked = False
+    ball_is_box = True
 
     def project(self, delta: Tensor, eps: float | Tensor) -> Tensor:
         if isinstance(eps, float):

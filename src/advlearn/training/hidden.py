@@ -34,13 +34,18 @@ from advlearn.threat import ThreatModel
 from advlearn.training.objectives import Objective, register_objective
 
 
-def _ball(norm: str, eps: float) -> ThreatModel:
-    """The ε-ball around 0 of ``norm``, as a ThreatModel whose box contains the whole ball.
-
-    ``‖δ‖_∞ ≤ ‖δ‖_p ≤ ε`` for every p, so the box ``[−(ε + 1), ε + 1]`` never binds: projections
-    and random starts in it are those of the ball alone.
-    """
-    return ThreatModel(norm, eps=eps, bounds=(-(eps + 1.0), eps + 1.0))
+def _unbounded_radius(threat: ThreatModel) -> float:
+    """``threat.eps``, after checking ``threat`` is a ball with no box and one float radius."""
+    if not isinstance(threat, ThreatModel):
+        raise ValueError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+    if threat.bounds is not None:
+        raise ValueError(
+            f"threat has bounds={threat.bounds}, but activations have no box; give the ball as "
+            "ThreatModel(norm, eps, bounds=None)"
+        )
+    if not isinstance(threat.eps, float):
+        raise ValueError("hidden-layer perturbations need one float eps, not per-example radii")
+    return threat.eps
 
 
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
@@ -117,9 +122,8 @@ def hidden_perturbation(
     x: Tensor,
     y: Tensor,
     layer: str,
+    threat: ThreatModel,
     *,
-    eps: float,
-    norm: str = "linf",
     steps: int = 1,
     step_size: float | None = None,
     random_start: bool = False,
@@ -141,8 +145,9 @@ def hidden_perturbation(
         y: labels ``(B,)``.
         layer: the name of a submodule (``dict(model.named_modules())``) run once per forward
             pass, whose output is a tensor with a batch dimension.
-        eps: the radius, per example, over all non-batch dimensions of the activations.
-        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
+        threat: the ball ``‖δ‖_p ≤ ε`` in activation units, with ``bounds=None`` (activations
+            have no box) and a float ``eps``; norms are per example over all non-batch
+            dimensions of the activations.
         steps: 1 is FGSM on ``δ``; more is PGD.
         step_size: ``η``; ``None`` means ``ε`` for one step and ``2.5·ε/steps`` otherwise.
         random_start: start from a uniform point of the ball instead of 0.
@@ -150,8 +155,12 @@ def hidden_perturbation(
 
     Returns:
         ``δ``, detached, shaped like the layer's output, with ``‖δ‖_p ≤ ε`` per example.
+
+    Raises:
+        ValueError: for a threat model with a box or per-example radii, bad options, or a layer
+            that does not run once with one tensor output.
     """
-    ball = _ball(norm, check_nonnegative("eps", eps))
+    eps = _unbounded_radius(threat)
     check_positive_int("steps", steps)
     if step_size is None:
         step_size = eps if steps == 1 else 2.5 * eps / steps
@@ -159,7 +168,7 @@ def hidden_perturbation(
 
     def start(output: Tensor) -> Tensor:
         zero = torch.zeros_like(output.detach())
-        delta0 = ball.random_init(zero, generator=generator) if random_start else zero
+        delta0 = threat.random_init(zero, generator=generator) if random_start else zero
         return delta0.requires_grad_(True)
 
     delta: Tensor | None = None  # made by the hook on the first pass, from the layer's output shape
@@ -172,7 +181,10 @@ def hidden_perturbation(
                     f"layer {layer!r} did not run in the forward pass; pick a layer the model uses"
                 )
             (grad,) = torch.autograd.grad(loss, hook.delta)
-        delta = ball.project_ball(hook.delta.detach() + eta * ball.steepest_ascent(grad))
+        current = hook.delta.detach()
+        # The ball is centred at δ = 0, PGD's step in it, as on inputs.
+        step_size_b = torch.full((current.shape[0],), eta, device=current.device, dtype=current.dtype)
+        delta = threat.ascent_step(current, torch.zeros_like(current), grad, step_size_b)
     assert delta is not None
     return delta
 
@@ -183,15 +195,23 @@ class HiddenAT(Objective):
     """Adversarial training against a worst-case perturbation of a hidden layer's activations.
 
     ``α·J(x) + (1 − α)·J(x; h_layer + δ*)`` with ``δ*`` from :func:`hidden_perturbation`
-    (FGSM for ``steps=1``, PGD otherwise) in the ε-ball of ``norm``, regenerated from the
+    (FGSM for ``steps=1``, PGD otherwise) in the ε-ball of ``threat.norm``, regenerated from the
     current model at every batch, in whatever mode the Trainer put the model. The perturbed
     forward pass goes through a hook that is removed even when the forward pass raises.
 
+    The ball is a :class:`~advlearn.threat.ThreatModel` with no box: the objective keeps
+    ``threat``'s norm, takes its radius from ``eps`` and drops its bounds, so after
+    construction ``objective.threat`` is exactly the ball δ lives in. From a config,
+    ``build_objective`` supplies the experiment's threat model (so the hidden ball has the
+    experiment's norm) and ``eps`` is the required option giving the radius in activation
+    units, which an input-space ε does not measure.
+
     Args:
+        threat: the threat model whose norm the ball takes (its ``eps`` and ``bounds`` are
+            replaced: ``ThreatModel(threat.norm, eps, bounds=None)``).
         layer: the submodule's name (``dict(model.named_modules())``); an unknown name raises a
             ValueError listing the valid ones when the objective is first called.
         eps: the radius in activation units (activations have no box).
-        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         steps: attack steps on ``δ`` per batch.
         step_size: ``None``: ``ε`` for one step, ``2.5·ε/steps`` otherwise.
         random_start: start the attack from a uniform point of the ball.
@@ -207,14 +227,14 @@ class HiddenAT(Objective):
         <torch._C.Generator object at ...>
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         >>> x, y = torch.rand(5, 4), torch.randint(0, 3, (5,))
-        >>> objective = HiddenAT("1", eps=0.1, alpha=0.0)
+        >>> objective = HiddenAT(ThreatModel("linf", 0.1, bounds=None), "1", eps=0.1, alpha=0.0)
         >>> bool(objective(model, x, y) >= torch.nn.functional.cross_entropy(model(x), y))
         True
     """
 
+    threat: ThreatModel
     layer: str
     eps: float
-    norm: str = "linf"
     steps: int = 1
     step_size: float | None = None
     random_start: bool = False
@@ -223,7 +243,10 @@ class HiddenAT(Objective):
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str) or not self.layer:
             raise ValueError(f"layer must name a submodule, e.g. layer='features.2', got {self.layer!r}")
-        _ball(self.norm, check_nonnegative("eps", self.eps))  # validates the norm and eps
+        if not isinstance(self.threat, ThreatModel):
+            raise ValueError(f"threat must be a ThreatModel, got {type(self.threat).__name__}")
+        ball = ThreatModel(self.threat.norm, check_nonnegative("eps", self.eps), bounds=None)
+        object.__setattr__(self, "threat", ball)
         check_positive_int("steps", self.steps)
         if self.step_size is not None:
             check_nonnegative("step_size", self.step_size)
@@ -232,7 +255,7 @@ class HiddenAT(Objective):
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         delta = hidden_perturbation(
-            model, x, y, self.layer, eps=self.eps, norm=self.norm, steps=self.steps,
+            model, x, y, self.layer, self.threat, steps=self.steps,
             step_size=self.step_size, random_start=self.random_start,
         )  # fmt: skip
         adversarial = F.cross_entropy(forward_with_perturbation(model, x, self.layer, delta), y)

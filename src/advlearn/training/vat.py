@@ -21,7 +21,7 @@ forward and one backward pass per iteration.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -30,12 +30,32 @@ from torch import Tensor, nn
 
 from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.losses import kl_divergence
-from advlearn.threat import NORMS, ThreatModel
+from advlearn.threat import L2, ThreatModel
 from advlearn.training.objectives import Objective, register_objective
 
-# The unit-ℓ2 normalization of the power iteration: steepest_ascent of the ℓ2 ball rescales
-# before squaring, so tiny finite-difference gradients do not underflow in float32.
-_L2 = ThreatModel("l2", eps=1.0)
+
+def _unit_l2(d: Tensor) -> Tensor:
+    """``d/‖d‖₂`` per example: ℓ2's steepest ascent, which rescales before squaring, so tiny
+    finite-difference gradients do not underflow in float32."""
+    return L2().steepest_ascent(d)
+
+
+def paper_ball() -> ThreatModel:
+    """The ball of Miyato et al.: ℓ2, ε = 2, no box (VAT's default)."""
+    return ThreatModel(L2(), 2.0, bounds=None)
+
+
+def _check_ball(ball: ThreatModel) -> float:
+    if not isinstance(ball, ThreatModel):
+        raise ValueError(f"ball must be a ThreatModel, got {type(ball).__name__}")
+    if ball.bounds is not None:
+        raise ValueError(
+            f"ball has bounds={ball.bounds}, but VAT's x + r is not clipped to any box; give it as "
+            "ThreatModel(norm, eps, bounds=None)"
+        )
+    if not isinstance(ball.eps, float):
+        raise ValueError("VAT needs one float eps, not per-example radii")
+    return ball.eps
 
 
 def power_iteration(
@@ -70,20 +90,19 @@ def power_iteration(
     d = d.detach()
     for _ in range(iterations):
         with torch.enable_grad():
-            r = (xi * _L2.steepest_ascent(d)).requires_grad_(True)
+            r = (xi * _unit_l2(d)).requires_grad_(True)
             (grad,) = torch.autograd.grad(divergence(r).sum(), r)
         d = grad.detach()
-    return _L2.steepest_ascent(d)
+    return _unit_l2(d)
 
 
 def virtual_adversarial_perturbation(
     model: nn.Module,
     x: Tensor,
+    ball: ThreatModel,
     *,
-    eps: float,
     xi: float = 1e-3,
     power_iterations: int = 1,
-    norm: str = "l2",
     logits: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -103,7 +122,9 @@ def virtual_adversarial_perturbation(
     Args:
         model: maps ``x`` to logits ``(B, C)``.
         x: inputs ``(B, ...)``.
-        eps: the radius ``ε ≥ 0``.
+        ball: the ball of ``r``, with ``bounds=None`` and a float ``eps``: ``ℓ2`` in the paper
+            (:func:`paper_ball`); for ℓ∞ or ℓ1 the final direction is the steepest ascent of
+            that norm along ``g``.
         xi: the finite-difference radius ``ξ``, in input units. Miyato et al. used 1e-6;
             in float32 with inputs of order 1 the entries of ``ξ·d`` are then about one
             rounding unit of ``x`` (``x + ξd`` loses the perturbation), and the direction
@@ -111,15 +132,16 @@ def virtual_adversarial_perturbation(
             0.9999 on a small network (see ``tests/test_vat.py``).
         power_iterations: ``K`` (the paper finds 1 enough; 0 gives a random direction, the
             paper's random perturbation training baseline).
-        norm: the ball: ``"l2"`` (the paper), or ``"linf"``/``"l1"``, where the final
-            direction is the steepest ascent of that norm along ``g``.
         logits: the model's logits at ``x`` if already computed (detached inside).
         generator: for the random start ``d``; default torch's global generator.
 
     Returns:
-        ``r_vadv``, shaped like ``x``, detached, with ``‖r‖ = ε`` per example in ``norm``.
+        ``r_vadv``, shaped like ``x``, detached, with ``‖r‖ = ε`` per example in ``ball.norm``.
+
+    Raises:
+        ValueError: for a ball with a box or per-example radii, or bad options.
     """
-    check_nonnegative("eps", eps)
+    eps = _check_ball(ball)
     with torch.no_grad():
         clean = (model(x) if logits is None else logits).detach()  # (B, C)
 
@@ -128,7 +150,7 @@ def virtual_adversarial_perturbation(
 
     d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     direction = power_iteration(divergence, d, xi=xi, iterations=power_iterations)
-    return eps * ThreatModel(norm, eps=1.0).steepest_ascent(direction)
+    return eps * ball.norm.steepest_ascent(direction)
 
 
 @register_objective("vat")
@@ -148,14 +170,22 @@ class VAT(Objective):
     forward (shared with the cross-entropy), ``power_iterations`` forward+backward passes and
     one forward pass at ``x + r_vadv``.
 
+    VAT's ball is its own, not the attack's threat model (the paper's is ℓ2 with ε tuned per
+    data set), so ``build_objective`` does not hand it the experiment's threat: a config gives
+    ``eps`` (the radius of the default ℓ2 ball) or ``ball = { norm = "l1", eps = 1.0 }``, which
+    :mod:`advlearn.config` turns into a ``ThreatModel`` with ``bounds=None``.
+
     Args:
-        eps: the radius ``ε`` of the ball, in input units (the paper tunes it per data set).
+        ball: the ball of ``r_vadv``, a :class:`~advlearn.threat.ThreatModel` with
+            ``bounds=None`` (default :func:`paper_ball`: ℓ2, ε = 2).
         xi: the finite-difference radius ``ξ`` of the power iteration. The default 1e-3 is
             larger than the paper's 1e-6, which float32 inputs of order 1 cannot resolve
             (see :func:`virtual_adversarial_perturbation`).
         power_iterations: ``K ≥ 0``.
         alpha: the weight ``α ≥ 0`` of the smoothness term.
-        norm: ``"l2"`` (the paper), ``"linf"`` or ``"l1"``.
+        eps: a radius for ``ball`` (the config's short form): ``VAT(eps=1.0)`` is
+            ``VAT(ball.with_eps(1.0))``. It is folded into ``ball`` at construction and
+            reads ``None`` afterwards.
 
     References:
         Miyato, Maeda, Koyama & Ishii. Virtual adversarial training: a regularization method
@@ -172,30 +202,30 @@ class VAT(Objective):
         True
     """
 
-    eps: float = 2.0
+    ball: ThreatModel = field(default_factory=paper_ball)
     xi: float = 1e-3
     power_iterations: int = 1
     alpha: float = 1.0
-    norm: str = "l2"
+    eps: float | None = None
 
     uses_unlabeled: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_nonnegative("eps", self.eps)
+        if self.eps is not None:
+            _check_ball(self.ball)
+            object.__setattr__(self, "ball", self.ball.with_eps(check_nonnegative("eps", self.eps)))
+            object.__setattr__(self, "eps", None)
+        _check_ball(self.ball)
         check_nonnegative("alpha", self.alpha)
         if check_nonnegative("xi", self.xi) == 0.0:
             raise ValueError("xi must be > 0: the power iteration differentiates at r = xi·d")
         check_positive_int("power_iterations", self.power_iterations, minimum=0)
-        if self.norm not in NORMS:
-            raise ValueError(
-                f"norm={self.norm!r} is not a known norm; use one of {', '.join(map(repr, NORMS))}"
-            )
 
     def lds(self, model: nn.Module, x: Tensor, logits: Tensor) -> Tensor:
         """The local distributional smoothness term per example, ``(B,)``, differentiable in θ."""
         r_adv = virtual_adversarial_perturbation(
-            model, x, eps=self.eps, xi=self.xi, power_iterations=self.power_iterations,
-            norm=self.norm, logits=logits,
+            model, x, self.ball, xi=self.xi, power_iterations=self.power_iterations,
+            logits=logits,
         )  # fmt: skip
         return kl_divergence(logits.detach(), model(x + r_adv))
 
@@ -222,4 +252,4 @@ class VAT(Objective):
         return F.cross_entropy(logits, y) + self.alpha * smoothness
 
 
-__all__ = ["VAT", "kl_divergence", "power_iteration", "virtual_adversarial_perturbation"]
+__all__ = ["VAT", "kl_divergence", "paper_ball", "power_iteration", "virtual_adversarial_perturbation"]

@@ -22,6 +22,10 @@ A failed check does not prove masking, and passing them all proves no
 robustness: they are the minimum an evaluation must survive before anyone
 believes it.
 
+(About 560 lines: the five checks and the driver that shares their attack runs stay
+in one file, since each check's verdict, figure and sentence are read against the
+others'.)
+
 References:
     Athalye, Carlini & Wagner. Obfuscated gradients give a false sense of
     security: circumventing defenses to adversarial examples. ICML 2018, §3.1.
@@ -41,7 +45,7 @@ from torch import Tensor, nn
 from advlearn._checks import check_inputs, check_logits, check_nonnegative, check_positive_int
 from advlearn.attacks import ATTACKS, FGSM, PGD, Attack, Transfer, build_attack
 from advlearn.losses import cross_entropy
-from advlearn.threat import ThreatModel
+from advlearn.threat import Linf, ThreatModel
 
 Status = Literal["pass", "fail", "not run"]
 
@@ -248,8 +252,7 @@ def _check_gradients(
         with torch.enable_grad():
             xg = xb.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(cross_entropy(model(xg), yb).sum(), xg)
-        norms: Tensor = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), ord=threat.dual_ord, dim=1)
-        return norms
+        return threat.dual_norm(grad)
 
     norms = _in_batches(dual_norms, batch_size, x, y)  # (N,)
     # ε·‖∇‖_q is the most the loss can rise inside the ball to first order (Hölder).
@@ -257,7 +260,7 @@ def _check_gradients(
     m = int(correct.sum())
     vanishing = (gain <= grad_tol) & correct
     fraction = float(vanishing.sum()) / m if m else math.nan
-    q = {"linf": "₁", "l2": "₂", "l1": "∞"}[str(threat.norm)]
+    q = threat.norm.dual_symbol[1:]  # "ℓ₁" → "₁"
     detail = (
         f"{int(vanishing.sum())} of {m} correctly classified inputs ({_pct(fraction)}) have "
         f"ε·‖∇ₓL‖{q} ≤ {grad_tol:g} (median {float(gain[correct].median()) if m else math.nan:.3g})"
@@ -515,7 +518,7 @@ def diagnose_masking(
     # A ball holding the whole box is the box itself in every norm, so the unbounded attack takes ℓ∞
     # steps, the ones that move every pixel (an ℓ1 step moves a single one).
     lo, hi = threat.box
-    whole_box = ThreatModel("linf", hi - lo, bounds=threat.bounds)
+    whole_box = ThreatModel(Linf(), hi - lo, bounds=threat.bounds)
     unbounded = PGD(whole_box, steps=steps, random_start=False, early_stop=True)
     acc_unbounded = accuracy(fooled(unbounded))
     unbounded_check = _check_unbounded(acc_unbounded, steps, unbounded_tol)
