@@ -43,6 +43,7 @@ from advlearn._io import (
     replacing,
     safe_torch_load,
 )
+from advlearn._version import __version__
 from advlearn.models import _builder, build_model
 
 WEIGHTS_FILE = "model.safetensors"
@@ -180,8 +181,6 @@ def save_model(
         >>> record["options"]["hidden"], record["metadata"]
         ((4,), {'epochs': 1})
     """
-    from advlearn import __version__  # here, not at import time: advlearn/__init__ may import this module
-
     options = dict(options)
     _builder(name, options)
     record = {

