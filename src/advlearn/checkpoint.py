@@ -44,7 +44,7 @@ from advlearn._io import (
     safe_torch_load,
 )
 from advlearn._version import __version__
-from advlearn.models import _builder, build_model
+from advlearn.models import MODELS, build_model
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -182,7 +182,7 @@ def save_model(
         ((4,), {'epochs': 1})
     """
     options = dict(options)
-    _builder(name, options)
+    MODELS.check(name, options)
     record = {
         "model": name,
         "options": _jsonable(options, "options"),

@@ -41,12 +41,11 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib
-import inspect
 import math
 import os
 import pickle
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from advlearn._checks import check_positive_int
+from advlearn._registry import Registry, Wording
 
 __all__ = [
     "DATASETS",
@@ -1303,19 +1303,26 @@ def _image_folder_entry(
     return _split_source(full, test, test_fraction, seed, test_path)
 
 
-DATASETS: dict[str, Callable[..., DataSplit]] = {
-    "mnist5k": mnist5k,
-    "digits": digits,
-    "mnist_m_style": mnist_m_style,
-    "mnist": _mnist_entry,
-    "cifar10": _cifar10_entry,
-    "cifar100": _cifar100_entry,
-    "npz": _npz_entry,
-    "image_folder": _image_folder_entry,
-    "gaussians": gaussian_pair,
-    "tsipras": tsipras,
-}
+DATASETS: Registry[DataSplit] = Registry(
+    "dataset",
+    wording=Wording(
+        unknown_name="unknown {kind} {name!r}; known datasets: {known}",
+        unknown_option="unknown option{s} {options} for {kind} {name!r}; it takes {accepted}",
+        missing_option="{kind} {name!r} needs the option{s} {missing}",
+        no_options="no options",
+    ),
+)
 """Every dataset by name, each a callable returning a :class:`DataSplit`; see :func:`load_dataset`."""
+DATASETS.register("mnist5k")(mnist5k)
+DATASETS.register("digits")(digits)
+DATASETS.register("mnist_m_style")(mnist_m_style)
+DATASETS.register("mnist")(_mnist_entry)
+DATASETS.register("cifar10")(_cifar10_entry)
+DATASETS.register("cifar100")(_cifar100_entry)
+DATASETS.register("npz")(_npz_entry)
+DATASETS.register("image_folder")(_image_folder_entry)
+DATASETS.register("gaussians")(gaussian_pair)
+DATASETS.register("tsipras")(tsipras)
 
 
 def load_dataset(name: str, **options: Any) -> DataSplit:
@@ -1360,21 +1367,4 @@ def load_dataset(name: str, **options: Any) -> DataSplit:
         ...
         ValueError: unknown dataset 'gausians'; known datasets: cifar10, cifar100, digits, ...
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    factory = DATASETS[name]
-    parameters = inspect.signature(factory).parameters
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    known = [p for p, spec in parameters.items() if spec.kind in kinds]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for dataset "
-            f"{name!r}; it takes {', '.join(known) if known else 'no options'}"
-        )
-    missing = [p for p in known if parameters[p].default is inspect.Parameter.empty and p not in options]
-    if missing:
-        raise ValueError(
-            f"dataset {name!r} needs the option{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
-        )
-    return factory(**options)
+    return DATASETS.build(name, options)

@@ -17,7 +17,6 @@ the name and options next to the weights to rebuild the model later.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -25,6 +24,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from advlearn._registry import Registry, Wording
 
 # ----------------------------------------------------------------------------- Normalize
 
@@ -128,7 +129,15 @@ class Normalize(nn.Module):
 
 # ----------------------------------------------------------------------------- registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[nn.Module] = Registry(
+    "model",
+    wording=Wording(
+        unknown_name="{kind} {name!r} is not registered; known models: {known}",
+        unknown_option="unknown option {option!r} for {kind} {name!r}; accepted options: {accepted}",
+        missing_option="{kind} {name!r} needs the option(s) {missing}",
+    ),
+)
+"""Every model builder by name; see :func:`register_model` and :func:`build_model`."""
 _B = TypeVar("_B", bound=Callable[..., nn.Module])
 
 
@@ -144,34 +153,7 @@ def register_model(name: str) -> Callable[[_B], _B]:
     Raises:
         ValueError: if a builder is already registered under ``name``.
     """
-
-    def wrap(builder: _B) -> _B:
-        if name in MODELS:
-            raise ValueError(f"a model named {name!r} is already registered ({MODELS[name].__name__})")
-        MODELS[name] = builder
-        return builder
-
-    return wrap
-
-
-def _builder(name: str, options: dict[str, Any]) -> Callable[..., nn.Module]:
-    """The builder registered as ``name``, after checking ``options`` against its signature."""
-    if name not in MODELS:
-        raise ValueError(f"model {name!r} is not registered; known models: {', '.join(sorted(MODELS))}")
-    builder = MODELS[name]
-    params = inspect.signature(builder).parameters
-    accepted = [
-        p for p, spec in params.items() if spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY)
-    ]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"unknown option {unknown[0]!r} for model {name!r}; accepted options: {', '.join(accepted)}"
-        )
-    missing = [p for p in accepted if params[p].default is inspect.Parameter.empty and p not in options]
-    if missing:
-        raise ValueError(f"model {name!r} needs the option(s) {', '.join(missing)}")
-    return builder
+    return MODELS.register(name)
 
 
 def build_model(name: str, **options: Any) -> nn.Module:
@@ -195,7 +177,7 @@ def build_model(name: str, **options: Any) -> nn.Module:
         >>> model(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
-    return _builder(name, options)(**options)
+    return MODELS.build(name, options)
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
