@@ -1,7 +1,9 @@
 """The runs behind ``advlearn gan`` and ``advlearn dann``: train, measure, and write ``runs/<name>/``.
 
-Each run folder holds ``config.toml`` (as resolved), ``metrics.jsonl``, the trained weights
-(``*.safetensors``), PNG figures, and ``report.md`` / ``report.html`` (self-contained).
+Each run folder holds ``config.toml`` (as resolved), ``metrics.jsonl``, the trained networks
+(``<stem>.safetensors`` and ``<stem>.json``, written by :func:`advlearn.checkpoint.save_model`, so
+``load_model(run_dir, stem=...)`` rebuilds them), PNG figures, and ``report.md`` /
+``report.html`` (self-contained).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 from torch import Tensor
 
 from advlearn._checks import check_positive_int
-from advlearn._io import atomic_write_text, replacing
+from advlearn._io import atomic_write_text
+from advlearn.checkpoint import save_model
 from advlearn.data import DataSplit, digits, mnist5k, mnist_m_style
 from advlearn.games import _report
 from advlearn.games.dann import DANN, DANNHistory, as_rgb, features, train_dann
@@ -53,14 +56,6 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return "".join(json.dumps({k: clean(v) for k, v in r.items()}) + "\n" for r in records)
-
-
-def _save_weights(module: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with replacing(path) as tmp:
-        save_file(state, str(tmp))
 
 
 # ----------------------------------------------------------------------------- GAN
@@ -157,7 +152,8 @@ def run_gan(
     """Train a GAN with :func:`~advlearn.games.gan.train_gan` and write its run folder.
 
     Writes ``config.toml``, ``metrics.jsonl`` (a ``step`` record every ``log_every`` steps and an
-    ``eval`` record per evaluation), ``generator.safetensors``, ``discriminator.safetensors``,
+    ``eval`` record per evaluation), ``generator.safetensors`` / ``.json``,
+    ``discriminator.safetensors`` / ``.json``,
     ``samples/step_<N>.png`` at every evaluation, ``samples.png`` (the last grid), ``real.png``,
     ``curves.png``, ``coverage.png``, ``report.md`` and ``report.html``.
 
@@ -201,8 +197,26 @@ def run_gan(
     records = [{"kind": "step", **r} for r in result.history]
     records += [{"kind": "eval", **r} for r in result.evaluations]
     atomic_write_text(run_dir / "metrics.jsonl", _jsonl(records))
-    _save_weights(result.generator, run_dir / "generator.safetensors")
-    _save_weights(result.discriminator, run_dir / "discriminator.safetensors")
+    # Through advlearn.checkpoint, so that load_model(run_dir, stem="generator") rebuilds them.
+    image_shape, meta = split.train.input_shape, {"game": "gan", "data": data, "loss": config.loss}
+    generator_options = {"latent_dim": config.latent_dim, "image_shape": image_shape, "arch": config.arch}
+    discriminator_options = {"image_shape": image_shape, "arch": config.arch}
+    save_model(
+        run_dir,
+        result.generator,
+        name="gan_generator",
+        options=generator_options,
+        metadata=meta,
+        stem="generator",
+    )
+    save_model(
+        run_dir,
+        result.discriminator,
+        name="gan_discriminator",
+        options=discriminator_options,
+        metadata=meta,
+        stem="discriminator",
+    )
 
     k = split.num_classes
     cov = result.coverage
@@ -416,7 +430,8 @@ def run_dann(
     reversal layer on the unlabelled target training images. Both are scored on the held-out
     source and target test images, and a linear probe measures how separable the two domains
     are in each one's feature space. Writes ``config.toml``, ``metrics.jsonl``,
-    ``source_only.safetensors``, ``dann.safetensors``, ``examples.png``, ``curves.png``,
+    ``source_only.safetensors`` / ``.json``, ``dann.safetensors`` / ``.json``, ``examples.png``,
+    ``curves.png``,
     ``embedding.png`` (PCA of source and target features, before and after adaptation),
     ``report.md`` and ``report.html``.
 
@@ -472,7 +487,14 @@ def run_dann(
             "seconds": history.seconds,
         }
         embeds.append((f"{label}: target acc {finals[label]['target_acc']:.1%}", fs[:n_embed], ft[:n_embed]))
-        _save_weights(model, run_dir / f"{label.replace(' ', '_').lower()}.safetensors")
+        save_model(
+            run_dir,
+            model,
+            name="dann",
+            options={"in_channels": 3, "num_classes": 10},
+            metadata={"game": "dann", "adapt": adapt, "epochs": config.epochs, **finals[label]},
+            stem=label.replace(" ", "_").lower(),
+        )
     records = [{"model": label, **r} for label, h in histories.items() for r in h.records]
     records += [{"model": label, "final": True, **m} for label, m in finals.items()]
     atomic_write_text(run_dir / "metrics.jsonl", _jsonl(records))
