@@ -12,6 +12,7 @@ import torch
 from scipy import integrate, linalg
 from torch import nn
 
+from advlearn.checkpoint import load_model
 from advlearn.cli import main
 from advlearn.data import Dataset, _blend_with_patches
 from advlearn.games import (
@@ -551,6 +552,13 @@ def test_cli_gan_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         "samples/step_000020.png",
     ):
         assert (run / name).is_file(), name
+    generator, record = load_model(run, stem="generator")
+    assert record["model"] == "gan_generator"
+    assert record["options"]["image_shape"] == (1, 8, 8)
+    z = torch.randn(3, record["options"]["latent_dim"])
+    assert generator(z).shape == (3, 1, 8, 8)
+    discriminator, _ = load_model(run, stem="discriminator")
+    assert discriminator(generator(z)).shape == (3,)
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4
     assert "<script" not in html
@@ -593,4 +601,11 @@ def test_cli_dann_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "source_only.safetensors",
     ):
         assert (run / name).is_file(), name
+    for stem in ("dann", "source_only"):
+        model, record = load_model(run, stem=stem)
+        assert isinstance(model, DANN)
+        assert not model.training
+        assert record["metadata"]["adapt"] == (stem == "dann")
+        x = torch.rand(2, 3, 28, 28)
+        assert model(x).shape == (2, 10)
     assert "DANN" in capsys.readouterr().out

@@ -6,9 +6,8 @@ inner max (:mod:`advlearn.attacks`), defenses the outer min
 honestly. Everything starts from a :class:`ThreatModel`.
 """
 
-__version__ = "0.1.0"
-
 from advlearn import attacks, certify, evaluation, games, linear, losses, threat, training
+from advlearn._version import __version__
 from advlearn.threat import ThreatModel
 
 __all__ = [

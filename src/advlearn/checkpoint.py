@@ -43,7 +43,8 @@ from advlearn._io import (
     replacing,
     safe_torch_load,
 )
-from advlearn.models import _builder, build_model
+from advlearn._version import __version__
+from advlearn.models import MODELS, build_model
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -98,6 +99,13 @@ def _sha256(path: Path) -> str:
 # ----------------------------------------------------------------------------- model checkpoints
 
 
+def _files(stem: str) -> tuple[str, str]:
+    """``(weights, config)`` file names for ``stem``; ``"model"`` gives the default two."""
+    if not isinstance(stem, str) or not stem or any(c in stem for c in "/\\") or stem.startswith("."):
+        raise ValueError(f"stem must be a file name without slashes or a leading dot, got {stem!r}")
+    return f"{stem}.safetensors", f"{stem}.json"
+
+
 def _tensors_to_save(model: nn.Module) -> dict[str, Tensor]:
     """The state dict as dense, contiguous CPU tensors that share no memory (safetensors refuses aliases)."""
     tensors: dict[str, Tensor] = {}
@@ -148,6 +156,7 @@ def save_model(
     name: str,
     options: Mapping[str, Any],
     metadata: Mapping[str, Any] | None = None,
+    stem: str = "model",
 ) -> None:
     """Save ``model`` as ``model.safetensors`` and ``model.json`` in ``directory``.
 
@@ -164,10 +173,12 @@ def save_model(
         name: the registered model name.
         options: the builder options (tuples are stored as JSON lists).
         metadata: JSON-representable extras (data set, epochs, accuracy, ...).
+        stem: the files' name without suffix, so that one run folder can hold several
+            networks (a GAN's ``generator.safetensors`` and ``generator.json``, say).
 
     Raises:
         ValueError: for an unknown ``name`` or option, a model that does not match
-            them, or options/metadata that JSON cannot hold.
+            them, or options/metadata that JSON cannot hold, or a ``stem`` that is not a file name.
 
     Example:
         >>> import tempfile
@@ -180,10 +191,9 @@ def save_model(
         >>> record["options"]["hidden"], record["metadata"]
         ((4,), {'epochs': 1})
     """
-    from advlearn import __version__  # here, not at import time: advlearn/__init__ may import this module
-
+    weights_file, config_file = _files(stem)
     options = dict(options)
-    _builder(name, options)
+    MODELS.check(name, options)
     record = {
         "model": name,
         "options": _jsonable(options, "options"),
@@ -194,10 +204,10 @@ def save_model(
     _check_fits(model, name, options)
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    with replacing(root / WEIGHTS_FILE) as tmp:
+    with replacing(root / weights_file) as tmp:
         save_file(_tensors_to_save(model), tmp, metadata={"format": "pt", "model": name})
         record["weights_sha256"] = _sha256(tmp)
-    atomic_write_text(root / CONFIG_FILE, json.dumps(record, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(root / config_file, json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -217,7 +227,7 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 
 def load_model(
-    directory: PathLike, *, map_location: str | torch.device = "cpu"
+    directory: PathLike, *, map_location: str | torch.device = "cpu", stem: str = "model"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved by :func:`save_model` in ``directory`` and load its weights.
 
@@ -231,6 +241,7 @@ def load_model(
     Args:
         directory: the checkpoint directory.
         map_location: the device to move the model to.
+        stem: the files' name without suffix, as given to :func:`save_model`.
 
     Returns:
         ``(model, record)``: the model, and the contents of ``model.json`` with
@@ -246,7 +257,8 @@ def load_model(
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {root}")
-    config_path, weights_path = root / CONFIG_FILE, root / WEIGHTS_FILE
+    weights_file, config_file = _files(stem)
+    config_path, weights_path = root / config_file, root / weights_file
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"the checkpoint has no {path.name}: {path} does not exist")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
+from advlearn._registry import Registry, Wording
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -100,15 +102,19 @@ def kl_divergence(reference_logits: Tensor, logits: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - F.log_softmax(logits, dim=1))).sum(dim=1)
 
 
-LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
+LOSSES: Registry[Tensor] = Registry(
+    "loss", wording=Wording(unknown_name="loss={name!r} is not known; use one of {choices}")
+)
+"""The per-example losses an attack may be asked for by name; each maps ``(logits, y)`` to ``(B,)``."""
+LOSSES.register("ce")(cross_entropy)
+LOSSES.register("cw")(cw_margin)
+LOSSES.register("dlr")(dlr)
 
 
 def get_loss(name: str) -> LossFn:
     """The per-example loss registered as ``name`` (``"ce"``, ``"cw"`` or ``"dlr"``)."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"loss={name!r} is not known; use one of {', '.join(map(repr, LOSSES))}") from None
+    loss: LossFn = LOSSES.lookup(name)
+    return loss
 
 
 __all__ = ["LOSSES", "LossFn", "cross_entropy", "cw_margin", "dlr", "get_loss", "kl_divergence", "margin"]

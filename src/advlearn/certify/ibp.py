@@ -341,7 +341,7 @@ def verify(
     Returns:
         A :class:`Verification`.
     """
-    from advlearn.evaluation import batches
+    from advlearn.data import batches
 
     if isinstance(threat.eps, Tensor):
         raise ValueError(

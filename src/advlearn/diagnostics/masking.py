@@ -140,7 +140,7 @@ class MaskingDiagnosis:
 
 def _collect(data: Any, num_examples: int, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """The first ``num_examples`` examples of ``data`` as two tensors on ``device``."""
-    from advlearn.evaluation import batches  # evaluation re-exports this module: import late
+    from advlearn.data import batches
 
     xs, ys, count = [], [], 0
     for x, y in batches(data, batch_size):

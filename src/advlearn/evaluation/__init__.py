@@ -9,7 +9,7 @@ survives every attack. Every number comes with the count it was measured on.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,26 +18,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advlearn.attacks import FGSM, PGD, Attack, AutoAttack
+from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
 from advlearn.threat import Norm, ThreatModel
-
-# A DataLoader or iterable of (x, y) batches, an (x, y) pair of tensors, or an object with .x and .y.
-Data = Any
-
-
-def batches(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
-    """Iterate ``(x, y)`` batches from a loader, an ``(x, y)`` pair, or a dataset with ``.x``/``.y``."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data
-    elif isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
-        x, y = data.x, data.y
-    else:
-        yield from data
-        return
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"data holds {x.shape[0]} inputs but {y.shape[0]} labels")
-    for start in range(0, x.shape[0], batch_size):
-        yield x[start : start + batch_size], y[start : start + batch_size]
 
 
 def default_attacks(threat: ThreatModel) -> dict[str, Attack]:

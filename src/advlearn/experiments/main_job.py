@@ -57,6 +57,7 @@ from advlearn.models import build_model
 from advlearn.report import ModelReport, format_table, plot_examples, write_report
 from advlearn.threat import ThreatModel
 from advlearn.training import History, Trainer, build_objective, lr_schedule, resolve_device, seed_everything
+from advlearn.training.optim import OPTIMIZERS, build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -215,12 +216,10 @@ def train_one(
     objective = _with_key(
         f"{key}.objective", build_objective, tcfg.objective.name, threat, **tcfg.objective.options
     )
-    if tcfg.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            model.parameters(), lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay
-        )
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    # The config's shared hyperparameters, as far as the optimizer takes them (momentum is SGD's alone).
+    hyper = {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay}
+    optimizer_options = {k: v for k, v in hyper.items() if k in OPTIMIZERS.fields(tcfg.optimizer)}
+    optimizer = build_optimizer(tcfg.optimizer, model.parameters(), **optimizer_options)
     schedule = _with_key(f"{key}.schedule", lr_schedule, tcfg.schedule.name, **tcfg.schedule.options)
     val_attack = _attack(f"{key}.val_attack", tcfg.val_attack, threat) if val is not None else None
     model_dir = run_dir / tcfg.label

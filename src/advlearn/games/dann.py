@@ -30,8 +30,9 @@ from torch.nn import functional as F
 from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.data import Dataset
 from advlearn.games.reversal import GradientReversal
+from advlearn.models import register_model
 
-__all__ = ["DANN", "DANNHistory", "accuracy", "dann_lambda", "features", "train_dann"]
+__all__ = ["DANN", "DANNHistory", "accuracy", "dann_lambda", "dann_network", "features", "train_dann"]
 
 
 def dann_lambda(progress: float, gamma: float = 10.0) -> float:
@@ -105,6 +106,12 @@ class DANN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.label_predictor(self.features(x))  # type: ignore[no-any-return]
+
+
+@register_model("dann")
+def dann_network(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """A fresh :class:`DANN`, by name for :mod:`advlearn.checkpoint` (``load_model`` rebuilds it)."""
+    return DANN(in_channels, num_classes)
 
 
 def as_rgb(x: Tensor) -> Tensor:

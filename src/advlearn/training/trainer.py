@@ -28,51 +28,12 @@ from tqdm.auto import tqdm
 from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
 from advlearn.attacks import Attack
 from advlearn.training.objectives import Objective, RunState
+from advlearn.training.optim import lr_schedule as lr_schedule  # re-exported for advlearn.training
 
 logger = logging.getLogger(__name__)
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 Schedule = Callable[[float], float]
-
-# ----------------------------------------------------------------------------- schedules
-
-
-def lr_schedule(name: str, **options: Any) -> Schedule:
-    """A learning-rate multiplier as a function of training progress ``p ∈ [0, 1)``.
-
-    - ``"constant"``: 1.
-    - ``"piecewise"``: ``gamma`` to the number of ``milestones`` (fractions of
-      training, default ``(0.5, 0.75)``) already passed; ``gamma`` defaults to 0.1.
-    - ``"cosine"``: ``(1 + cos πp) / 2``.
-    - ``"onecycle"``: linear from 0 up to 1 at ``peak`` (default 0.4), then linear
-      down to 0 (the cyclic schedule of Wong et al. 2020).
-
-    Raises:
-        ValueError: for an unknown name or option.
-
-    Example:
-        >>> f = lr_schedule("piecewise", milestones=(0.5,), gamma=0.1)
-        >>> f(0.2), f(0.7)
-        (1.0, 0.1)
-    """
-    allowed = {"constant": set(), "piecewise": {"milestones", "gamma"}, "cosine": set(), "onecycle": {"peak"}}
-    if name not in allowed:
-        raise ValueError(f"schedule {name!r} is not known; use one of {', '.join(map(repr, allowed))}")
-    unknown = sorted(set(options) - allowed[name])
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for schedule {name!r}")
-    if name == "piecewise":
-        milestones = tuple(float(m) for m in options.get("milestones", (0.5, 0.75)))
-        gamma = float(options.get("gamma", 0.1))
-        return lambda p: gamma ** sum(p >= m for m in milestones)
-    if name == "cosine":
-        return lambda p: 0.5 * (1.0 + math.cos(math.pi * p))
-    if name == "onecycle":
-        peak = float(options.get("peak", 0.4))
-        if not 0.0 < peak < 1.0:
-            raise ValueError(f"onecycle peak must lie in (0, 1), got {peak}")
-        return lambda p: p / peak if p < peak else (1.0 - p) / (1.0 - peak)
-    return lambda p: 1.0
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
