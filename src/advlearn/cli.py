@@ -132,7 +132,7 @@ def _data_spec(args: argparse.Namespace, model_dir: Path) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from advlearn.experiments.main_job import evaluate_saved
+    from advlearn.experiments.saved_model import evaluate_saved
     from advlearn.report import format_table
 
     threat, attack = _attack_from_args(args)
@@ -160,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from advlearn.experiments.main_job import write_adversarial_examples
+    from advlearn.experiments.saved_model import write_adversarial_examples
 
     _, attack = _attack_from_args(args)
     examples, png = write_adversarial_examples(

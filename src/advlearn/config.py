@@ -364,3 +364,20 @@ __all__ = [
     "parse_toml",
     "to_dict",
 ]
+
+
+def with_key(key: str, build: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a registry builder, prefixing its ValueError with the config key that fed it.
+
+    Example:
+        >>> with_key("threat.eps", float, "abc")
+        Traceback (most recent call last):
+        ...
+        advlearn.config.ConfigError: threat.eps: could not convert string to float: 'abc'
+    """
+    try:
+        return build(*args, **kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{key}: {err}") from None

@@ -16,22 +16,19 @@ and writes everything into ``runs/<name>/``:
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 import advlearn
-from advlearn._io import atomic_write_bytes, atomic_write_text
+from advlearn._io import atomic_write_text
 from advlearn.attacks import PGD, Attack, build_attack
-from advlearn.checkpoint import load_model, save_model
+from advlearn.checkpoint import save_model
 from advlearn.config import (
     ConfigError,
     DataConfig,
@@ -41,11 +38,11 @@ from advlearn.config import (
     TrainConfig,
     dumps,
     to_dict,
+    with_key,
 )
 from advlearn.data import Dataset, DataSplit, load_dataset
 from advlearn.evaluation import (
     Evaluation,
-    Examples,
     TransferMatrix,
     accuracy_vs_eps,
     adversarial_examples,
@@ -54,7 +51,7 @@ from advlearn.evaluation import (
     transfer_matrix,
 )
 from advlearn.models import build_model
-from advlearn.report import ModelReport, format_table, plot_examples, write_report
+from advlearn.report import ModelReport, format_table, write_report
 from advlearn.threat import ThreatModel
 from advlearn.training import History, Trainer, build_objective, lr_schedule, resolve_device, seed_everything
 from advlearn.training.optim import OPTIMIZERS, build_optimizer
@@ -137,16 +134,6 @@ class RunResult:
     html: Path | None = None
 
 
-def _with_key(key: str, build: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a registry builder, prefixing its ValueError with the config key that fed it."""
-    try:
-        return build(*args, **kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{key}: {err}") from None
-
-
 def _split_validation(train: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dataset | None]:
     """Hold out ``val_size`` random training examples for validation (never the test split)."""
     if val_size == 0:
@@ -158,7 +145,7 @@ def _split_validation(train: Dataset, val_size: int, seed: int) -> tuple[Dataset
 
 
 def _attack(key: str, spec: Named, threat: ThreatModel) -> Attack:
-    attack: Attack = _with_key(key, build_attack, spec.name, threat, **spec.options)
+    attack: Attack = with_key(key, build_attack, spec.name, threat, **spec.options)
     return attack
 
 
@@ -178,14 +165,14 @@ def _describe(spec: Named) -> str:
 
 def load_data(cfg: ExperimentConfig) -> DataSplit:
     """The configured dataset, with registry errors named by their config key."""
-    split: DataSplit = _with_key("data", load_dataset, cfg.data.name, **cfg.data.options)
+    split: DataSplit = with_key("data", load_dataset, cfg.data.name, **cfg.data.options)
     return split
 
 
 def build_configured_model(cfg: ExperimentConfig, data: Dataset) -> nn.Module:
     """The configured model for ``data``'s input shape and number of classes."""
     in_shape = tuple(data.x.shape[1:])
-    model: nn.Module = _with_key(
+    model: nn.Module = with_key(
         "model",
         build_model,
         cfg.model.name,
@@ -213,14 +200,14 @@ def train_one(
     train, val = _split_validation(split.train, cfg.data.val_size, cfg.seed)
     seed_everything(cfg.seed)
     model = build_configured_model(cfg, split.train).to(device)
-    objective = _with_key(
+    objective = with_key(
         f"{key}.objective", build_objective, tcfg.objective.name, threat, **tcfg.objective.options
     )
     # The config's shared hyperparameters, as far as the optimizer takes them (momentum is SGD's alone).
     hyper = {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay}
     optimizer_options = {k: v for k, v in hyper.items() if k in OPTIMIZERS.fields(tcfg.optimizer)}
     optimizer = build_optimizer(tcfg.optimizer, model.parameters(), **optimizer_options)
-    schedule = _with_key(f"{key}.schedule", lr_schedule, tcfg.schedule.name, **tcfg.schedule.options)
+    schedule = with_key(f"{key}.schedule", lr_schedule, tcfg.schedule.name, **tcfg.schedule.options)
     val_attack = _attack(f"{key}.val_attack", tcfg.val_attack, threat) if val is not None else None
     model_dir = run_dir / tcfg.label
     trainer = Trainer(
@@ -406,83 +393,11 @@ def run_experiment(
     return RunResult(run_dir=run_dir, evaluations=evaluations, seconds=seconds, html=html)
 
 
-def evaluate_saved(
-    model_dir: str | Path,
-    data: Named,
-    threat: ThreatModel,
-    attacks: dict[str, Attack],
-    *,
-    num_examples: int = 0,
-    batch_size: int = 500,
-    seed: int = 0,
-    quiet: bool = False,
-    smooth_sigma: float | None = None,
-    smooth_n: int = 1000,
-) -> Evaluation:
-    """Load a saved model (never unpickling) and evaluate it on the test split of ``data``.
-
-    Beside the attacks' (upper-bound) robust accuracy, the evaluation's ``certified`` holds the
-    lower bounds that apply: IBP's verified accuracy when the model's layers allow it, and with
-    ``smooth_sigma`` for an ℓ2 threat model, randomized smoothing's certified accuracy at radius ε
-    (``smooth_n`` noise samples per example).
-    """
-    from advlearn.certify import certified_accuracies
-
-    model, _ = load_model(model_dir)
-    split: DataSplit = _with_key("--data", load_dataset, data.name, **data.options)
-    test = split.test.subset(min(num_examples, len(split.test))) if num_examples else split.test
-    evaluation = evaluate(
-        model.eval(), (test.x, test.y), threat, attacks, batch_size=batch_size, seed=seed, quiet=quiet
-    )
-    certified = certified_accuracies(
-        model, (test.x, test.y), threat, sigma=smooth_sigma, n=smooth_n, seed=seed, quiet=quiet
-    )
-    return dataclasses.replace(evaluation, certified=certified)
-
-
-def write_adversarial_examples(
-    model_dir: str | Path,
-    data: Named,
-    attack: Attack,
-    out: str | Path,
-    *,
-    num_examples: int = 16,
-    name: str = "",
-    seed: int = 0,
-) -> tuple[Examples, Path]:
-    """Attack the first ``num_examples`` test inputs of ``data`` with a saved model.
-
-    Writes ``out`` (a ``.npz`` with ``x``, ``x_adv``, ``y``, ``pred_clean``,
-    ``pred_adv``, ``conf_adv``) and a PNG grid beside it; returns the examples and the PNG's path.
-    """
-    model, _ = load_model(model_dir)
-    split: DataSplit = _with_key("--data", load_dataset, data.name, **data.options)
-    n = min(num_examples, len(split.test))
-    examples = adversarial_examples(model, split.test.x[:n], split.test.y[:n], attack, name=name, seed=seed)
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        x=examples.x.numpy(),
-        x_adv=examples.x_adv.numpy(),
-        y=examples.y.numpy(),
-        pred_clean=examples.pred_clean.numpy(),
-        pred_adv=examples.pred_adv.numpy(),
-        conf_adv=examples.conf_adv.numpy(),
-    )
-    out = Path(out)
-    atomic_write_bytes(out, buffer.getvalue())
-    png = out.with_suffix(".png")
-    plot_examples(examples, png, class_names=split.test.class_names)
-    return examples, png
-
-
 __all__ = [
     "RunResult",
     "default_config",
     "evaluate_one",
-    "evaluate_saved",
     "format_table",
     "run_experiment",
     "train_one",
-    "write_adversarial_examples",
 ]
