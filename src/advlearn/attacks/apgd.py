@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, is_success, register
+from advlearn.attacks._base import DERIVED, Attack, AttackResult, attack_config, is_success, register
 from advlearn.losses import LossFn, get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -409,7 +409,7 @@ def apgd(
 
 
 @register("apgd")
-@dataclass(frozen=True)
+@attack_config(apgd, check=_check_apgd)
 class APGD(Attack):
     """Config for :func:`apgd`: ``APGD(threat, loss="dlr")(model, x, y) -> x_adv``.
 
@@ -417,40 +417,15 @@ class APGD(Attack):
     """
 
     threat: ThreatModel
-    steps: int = 100
-    restarts: int = 1
-    loss: str = "ce"
-    targeted: bool = False
-    num_targets: int = 9
-    rho: float = 0.75
-    momentum: float = 0.75
-    random_start: bool = True
-    early_stop: bool = False
-
-    def __post_init__(self) -> None:
-        _check_apgd(
-            self.steps, self.restarts, self.loss, self.targeted, self.num_targets, self.rho, self.momentum
-        )
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return apgd(
-            model,
-            x,
-            y,
-            self.threat,
-            steps=self.steps,
-            restarts=self.restarts,
-            loss=self.loss,
-            targeted=self.targeted,
-            num_targets=self.num_targets,
-            rho=self.rho,
-            momentum=self.momentum,
-            random_start=self.random_start,
-            early_stop=self.early_stop,
-            generator=generator,
-        )
+    steps: int = DERIVED
+    restarts: int = DERIVED
+    loss: str = DERIVED
+    targeted: bool = DERIVED
+    num_targets: int = DERIVED
+    rho: float = DERIVED
+    momentum: float = DERIVED
+    random_start: bool = DERIVED
+    early_stop: bool = DERIVED
 
 
 @register("apgd_t")

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +26,15 @@ from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits
 from advlearn._io import atomic_write_text
-from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
+from advlearn.attacks._base import (
+    ATTACKS,
+    DERIVED,
+    Attack,
+    AttackResult,
+    attack_config,
+    build_attack,
+    register,
+)
 from advlearn.attacks.apgd import APGD  # noqa: F401  (registers "apgd" and "apgd_t")
 from advlearn.attacks.square import Square  # noqa: F401  (registers "square")
 from advlearn.losses import cw_margin
@@ -130,8 +138,25 @@ def _decode(blob: Mapping[str, Any]) -> Tensor:
     return flat.reshape(blob["shape"]).clone()
 
 
+def autoattack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    version: str = "standard",
+    attacks: tuple[str | Mapping[str, Any], ...] = (),
+    state_path: str | None = None,
+    generator: torch.Generator | None = None,
+) -> AutoAttackResult:
+    """Function form of :class:`AutoAttack`: ``AutoAttack(threat, ...).evaluate(model, x, y)``."""
+    return AutoAttack(threat, version=version, attacks=tuple(attacks), state_path=state_path).evaluate(
+        model, x, y, generator=generator
+    )
+
+
 @register("autoattack")
-@dataclass(frozen=True)
+@attack_config(autoattack)
 class AutoAttack(Attack):
     """APGD-CE, then APGD-T (targeted DLR over the top 9 classes), then Square, each on what is left standing.
 
@@ -178,9 +203,9 @@ class AutoAttack(Attack):
 
     loss: ClassVar[str] = "cw"
     threat: ThreatModel
-    version: str = "standard"
-    attacks: tuple[str | Mapping[str, Any], ...] = ()
-    state_path: str | None = None
+    version: str = DERIVED
+    attacks: tuple[str | Mapping[str, Any], ...] = DERIVED
+    state_path: str | None = DERIVED
 
     def __post_init__(self) -> None:
         if not isinstance(self.attacks, (tuple, list)):
@@ -393,20 +418,3 @@ class AutoAttack(Attack):
             num_grads=out.num_grads,
             num_forwards=out.num_forwards + x.shape[0],
         )
-
-
-def autoattack(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    *,
-    version: str = "standard",
-    attacks: Sequence[str | Mapping[str, Any]] = (),
-    state_path: str | None = None,
-    generator: torch.Generator | None = None,
-) -> AutoAttackResult:
-    """Function form of :class:`AutoAttack`: ``AutoAttack(threat, ...).evaluate(model, x, y)``."""
-    return AutoAttack(threat, version=version, attacks=tuple(attacks), state_path=state_path).evaluate(
-        model, x, y, generator=generator
-    )

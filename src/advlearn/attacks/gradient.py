@@ -8,7 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_nonnegative, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, evaluate, is_success, loss_and_grad, register
+from advlearn.attacks._base import (
+    DERIVED,
+    Attack,
+    AttackResult,
+    attack_config,
+    evaluate,
+    is_success,
+    loss_and_grad,
+    register,
+)
 from advlearn.losses import LossFn, get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -91,21 +100,13 @@ def fgsm(
 
 
 @register("fgsm")
-@dataclass(frozen=True)
+@attack_config(fgsm, check=_check_loss)
 class FGSM(Attack):
     """Config for :func:`fgsm`: ``FGSM(threat)(model, x, y) -> x_adv``."""
 
     threat: ThreatModel
-    loss: str = "ce"
-    targeted: bool = False
-
-    def __post_init__(self) -> None:
-        _check_loss(self.loss, self.targeted)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return fgsm(model, x, y, self.threat, loss=self.loss, targeted=self.targeted)
+    loss: str = DERIVED
+    targeted: bool = DERIVED
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
@@ -345,39 +346,18 @@ def pgd(
 
 
 @register("pgd")
-@dataclass(frozen=True)
+@attack_config(pgd, check=_check_pgd)
 class PGD(Attack):
     """Config for :func:`pgd`: ``PGD(threat, steps=40)(model, x, y) -> x_adv``."""
 
     threat: ThreatModel
-    steps: int = 10
-    step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = True
-    targeted: bool = False
-    loss: str = "ce"
-    early_stop: bool = False
-
-    def __post_init__(self) -> None:
-        _check_pgd(self.steps, self.step_size, self.restarts, self.loss, self.targeted)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return pgd(
-            model,
-            x,
-            y,
-            self.threat,
-            steps=self.steps,
-            step_size=self.step_size,
-            restarts=self.restarts,
-            random_start=self.random_start,
-            targeted=self.targeted,
-            loss=self.loss,
-            early_stop=self.early_stop,
-            generator=generator,
-        )
+    steps: int = DERIVED
+    step_size: float | None = DERIVED
+    restarts: int = DERIVED
+    random_start: bool = DERIVED
+    targeted: bool = DERIVED
+    loss: str = DERIVED
+    early_stop: bool = DERIVED
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None

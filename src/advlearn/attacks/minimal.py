@@ -23,7 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_nonnegative, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, evaluate, is_success, register
+from advlearn.attacks._base import (
+    DERIVED,
+    Attack,
+    AttackResult,
+    attack_config,
+    evaluate,
+    is_success,
+    register,
+)
 from advlearn.losses import get_loss, margin
 from advlearn.threat import ThreatModel, per_example
 
@@ -287,7 +295,7 @@ def _cw_search(
 
 
 @register("cw")
-@dataclass(frozen=True)
+@attack_config(cw, check=_check_cw)
 class CW(Attack):
     """Config for :func:`cw`: ``CW(ThreatModel("l2", eps=1.0))(model, x, y) -> x_adv``.
 
@@ -297,36 +305,14 @@ class CW(Attack):
     norms: ClassVar[tuple[str, ...]] = ("l2",)
 
     threat: ThreatModel
-    confidence: float = 0.0
-    steps: int = 100
-    search_steps: int = 5
-    initial_const: float = 1.0
-    lr: float = 0.01
-    targeted: bool = False
-    abort_early: bool = True
-    loss: str = "cw"
-
-    def __post_init__(self) -> None:
-        self._check_norm()
-        _check_cw(self.steps, self.search_steps, self.initial_const, self.lr, self.confidence, self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return cw(
-            model,
-            x,
-            y,
-            self.threat,
-            confidence=self.confidence,
-            steps=self.steps,
-            search_steps=self.search_steps,
-            initial_const=self.initial_const,
-            lr=self.lr,
-            targeted=self.targeted,
-            abort_early=self.abort_early,
-            loss=self.loss,
-        )
+    confidence: float = DERIVED
+    steps: int = DERIVED
+    search_steps: int = DERIVED
+    initial_const: float = DERIVED
+    lr: float = DERIVED
+    targeted: bool = DERIVED
+    abort_early: bool = DERIVED
+    loss: str = DERIVED
 
 
 # ----------------------------------------------------------------------------- DeepFool
@@ -460,7 +446,7 @@ def deepfool(
 
 
 @register("deepfool")
-@dataclass(frozen=True)
+@attack_config(deepfool, check=_check_deepfool)
 class DeepFool(Attack):
     """Config for :func:`deepfool`: ``DeepFool(ThreatModel("l2", eps=1.0))(model, x, y) -> x_adv``.
 
@@ -470,28 +456,10 @@ class DeepFool(Attack):
     norms: ClassVar[tuple[str, ...]] = ("l2",)
 
     threat: ThreatModel
-    steps: int = 50
-    overshoot: float = 0.02
-    num_candidates: int = 9
-    loss: str = "ce"
-
-    def __post_init__(self) -> None:
-        self._check_norm()
-        _check_deepfool(self.steps, self.overshoot, self.num_candidates, self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return deepfool(
-            model,
-            x,
-            y,
-            self.threat,
-            steps=self.steps,
-            overshoot=self.overshoot,
-            num_candidates=self.num_candidates,
-            loss=self.loss,
-        )
+    steps: int = DERIVED
+    overshoot: float = DERIVED
+    num_candidates: int = DERIVED
+    loss: str = DERIVED
 
 
 # ----------------------------------------------------------------------------- L-BFGS
@@ -684,7 +652,7 @@ def _lbfgs_search(
 
 
 @register("lbfgs")
-@dataclass(frozen=True)
+@attack_config(lbfgs, check=_check_lbfgs)
 class LBFGS(Attack):
     """Config for :func:`lbfgs`: ``LBFGS(ThreatModel("l2", eps=1.0))(model, x, y) -> x_adv``.
 
@@ -694,30 +662,11 @@ class LBFGS(Attack):
     norms: ClassVar[tuple[str, ...]] = ("l2",)
 
     threat: ThreatModel
-    steps: int = 50
-    search_steps: int = 5
-    initial_const: float = 1.0
-    loss: str = "ce"
-    targeted: bool = False
-
-    def __post_init__(self) -> None:
-        self._check_norm()
-        _check_lbfgs(self.steps, self.search_steps, self.initial_const, self.loss, self.targeted)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return lbfgs(
-            model,
-            x,
-            y,
-            self.threat,
-            steps=self.steps,
-            search_steps=self.search_steps,
-            initial_const=self.initial_const,
-            loss=self.loss,
-            targeted=self.targeted,
-        )
+    steps: int = DERIVED
+    search_steps: int = DERIVED
+    initial_const: float = DERIVED
+    loss: str = DERIVED
+    targeted: bool = DERIVED
 
 
 __all__ = ["CW", "LBFGS", "DeepFool", "cw", "deepfool", "lbfgs"]

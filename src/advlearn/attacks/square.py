@@ -10,14 +10,13 @@ only reads the model's scores, it sees through defenses that break gradients
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, is_success, register
+from advlearn.attacks._base import DERIVED, Attack, AttackResult, attack_config, is_success, register
 from advlearn.losses import get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -328,30 +327,12 @@ def square(
 
 
 @register("square")
-@dataclass(frozen=True)
+@attack_config(square, check=_check_square)
 class Square(Attack):
     """Config for :func:`square`: ``Square(threat, queries=5000)(model, x, y) -> x_adv``."""
 
     norms: ClassVar[tuple[str, ...]] = _NORMS
     threat: ThreatModel
-    queries: int = 5000
-    p_init: float = 0.8
-    loss: str = "cw"
-
-    def __post_init__(self) -> None:
-        self._check_norm()
-        _check_square(self.queries, self.p_init, self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return square(
-            model,
-            x,
-            y,
-            self.threat,
-            queries=self.queries,
-            p_init=self.p_init,
-            loss=self.loss,
-            generator=generator,
-        )
+    queries: int = DERIVED
+    p_init: float = DERIVED
+    loss: str = DERIVED
