@@ -268,3 +268,66 @@ def evaluate(
         if check:
             check_logits(logits, y)
         return loss_fn(logits, y), is_success(logits, y, targeted)
+
+
+# ----------------------------------------------------------------------------- the two shared rules
+
+
+def is_better(hit: Tensor, objective: Tensor, best_hit: Tensor, best_objective: Tensor) -> Tensor:
+    """``(B,)`` bool: a candidate beats the point kept so far, the one rule every attack keeps points by.
+
+    Fooling the model comes first; between two points that both fool it or both
+    do not, the higher objective wins (a tie keeps the old point).
+
+    Example:
+        >>> hit, best_hit = torch.tensor([True, False, True]), torch.tensor([False, True, True])
+        >>> is_better(hit, torch.tensor([0.0, 9.0, 2.0]), best_hit, torch.tensor([5.0, 0.0, 1.0]))
+        tensor([ True, False,  True])
+    """
+    return (hit & ~best_hit) | ((hit == best_hit) & (objective > best_objective))
+
+
+class ActiveSet:
+    """The examples of a batch an attack is still working on, for early exit.
+
+    Holds their positions in the batch (:attr:`index`) and the threat model
+    restricted to them (:attr:`threat`, which matters for a per-example ε). An
+    attack gathers its per-example tensors with :meth:`gather` and, when some
+    examples are done, compacts them all at once with :meth:`drop`, so the
+    remaining work runs on a smaller batch.
+
+    Example:
+        >>> threat = ThreatModel("linf", eps=torch.tensor([0.1, 0.2, 0.3]))
+        >>> active = ActiveSet.where(torch.tensor([True, False, True]), threat)
+        >>> (x,) = active.drop(torch.tensor([True, False]), torch.tensor([[1.0], [3.0]]))
+        >>> active.index, active.threat.eps, x
+        (tensor([2]), tensor([0.3000]), tensor([[3.]]))
+    """
+
+    def __init__(self, index: Tensor, threat: ThreatModel) -> None:
+        self.index = index  # (A,) positions in the batch
+        self.threat = threat
+
+    @classmethod
+    def where(cls, mask: Tensor, threat: ThreatModel) -> ActiveSet:
+        """The examples where ``mask`` ``(B,)`` holds."""
+        index = mask.nonzero().squeeze(1)
+        return cls(index, threat.select(index))
+
+    @classmethod
+    def all(cls, n: int, threat: ThreatModel, device: torch.device) -> ActiveSet:
+        """Every example of a batch of ``n``."""
+        return cls(torch.arange(n, device=device), threat)
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+    def gather(self, batch: Tensor) -> Tensor:
+        """The rows of the full-batch tensor ``batch`` that belong to the active examples."""
+        return batch[self.index]
+
+    def drop(self, leave: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """Drop the examples where ``leave`` ``(A,)`` holds; return ``tensors`` ``(A, ...)`` compacted."""
+        keep = ~leave
+        self.index, self.threat = self.index[keep], self.threat.select(keep)
+        return tuple(t[keep] for t in tensors)

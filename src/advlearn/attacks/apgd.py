@@ -18,7 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
-from advlearn.attacks._base import DERIVED, Attack, AttackResult, attack_config, is_success, register
+from advlearn.attacks._base import (
+    DERIVED,
+    ActiveSet,
+    Attack,
+    AttackResult,
+    attack_config,
+    is_better,
+    is_success,
+    loss_and_grad,
+    register,
+)
 from advlearn.losses import LossFn, get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -88,30 +98,28 @@ def _objective(loss: str, targeted: bool) -> Objective:
 
 
 @dataclass
-class _State:
-    """Everything APGD carries per active example; :meth:`keep` drops the examples that left."""
+class _Iterates:
+    """Algorithm 1's variables, one row per example still running; :meth:`drop` compacts them."""
 
-    index: Tensor  # (A,) positions in the run's batch
-    x0: Tensor
-    y: Tensor
-    target: Tensor | None
-    x: Tensor  # the current iterate x^(k)
+    x0: Tensor  # the clean inputs
+    y: Tensor  # the labels (targets when targeted)
+    target: Tensor | None  # APGD-T's target class per example
+    x: Tensor  # x^(k)
     x_prev: Tensor  # x^(k-1), for the momentum term
-    grad: Tensor  # ∇f at x
+    grad: Tensor  # ∇f(x^(k))
     f: Tensor  # (A,) f(x^(k))
-    eta: Tensor  # (A,) the step size
-    f_max: Tensor  # (A,) the best objective so far and where it was reached
+    eta: Tensor  # (A,) the step size η^(k)
+    f_max: Tensor  # (A,) the best objective so far, where it was reached and the gradient there
     x_max: Tensor
     grad_max: Tensor
     increases: Tensor  # (A,) steps since the last checkpoint that raised f
     f_max_at_check: Tensor  # (A,) f_max at the last checkpoint
     halved_at_check: Tensor  # (A,) bool: η was halved at the last checkpoint
 
-    def keep(self, mask: Tensor) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, Tensor):
-                setattr(self, field.name, value[mask])
+    def drop(self, active: ActiveSet, leave: Tensor) -> None:
+        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]
+        for name, value in zip(names, active.drop(leave, *(getattr(self, n) for n in names)), strict=True):
+            setattr(self, name, value)
 
 
 @dataclass
@@ -121,6 +129,26 @@ class _Run:
     loss: Tensor  # the reported loss w.r.t. y at x_adv
     num_grads: int
     num_forwards: int
+
+
+class _Kept:
+    """The point kept for each example of a run: fooling first, then the highest objective."""
+
+    def __init__(self, x_start: Tensor) -> None:
+        n = x_start.shape[0]
+        self.x = x_start.clone()
+        self.success = torch.zeros(n, dtype=torch.bool, device=x_start.device)
+        self.objective = torch.full((n,), float("-inf"), dtype=x_start.dtype, device=x_start.device)
+        self.loss = torch.zeros(n, dtype=x_start.dtype, device=x_start.device)
+
+    def offer(
+        self, index: Tensor, x: Tensor, hit: Tensor, f: Tensor, loss: Callable[[Tensor], Tensor]
+    ) -> None:
+        """Offer the iterates ``x`` of the examples ``index``; ``loss(take)`` reports those taken."""
+        take = is_better(hit, f, self.success[index], self.objective[index])
+        where = index[take]
+        self.x[where], self.success[where] = x[take], hit[take]
+        self.objective[where], self.loss[where] = f[take], loss(take)
 
 
 def _apgd_run(
@@ -134,12 +162,13 @@ def _apgd_run(
     steps: int,
     objective: Objective,
     report: LossFn,
+    targeted: bool,
     rho: float,
     momentum: float,
     early_stop: bool,
     check: bool,
 ) -> _Run:
-    """One APGD run (Croce & Hein 2020, Algorithm 1) from ``x_start``.
+    """One APGD run from ``x_start``: Algorithm 1 of Croce & Hein (2020).
 
     ``steps`` forward+backward passes evaluate ``x^(0) … x^(steps−1)`` and one
     forward pass evaluates the last iterate. Each example keeps the best iterate
@@ -147,100 +176,89 @@ def _apgd_run(
     ``early_stop`` it leaves at its first fooling iterate.
     """
     n = x0.shape[0]
-    x_out = x_start.clone()
-    out_success = torch.zeros(n, dtype=torch.bool, device=x0.device)
-    out_objective = torch.full((n,), float("-inf"), dtype=x0.dtype, device=x0.device)
-    out_loss = torch.zeros(n, dtype=x0.dtype, device=x0.device)
-    checkpoints = apgd_checkpoints(steps)
-    last_checkpoint = 0
-    threat_a = threat
+    checkpoints = {w for w in apgd_checkpoints(steps) if 0 < w < steps}
+    kept = _Kept(x_start)
+    active = ActiveSet.all(n, threat, x0.device)
     num_grads = num_forwards = 0
-    state: _State | None = None
 
-    for k in range(steps + 1):
-        if state is not None:
-            # One projected steepest-ascent step z, then the momentum step of eq. (2).
-            s = state
-            z = threat_a.project(s.x + per_example(s.eta, s.x) * threat_a.steepest_ascent(s.grad, s.x), s.x0)
-            if k == 1:
-                x_new = z
-            else:
-                x_new = threat_a.project(
-                    s.x + momentum * (z - s.x) + (1.0 - momentum) * (s.x - s.x_prev), s.x0
-                )
-            s.x_prev, s.x = s.x, x_new
-            x, y_a, t_a = s.x, s.y, s.target
-        else:
-            x, y_a, t_a = x_start, y, target
-        with torch.enable_grad() if k < steps else torch.no_grad():
-            x_in = x.detach().requires_grad_(k < steps)
-            logits = model(x_in)
-            if check and k == 0:
-                check_logits(logits, y_a)
-            f = objective(logits, y_a, t_a)
-            if k < steps:
-                (grad,) = torch.autograd.grad(f.sum(), x_in)
-                num_grads += x.shape[0]
-            else:
-                grad = torch.zeros_like(x)
-                num_forwards += x.shape[0]
-        logits, f = logits.detach(), f.detach()
-        if state is None:
-            state = _State(
-                index=torch.arange(n, device=x0.device),
-                x0=x0,
-                y=y,
-                target=target,
-                x=x,
-                x_prev=x,
-                grad=grad,
-                f=f,
-                eta=2.0 * threat.eps_for(x0),
-                f_max=f.clone(),
-                x_max=x.clone(),
-                grad_max=grad.clone(),
-                increases=torch.zeros(n, dtype=torch.int64, device=x0.device),
-                f_max_at_check=f.clone(),
-                halved_at_check=torch.zeros(n, dtype=torch.bool, device=x0.device),
-            )
-        else:
-            state.increases += (f > state.f).to(torch.int64)
-            state.f, state.grad = f, grad
-            better = f > state.f_max
-            state.f_max = torch.where(better, f, state.f_max)
-            state.x_max[better], state.grad_max[better] = x[better], grad[better]
-        s = state
+    def f_and_grad(x: Tensor, y: Tensor, target: Tensor | None, first: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """One forward and backward pass: the logits, ``f(x)`` and ``∇f(x)``."""
+        return loss_and_grad(model, x, y, lambda logits, y: objective(logits, y, target), check=first)
 
-        # The point kept for each example: a fooling one first, then the highest objective.
-        hit = is_success(logits, s.y, False)
-        prev = out_success[s.index]
-        take = (hit & ~prev) | ((hit == prev) & (f > out_objective[s.index]))
-        where = s.index[take]
-        x_out[where], out_success[where] = x[take], hit[take]
-        out_objective[where], out_loss[where] = f[take], report(logits[take], s.y[take])
+    def keep_and_exit(it: _Iterates, logits: Tensor, f: Tensor) -> None:
+        hit = is_success(logits, it.y, targeted)
+        kept.offer(active.index, it.x, hit, f, lambda take: report(logits[take], it.y[take]))
         if early_stop and bool(hit.any()):
-            s.keep(~hit)
-            threat_a = threat_a.select(~hit)
-            if s.index.numel() == 0:
-                break
+            it.drop(active, hit)
 
-        if k in checkpoints and 0 < k < steps:
-            # Condition 1: fewer than a fraction rho of the steps since the last checkpoint raised f.
-            stalled = s.increases < rho * (k - last_checkpoint)
-            # Condition 2: η was not halved last time and the best objective has not moved since.
-            unchanged = ~s.halved_at_check & (s.f_max <= s.f_max_at_check)
+    # Lines 1-3: x^(0), f(x^(0)), η^(0) = 2ε; x_max = x^(0).
+    logits, f, grad = f_and_grad(x_start, y, target, first=check)
+    num_grads += n
+    it = _Iterates(
+        x0=x0,
+        y=y,
+        target=target,
+        x=x_start,
+        x_prev=x_start,
+        grad=grad,
+        f=f,
+        eta=2.0 * threat.eps_for(x0),
+        f_max=f.clone(),
+        x_max=x_start.clone(),
+        grad_max=grad.clone(),
+        increases=torch.zeros(n, dtype=torch.int64, device=x0.device),
+        f_max_at_check=f.clone(),
+        halved_at_check=torch.zeros(n, dtype=torch.bool, device=x0.device),
+    )
+    keep_and_exit(it, logits, f)
+    last_checkpoint = 0
+
+    for k in range(1, steps + 1):
+        if len(active) == 0:
+            break
+        # Lines 4-6: a projected steepest-ascent step z, then the momentum step of eq. (2) (α = 1 at k = 1).
+        z = active.threat.ascent_step(it.x, it.x0, it.grad, it.eta)
+        if k == 1:
+            x_new = z
+        else:
+            x_new = active.threat.project(
+                it.x + momentum * (z - it.x) + (1.0 - momentum) * (it.x - it.x_prev), it.x0
+            )
+        it.x_prev, it.x = it.x, x_new
+        if k == steps:
+            # The last iterate is only scored: its gradient would never be used.
+            with torch.no_grad():
+                logits = model(it.x)
+                f = objective(logits, it.y, it.target)
+            num_forwards += len(active)
+            keep_and_exit(it, logits, f)
+            break
+        logits, f, grad = f_and_grad(it.x, it.y, it.target, first=False)
+        num_grads += len(active)
+        # Lines 7-8: count the steps that raised f; keep the best point and its gradient.
+        it.increases += (f > it.f).to(torch.int64)
+        it.f, it.grad = f, grad
+        better = f > it.f_max
+        it.f_max = torch.where(better, f, it.f_max)
+        it.x_max[better], it.grad_max[better] = it.x[better], grad[better]
+        keep_and_exit(it, logits, f)
+
+        if k in checkpoints and len(active):
+            # Lines 9-12 (§3.2): halve η and restart from x_max if (1) fewer than a fraction ρ of the steps
+            # since the last checkpoint raised f, or (2) η was not halved last time and f_max has not moved.
+            stalled = it.increases < rho * (k - last_checkpoint)
+            unchanged = ~it.halved_at_check & (it.f_max <= it.f_max_at_check)
             halve = stalled | unchanged
-            s.eta = torch.where(halve, 0.5 * s.eta, s.eta)
-            # Restart the halved examples from their best point, with the gradient there.
-            s.x = torch.where(per_example(halve, s.x), s.x_max, s.x)
-            s.grad = torch.where(per_example(halve, s.grad), s.grad_max, s.grad)
-            s.f = torch.where(halve, s.f_max, s.f)
-            s.halved_at_check, s.f_max_at_check = halve, s.f_max.clone()
-            s.increases = torch.zeros_like(s.increases)
+            it.eta = torch.where(halve, 0.5 * it.eta, it.eta)
+            it.x = torch.where(per_example(halve, it.x), it.x_max, it.x)
+            it.grad = torch.where(per_example(halve, it.grad), it.grad_max, it.grad)
+            it.f = torch.where(halve, it.f_max, it.f)
+            it.halved_at_check, it.f_max_at_check = halve, it.f_max.clone()
+            it.increases = torch.zeros_like(it.increases)
             last_checkpoint = k
 
     return _Run(
-        x_adv=x_out, success=out_success, loss=out_loss, num_grads=num_grads, num_forwards=num_forwards
+        x_adv=kept.x, success=kept.success, loss=kept.loss, num_grads=num_grads, num_forwards=num_forwards
     )
 
 
@@ -372,20 +390,21 @@ def apgd(
 
     for target in targets:
         for _ in range(restarts):
-            idx = (~success).nonzero().squeeze(1) if early_stop else torch.arange(n, device=x.device)
-            if idx.numel() == 0:
+            active = ActiveSet.where(~success, threat) if early_stop else ActiveSet.all(n, threat, x.device)
+            if len(active) == 0:
                 break
-            x0, y0, threat0 = x[idx], y[idx], threat.select(idx)
+            idx, x0 = active.index, active.gather(x)
             run = _apgd_run(
                 model,
                 x0,
-                y0,
-                None if target is None else target[idx],
-                threat0,
-                x_start=threat0.random_init(x0, generator) if random_start else x0,
+                active.gather(y),
+                None if target is None else active.gather(target),
+                active.threat,
+                x_start=active.threat.random_init(x0, generator) if random_start else x0,
                 steps=steps,
                 objective=objective,
                 report=report,
+                targeted=False,
                 rho=rho,
                 momentum=momentum,
                 early_stop=early_stop,
@@ -394,8 +413,7 @@ def apgd(
             checked = True
             num_grads += run.num_grads
             num_forwards += run.num_forwards
-            prev = success[idx]
-            better = (run.success & ~prev) | ((run.success == prev) & (run.loss > loss_best[idx]))
+            better = is_better(run.success, run.loss, success[idx], loss_best[idx])
             keep = idx[better]
             x_best[keep], success[keep], loss_best[keep] = (
                 run.x_adv[better],

@@ -29,6 +29,7 @@ from advlearn._io import atomic_write_text
 from advlearn.attacks._base import (
     ATTACKS,
     DERIVED,
+    ActiveSet,
     Attack,
     AttackResult,
     attack_config,
@@ -362,9 +363,10 @@ class AutoAttack(Attack):
             if i < done:
                 continue
             started = time.perf_counter()
-            idx = (broken_by == ROBUST).nonzero().squeeze(1)
-            if idx.numel():
-                attack = dataclasses.replace(member, threat=self.threat.select(idx))  # type: ignore[type-var]
+            standing = ActiveSet.where(broken_by == ROBUST, self.threat)
+            idx = standing.index
+            if len(standing):
+                attack = dataclasses.replace(member, threat=standing.threat)  # type: ignore[type-var]
                 member_gen = torch.Generator(device=x.device).manual_seed(int(seeds[i]))
                 result = attack.run(model, x[idx], y[idx], generator=member_gen)
                 num_grads += result.num_grads

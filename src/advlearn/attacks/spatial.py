@@ -23,6 +23,7 @@ from advlearn.attacks._base import (
     AttackResult,
     attack_config,
     evaluate,
+    is_better,
     is_success,
     register,
 )
@@ -167,8 +168,7 @@ def rotation(
     num_forwards = num_grads = 0
 
     def offer(angles: Tensor, losses: Tensor, hit: Tensor) -> None:
-        # Better: fooling first, then the higher loss.
-        better = (hit & ~best_hit) | ((hit == best_hit) & (losses > best_loss))
+        better = is_better(hit, losses, best_hit, best_loss)
         best_angle[better], best_loss[better], best_hit[better] = angles[better], losses[better], hit[better]
 
     for i, angle in enumerate(grid):

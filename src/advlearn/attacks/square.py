@@ -16,7 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
-from advlearn.attacks._base import DERIVED, Attack, AttackResult, attack_config, is_success, register
+from advlearn.attacks._base import (
+    DERIVED,
+    ActiveSet,
+    Attack,
+    AttackResult,
+    attack_config,
+    is_success,
+    register,
+)
 from advlearn.losses import get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -293,33 +301,27 @@ def square(
         logits = check_logits(model(x_cur.reshape(x.shape)), y)
         loss_cur, success = loss_fn(logits, y), is_success(logits, y, False)
         num_forwards = b
-        active = (~success).nonzero().squeeze(1)
-        # The examples still running, gathered once and shrunk only when some succeed.
-        x0_a, x_a, eps_a, y_a, loss_a = (
-            images[active],
-            x_cur[active],
-            eps[active],
-            y[active],
-            loss_cur[active],
-        )
-        threat_a = threat.select(active)
+        # The examples still running, gathered once and compacted only when some succeed.
+        active = ActiveSet.where(~success, threat)
+        x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
         for i in range(1, queries):
-            if active.numel() == 0:
+            if len(active) == 0:
                 break
-            candidate = propose(x0_a, x_a, eps_a, square_fraction(p_init, i, queries), threat_a, generator)
+            candidate = propose(
+                x0_a, x_a, eps_a, square_fraction(p_init, i, queries), active.threat, generator
+            )
             logits = model(candidate.reshape((-1, *x.shape[1:])))
-            num_forwards += active.numel()
+            num_forwards += len(active)
             new_loss = loss_fn(logits, y_a)
             hit = is_success(logits, y_a, False)
             accept = (new_loss > loss_a) | hit
             x_a = torch.where(per_example(accept, x_a), candidate, x_a)
             loss_a = torch.where(accept, new_loss, loss_a)
             if bool(hit.any()):
-                done, keep = active[hit], ~hit
+                done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
-                active, x0_a, x_a, eps_a = active[keep], x0_a[keep], x_a[keep], eps_a[keep]
-                y_a, loss_a, threat_a = y_a[keep], loss_a[keep], threat_a.select(keep)
-        x_cur[active], loss_cur[active] = x_a, loss_a
+                x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)
+        x_cur[active.index], loss_cur[active.index] = x_a, loss_a
 
     return AttackResult(
         x_adv=x_cur.reshape(x.shape), success=success, loss=loss_cur, num_grads=0, num_forwards=num_forwards
