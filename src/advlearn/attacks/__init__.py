@@ -9,7 +9,7 @@ Example:
 """
 
 from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
-from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, targeted_dlr
+from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
 from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, autoattack
 from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
 from advlearn.attacks.minimal import CW, LBFGS, DeepFool, cw, deepfool, lbfgs
@@ -38,6 +38,7 @@ __all__ = [
     "UniformNoise",
     "apgd",
     "apgd_checkpoints",
+    "apgd_t",
     "autoattack",
     "build_attack",
     "cw",

@@ -61,6 +61,11 @@ class Attack:
     AttackResult``. Attacks never change ``model.training`` or the parameters
     and work under ``torch.no_grad()``; they are deterministic given
     ``torch.manual_seed`` or an explicit ``generator``.
+
+    ``targeted`` means one thing in every attack that takes it: ``y`` holds the
+    target classes, the attack descends the loss towards them, and success is
+    predicting them. An attack that picks its own targets (APGD-T) takes the true
+    labels, counts success as misclassification, and has no ``targeted`` flag.
     """
 
     name: ClassVar[str] = ""

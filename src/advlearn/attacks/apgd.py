@@ -87,14 +87,17 @@ def targeted_dlr(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     return -(z_y - z_t) / (scale + 1e-12)
 
 
-def _objective(loss: str, targeted: bool) -> Objective:
-    """What APGD climbs: the loss w.r.t. ``y``, or (APGD-T) a loss pulling towards ``target``."""
+def _objective(loss: str, targeted: bool, pick_targets: bool) -> Objective:
+    """What APGD climbs: the loss w.r.t. ``y``, its negative when ``y`` holds targets, or
+    (APGD-T, ``pick_targets``) a loss pulling towards the chosen ``target`` away from the labels ``y``."""
     loss_fn = get_loss(loss)
-    if not targeted:
-        return lambda logits, y, target: loss_fn(logits, y)
-    if loss == "dlr":
-        return lambda logits, y, target: targeted_dlr(logits, y, target)  # type: ignore[arg-type]
-    return lambda logits, y, target: -loss_fn(logits, target)  # type: ignore[arg-type]
+    if pick_targets:
+        if loss == "dlr":
+            return lambda logits, y, target: targeted_dlr(logits, y, target)  # type: ignore[arg-type]
+        return lambda logits, y, target: -loss_fn(logits, target)  # type: ignore[arg-type]
+    if targeted:
+        return lambda logits, y, target: -loss_fn(logits, y)
+    return lambda logits, y, target: loss_fn(logits, y)
 
 
 @dataclass
@@ -262,17 +265,31 @@ def _apgd_run(
     )
 
 
-def _check_apgd(
-    steps: int, restarts: int, loss: str, targeted: bool, num_targets: int, rho: float, momentum: float
-) -> None:
+def _check_apgd(steps: int, restarts: int, loss: str, rho: float, momentum: float) -> None:
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
-    check_positive_int("num_targets", num_targets)
     get_loss(loss)
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 < momentum <= 1.0:
         raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+
+
+def _check_apgd_plain(
+    steps: int, restarts: int, loss: str, targeted: bool, rho: float, momentum: float
+) -> None:
+    _check_apgd(steps, restarts, loss, rho, momentum)
+    if targeted and loss == "dlr":
+        # Negated DLR w.r.t. the target stalls once the target ranks third; APGD-T's targeted DLR needs
+        # the true labels as well, so it is apgd_t's loss.
+        raise ValueError("loss='dlr' does not work with targeted=True; use loss='ce' or 'cw', or apgd_t")
+
+
+def _check_apgd_t(
+    steps: int, restarts: int, loss: str, num_targets: int, rho: float, momentum: float
+) -> None:
+    _check_apgd(steps, restarts, loss, rho, momentum)
+    check_positive_int("num_targets", num_targets)
 
 
 def apgd(
@@ -285,7 +302,6 @@ def apgd(
     restarts: int = 1,
     loss: str = "ce",
     targeted: bool = False,
-    num_targets: int = 9,
     rho: float = 0.75,
     momentum: float = 0.75,
     random_start: bool = True,
@@ -302,19 +318,16 @@ def apgd(
         x^{(k+1)} &= \\Pi_S\\big(x^{(k)} + \\alpha (z^{(k+1)} - x^{(k)})
                      + (1 - \\alpha)(x^{(k)} - x^{(k-1)})\\big)
 
-    with ``α = momentum`` (``α = 1`` for the first step) and ``d*`` the threat
-    model's steepest ascent direction. At each checkpoint ``w_j`` of
-    :func:`apgd_checkpoints`, ``η`` is halved and the iterate reset to the best
-    point so far if (1) fewer than ``ρ·(w_j − w_{j−1})`` of the steps since
-    ``w_{j−1}`` raised ``f``, or (2) ``η`` was not halved at ``w_{j−1}`` and the best
-    objective has not changed since.
+    with ``α = momentum`` (``α = 1`` for the first step), ``d*`` the threat
+    model's steepest ascent direction and ``f`` the loss (its negative when
+    targeted). At each checkpoint ``w_j`` of :func:`apgd_checkpoints`, ``η`` is
+    halved and the iterate reset to the best point so far if (1) fewer than
+    ``ρ·(w_j − w_{j−1})`` of the steps since ``w_{j−1}`` raised ``f``, or (2) ``η``
+    was not halved at ``w_{j−1}`` and the best objective has not changed since.
 
-    ``targeted=True`` is APGD-T: ``y`` are still the true labels, the attack
-    still succeeds when the prediction leaves ``y``, and it runs once per target
-    class, the ``num_targets`` highest-scoring wrong classes at ``x``, maximizing
-    the targeted DLR loss (:func:`targeted_dlr`; ``−CE`` or ``−CW`` towards the
-    target for ``loss="ce"``/``"cw"``). This differs from ``pgd(targeted=True)``,
-    where ``y`` holds the targets.
+    ``targeted`` means what it means for every advlearn attack: ``y`` holds the
+    target classes and success is predicting them. APGD-T, which takes the true
+    labels and picks its own targets, is :func:`apgd_t`.
 
     For ℓ1 the step is the threat model's ℓ1 steepest ascent (one coordinate per
     step) followed by the exact ℓ1 projection; this is not the sparse APGD-ℓ1
@@ -324,29 +337,29 @@ def apgd(
     Args:
         model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
         x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
-        y: the true labels ``(B,)``.
+        y: the labels ``(B,)``, or the target classes when ``targeted``.
         threat: the ε-ball and box (``eps`` may be a ``(B,)`` tensor).
         steps: forward+backward passes per run (``N_iter``); each run also costs one forward pass.
-        restarts: runs from fresh random starts (per target when ``targeted``).
-        loss: ``"ce"``, ``"dlr"`` or ``"cw"``.
-        targeted: run APGD-T over the top ``num_targets`` wrong classes.
-        num_targets: how many target classes APGD-T attacks (at most ``C − 1`` are used).
+        restarts: runs from fresh random starts; each example keeps its best.
+        loss: ``"ce"``, ``"dlr"`` or ``"cw"`` (``"ce"`` or ``"cw"`` when targeted).
+        targeted: descend the loss towards the classes in ``y``.
         rho: ``ρ``, the fraction of successful steps below which ``η`` halves.
         momentum: ``α``, the weight of the new step against the previous move.
         random_start: start at a uniform point of the ball instead of at ``x``.
         early_stop: for evaluation: an example leaves at its first fooling
             iterate, later runs attack only the examples still standing, and
-            inputs misclassified clean are not attacked.
+            inputs the model already gets "wrong" clean are not attacked.
         generator: random source for the starts; ``None`` uses torch's global RNG.
 
     Returns:
-        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. ``y`` at ``x_adv`` (for
-        APGD-T too, so the runs for different targets compare).
+        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. ``y`` at ``x_adv``.
+        Without early stop it costs ``steps·restarts`` forward+backward passes and
+        ``restarts`` forward passes per example.
 
     References:
         Croce & Hein. Reliable evaluation of adversarial robustness with an
         ensemble of diverse parameter-free attacks. ICML 2020, Algorithm 1,
-        eqs. (2)-(3) and (6), §3.2.
+        eqs. (2)-(3), §3.2.
 
     Example:
         >>> torch.manual_seed(0)
@@ -359,9 +372,111 @@ def apgd(
         (True, 80)
     """
     check_inputs(x, y, threat)
-    _check_apgd(steps, restarts, loss, targeted, num_targets, rho, momentum)
+    _check_apgd_plain(steps, restarts, loss, targeted, rho, momentum)
+    return _apgd(
+        model,
+        x,
+        y,
+        threat,
+        steps=steps,
+        restarts=restarts,
+        loss=loss,
+        targeted=targeted,
+        num_targets=None,
+        rho=rho,
+        momentum=momentum,
+        random_start=random_start,
+        early_stop=early_stop,
+        generator=generator,
+    )
+
+
+def apgd_t(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "dlr",
+    num_targets: int = 9,
+    rho: float = 0.75,
+    momentum: float = 0.75,
+    random_start: bool = True,
+    early_stop: bool = False,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """APGD-T: :func:`apgd` run once per target class it picks, to misclassify ``x``.
+
+    ``y`` holds the **true labels** and success means misclassification, as for an
+    untargeted attack; the targets are the attack's own choice: the
+    ``num_targets`` highest-scoring wrong classes at ``x`` (at most ``C − 1``),
+    attacked one after the other. For each, APGD maximizes the targeted DLR loss
+    (:func:`targeted_dlr`, which needs both ``y`` and the target), or ``−CE`` /
+    ``−CW`` towards the target for ``loss="ce"``/``"cw"``. It takes no ``targeted``
+    flag: that would mean "``y`` holds targets" (:func:`apgd`, :func:`pgd`).
+
+    Args:
+        model: maps inputs in ``threat.bounds`` to logits ``(B, C)``; ``C ≥ 3`` for ``loss="dlr"``.
+        x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
+        y: the true labels ``(B,)``.
+        threat: the ε-ball and box (``eps`` may be a ``(B,)`` tensor).
+        steps, restarts, rho, momentum, random_start, generator: as for :func:`apgd`
+            (``restarts`` runs per target).
+        loss: ``"dlr"`` (the targeted DLR of Croce & Hein), ``"ce"`` or ``"cw"``.
+        num_targets: how many target classes to attack.
+        early_stop: as for :func:`apgd`; an example fooled for one target is not attacked for the next.
+
+    Returns:
+        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. the true labels at
+        ``x_adv``, so the runs for different targets compare. Without early stop it
+        costs ``steps·restarts·min(num_targets, C − 1)`` forward+backward passes and
+        ``1 + restarts·min(num_targets, C − 1)`` forward passes per example.
+
+    References:
+        Croce & Hein (2020), eq. (6) and §4 (APGD-T in AutoAttack).
+    """
+    check_inputs(x, y, threat)
+    _check_apgd_t(steps, restarts, loss, num_targets, rho, momentum)
+    return _apgd(
+        model,
+        x,
+        y,
+        threat,
+        steps=steps,
+        restarts=restarts,
+        loss=loss,
+        targeted=False,
+        num_targets=num_targets,
+        rho=rho,
+        momentum=momentum,
+        random_start=random_start,
+        early_stop=early_stop,
+        generator=generator,
+    )
+
+
+def _apgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    restarts: int,
+    loss: str,
+    targeted: bool,
+    num_targets: int | None,
+    rho: float,
+    momentum: float,
+    random_start: bool,
+    early_stop: bool,
+    generator: torch.Generator | None,
+) -> AttackResult:
+    """APGD's restarts (and, with ``num_targets``, APGD-T's targets), each example keeping its best point."""
     report = get_loss(loss)
-    objective = _objective(loss, targeted)
+    objective = _objective(loss, targeted, num_targets is not None)
     n = x.shape[0]
     x_best = x.clone()
     success = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -369,15 +484,15 @@ def apgd(
     num_grads = num_forwards = 0
     checked = False
     targets: list[Tensor | None] = [None]
-    if early_stop or targeted:
+    if early_stop or num_targets is not None:
         with torch.no_grad():
             logits = check_logits(model(x), y)
         num_forwards += n
         checked = True
         if early_stop:
             # x itself lies in the ball: an example it already fools needs no attack.
-            success, loss_best = is_success(logits, y, False), report(logits, y)
-        if targeted:
+            success, loss_best = is_success(logits, y, targeted), report(logits, y)
+        if num_targets is not None:
             if logits.shape[1] < 3 and loss == "dlr":
                 raise ValueError(
                     f"targeted APGD with loss='dlr' needs at least 3 classes, the model returns "
@@ -387,6 +502,8 @@ def apgd(
             # The highest-scoring classes other than y, best first: (B, k).
             ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)
             targets = [ranked[:, j] for j in range(k)]
+    # "Better" across runs: fooling first, then the higher objective (the lower loss towards a target).
+    objective_best = -loss_best if targeted else loss_best.clone()
 
     for target in targets:
         for _ in range(restarts):
@@ -404,7 +521,7 @@ def apgd(
                 steps=steps,
                 objective=objective,
                 report=report,
-                targeted=False,
+                targeted=targeted,
                 rho=rho,
                 momentum=momentum,
                 early_stop=early_stop,
@@ -413,13 +530,15 @@ def apgd(
             checked = True
             num_grads += run.num_grads
             num_forwards += run.num_forwards
-            better = is_better(run.success, run.loss, success[idx], loss_best[idx])
+            run_objective = -run.loss if targeted else run.loss
+            better = is_better(run.success, run_objective, success[idx], objective_best[idx])
             keep = idx[better]
             x_best[keep], success[keep], loss_best[keep] = (
                 run.x_adv[better],
                 run.success[better],
                 run.loss[better],
             )
+            objective_best[keep] = run_objective[better]
 
     return AttackResult(
         x_adv=x_best, success=success, loss=loss_best, num_grads=num_grads, num_forwards=num_forwards
@@ -427,11 +546,12 @@ def apgd(
 
 
 @register("apgd")
-@attack_config(apgd, check=_check_apgd)
+@attack_config(apgd, check=_check_apgd_plain)
 class APGD(Attack):
     """Config for :func:`apgd`: ``APGD(threat, loss="dlr")(model, x, y) -> x_adv``.
 
     ``APGD(threat)`` is APGD-CE of the AutoAttack ensemble (100 steps, one run).
+    ``targeted=True``: ``y`` holds the target classes.
     """
 
     threat: ThreatModel
@@ -439,7 +559,6 @@ class APGD(Attack):
     restarts: int = DERIVED
     loss: str = DERIVED
     targeted: bool = DERIVED
-    num_targets: int = DERIVED
     rho: float = DERIVED
     momentum: float = DERIVED
     random_start: bool = DERIVED
@@ -447,16 +566,20 @@ class APGD(Attack):
 
 
 @register("apgd_t")
-@dataclass(frozen=True)
-class APGDT(APGD):
-    """APGD-T: :func:`apgd` with ``targeted=True`` and the targeted DLR loss over the top 9 wrong classes.
+@attack_config(apgd_t, check=_check_apgd_t)
+class APGDT(Attack):
+    """Config for :func:`apgd_t`: APGD-T, the targeted DLR loss over the top 9 wrong classes by default.
 
-    ``y`` holds the true labels; success means misclassification, as for :class:`APGD`.
+    ``y`` holds the true labels and success means misclassification, as for :class:`APGD`;
+    the attack picks its own targets (so it has no ``targeted`` field).
     """
 
     threat: ThreatModel
-    steps: int = 100
-    restarts: int = 1
-    loss: str = "dlr"
-    targeted: bool = True
-    num_targets: int = 9
+    steps: int = DERIVED
+    restarts: int = DERIVED
+    loss: str = DERIVED
+    num_targets: int = DERIVED
+    rho: float = DERIVED
+    momentum: float = DERIVED
+    random_start: bool = DERIVED
+    early_stop: bool = DERIVED
