@@ -10,6 +10,7 @@ only reads the model's scores, it sees through defenses that break gradients
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -26,11 +27,10 @@ from advlearn.attacks._base import (
     register,
 )
 from advlearn.losses import get_loss
-from advlearn.threat import ThreatModel, per_example
+from advlearn.threat import L2, Linf, Norm, ThreatModel, get_norm, per_example
 
 # Iterations (out of 10,000) after which p halves; other budgets rescale them linearly (§3, "p schedule").
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-_NORMS = ("linf", "l2")
 
 
 def square_fraction(p_init: float, i: int, queries: int) -> float:
@@ -211,6 +211,17 @@ def _propose_l2(
     return threat.project(x0 + delta_new, x0)
 
 
+# Each norm's start and proposal (§3.1 and Algorithm 2 for ℓ∞, §3.2 and Algorithm 3 for ℓ2), keyed by the
+# norm's class: the Square attack asks the threat model's norm which to use, and supports exactly these.
+_Init = Callable[[Tensor, Tensor, ThreatModel, "torch.Generator | None"], Tensor]
+_Propose = Callable[[Tensor, Tensor, Tensor, float, ThreatModel, "torch.Generator | None"], Tensor]
+_GEOMETRY: dict[type[Norm], tuple[_Init, _Propose]] = {
+    Linf: (_init_linf, _propose_linf),
+    L2: (_init_l2, _propose_l2),
+}
+_SUPPORTED: tuple[Norm, ...] = tuple(get_norm(norm.name) for norm in _GEOMETRY)
+
+
 def _check_square(queries: int, p_init: float, loss: str) -> None:
     check_positive_int("queries", queries)
     if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0.0 < p_init <= 1.0:
@@ -285,16 +296,16 @@ def square(
         (True, 0)
     """
     check_inputs(x, y, threat)
-    if threat.norm not in _NORMS:
-        raise ValueError(
-            f"the Square attack supports norm 'linf' and 'l2', not threat.norm={str(threat.norm)!r}"
-        )
+    geometry = _GEOMETRY.get(type(threat.norm))
+    if geometry is None:
+        supported = " and ".join(map(repr, _SUPPORTED))
+        raise ValueError(f"the Square attack supports norm {supported}, not threat.norm={threat.norm.name!r}")
     _check_square(queries, p_init, loss)
     loss_fn = get_loss(loss)
     images = _as_images(x)  # (B, C, H, W)
     b = images.shape[0]
     eps = per_example(threat.eps_for(x), images)
-    init, propose = (_init_linf, _propose_linf) if threat.norm == "linf" else (_init_l2, _propose_l2)
+    init, propose = geometry
 
     with torch.no_grad():
         x_cur = init(images, eps, threat, generator)
@@ -333,7 +344,7 @@ def square(
 class Square(Attack):
     """Config for :func:`square`: ``Square(threat, queries=5000)(model, x, y) -> x_adv``."""
 
-    norms: ClassVar[tuple[str, ...]] = _NORMS
+    norms: ClassVar[tuple[str, ...]] = _SUPPORTED
     threat: ThreatModel
     queries: int = DERIVED
     p_init: float = DERIVED
