@@ -12,7 +12,7 @@ from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, 
 from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
 from advlearn.attacks.cw import CW, cw
 from advlearn.attacks.deepfool import DeepFool, deepfool
-from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, autoattack
+from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress, autoattack
 from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
 from advlearn.attacks.lbfgs import LBFGS, lbfgs
 from advlearn.attacks.noise import SignNoise, UniformNoise, random_sign_noise, uniform_noise
@@ -33,6 +33,7 @@ __all__ = [
     "AutoAttack",
     "AutoAttackResult",
     "DeepFool",
+    "EnsembleProgress",
     "Rotation",
     "SignNoise",
     "Square",
