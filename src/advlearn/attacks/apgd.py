@@ -6,6 +6,10 @@ the last interval went badly. Its targeted variant, APGD-T, attacks the top
 ``num_targets`` wrong classes one after the other with the targeted DLR loss.
 All geometry (steps, projections, random starts) comes from the
 :class:`~advlearn.threat.ThreatModel`, so ℓ∞, ℓ2 and ℓ1 share one loop.
+
+The file is longer than most because it holds the two public attacks (APGD and
+APGD-T) that share Algorithm 1's loop (:func:`_apgd_run`); most of its length
+is their docstrings.
 """
 
 from __future__ import annotations
