@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 import advlearn as al
-from advlearn.attacks import APGD, APGDT, apgd, apgd_checkpoints, build_attack, pgd, targeted_dlr
+from advlearn.attacks import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, build_attack, pgd, targeted_dlr
 from advlearn.data import digits
 from conftest import LinearProblem, Trained, make_mlp
 
@@ -139,8 +139,8 @@ def test_at_least_as_strong_as_pgd_on_digits(
     threat = al.ThreatModel(norm, eps)
     acc_pgd = (~pgd(model, x, y, threat, steps=20, generator=seeded(0)).success).float().mean()
     acc_apgd = (~apgd(model, x, y, threat, steps=20, generator=seeded(0)).success).float().mean()
-    apgd_t = apgd(model, x, y, threat, steps=20, targeted=True, loss="dlr", num_targets=3, early_stop=True)
-    acc_apgd_t = (~apgd_t.success).float().mean()
+    apgd_t_result = apgd_t(model, x, y, threat, steps=20, loss="dlr", num_targets=3, early_stop=True)
+    acc_apgd_t = (~apgd_t_result.success).float().mean()
     assert 0.0 < acc_pgd < 0.9, "eps should leave PGD something to miss"
     assert acc_apgd <= acc_pgd
     # Spread over 3 targets, APGD-T has 3x the budget of APGD-CE here.
@@ -175,7 +175,7 @@ def test_budget_is_counted(trained: Trained) -> None:
     threat = al.ThreatModel("linf", 0.1)
     result = apgd(trained.model, x, y, threat, steps=7, restarts=2)
     assert (result.num_grads, result.num_forwards) == (7 * 2 * len(y), 2 * len(y))
-    result = apgd(trained.model, x, y, threat, steps=7, targeted=True, num_targets=9)
+    result = apgd_t(trained.model, x, y, threat, steps=7, loss="ce", num_targets=9)
     # 3 classes: 2 targets; one extra forward pass ranks them at x.
     assert (result.num_grads, result.num_forwards) == (7 * 2 * len(y), 3 * len(y))
 
@@ -228,22 +228,23 @@ def test_rejects_bad_options(
     options: dict, argument: str, mlp: nn.Module, vectors: tuple[Tensor, Tensor]
 ) -> None:
     threat = al.ThreatModel("linf", 0.1)
+    # num_targets is APGD-T's option (apgd_t picks its targets; apgd's y may hold them).
+    config, function = (APGDT, apgd_t) if "num_targets" in options else (APGD, apgd)
     with pytest.raises(ValueError, match=argument):
-        APGD(threat, **options)
+        config(threat, **options)
     with pytest.raises(ValueError, match=argument):
-        apgd(mlp, *vectors, threat, **options)
+        function(mlp, *vectors, threat, **options)
 
 
 def test_targeted_dlr_needs_three_classes(vectors: tuple[Tensor, Tensor]) -> None:
     x, _ = vectors
     model = make_mlp(num_classes=2)
     with pytest.raises(ValueError, match="3 classes"):
-        apgd(
+        apgd_t(
             model,
             x,
             torch.zeros(len(x), dtype=torch.long),
             al.ThreatModel("linf", 0.1),
-            targeted=True,
             loss="dlr",
         )
 
@@ -253,4 +254,24 @@ def test_registered_configs() -> None:
     assert build_attack("apgd", threat) == APGD(threat)
     apgd_t = build_attack("apgd_t", threat)
     assert apgd_t == APGDT(threat)
-    assert (apgd_t.loss, apgd_t.targeted, apgd_t.num_targets, apgd_t.steps) == ("dlr", True, 9, 100)
+    assert (apgd_t.loss, apgd_t.num_targets, apgd_t.steps) == ("dlr", 9, 100)
+    # APGD-T takes true labels and picks its targets: no `targeted` flag meaning something else.
+    assert "targeted" not in al.attacks.ATTACKS.fields("apgd_t")
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_targeted_means_y_holds_targets(trained: Trained, loss: str) -> None:
+    """apgd(targeted=True), like pgd(targeted=True): y holds targets, success means prediction == target."""
+    targets = (trained.y + 1) % 3
+    threat = al.ThreatModel("linf", 0.3)
+    result = apgd(
+        trained.model, trained.x, targets, threat, steps=20, targeted=True, loss=loss, generator=seeded(0)
+    )
+    with torch.no_grad():
+        logits = trained.model(result.x_adv)
+    assert torch.equal(result.success, logits.argmax(1) == targets)
+    torch.testing.assert_close(result.loss, al.losses.get_loss(loss)(logits, targets))
+    assert result.success_rate >= 0.9, f"success rate {result.success_rate:.3f}"
+    assert threat.contains(result.x_adv, trained.x).all()
+    with pytest.raises(ValueError, match="dlr"):
+        APGD(threat, targeted=True, loss="dlr")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 import advlearn as al
 from advlearn.attacks import AutoAttack, AutoAttackResult, Square, build_attack
 from advlearn.attacks.ensemble import CLEAN_WRONG, ROBUST
+from advlearn.evaluation.state import AutoAttackState
 from conftest import Trained
 
 EPS = 0.15
@@ -151,16 +152,16 @@ def test_resume_after_a_kill(
     with monkeypatch.context() as patch:
         _kill_square(patch)
         with pytest.raises(KeyboardInterrupt):
-            AutoAttack(threat, version="custom", attacks=attacks, state_path=str(state)).evaluate(
-                model, x, y, generator=seeded(3)
+            AutoAttackState(str(state)).evaluate(
+                AutoAttack(threat, version="custom", attacks=attacks), model, x, y, generator=seeded(3)
             )
     saved = json.loads(state.read_text())
     (entry,) = saved["entries"].values()
     assert entry["done"] == ["apgd"]
     assert entry["broken_by"] == torch.where(reference.broken_by == 1, ROBUST, reference.broken_by).tolist()
 
-    resumed = AutoAttack(threat, version="custom", attacks=attacks, state_path=str(state)).evaluate(
-        model, x, y, generator=seeded(3)
+    resumed = AutoAttackState(str(state)).evaluate(
+        AutoAttack(threat, version="custom", attacks=attacks), model, x, y, generator=seeded(3)
     )
     assert resumed.resumed == 1
     assert resumed.seconds[0] == 0.0
@@ -170,7 +171,9 @@ def test_resume_after_a_kill(
     assert resumed.num_grads == 0 < reference.num_grads
 
     # Once everything is done, a third call attacks nothing.
-    again = AutoAttack(threat, version="custom", attacks=attacks, state_path=str(state)).evaluate(model, x, y)
+    again = AutoAttackState(str(state)).evaluate(
+        AutoAttack(threat, version="custom", attacks=attacks), model, x, y
+    )
     assert again.resumed == 2
     assert again.num_forwards == len(y)
     assert torch.equal(again.x_adv, reference.x_adv)
@@ -183,21 +186,23 @@ def test_state_file_refuses_another_evaluation(
     model, x, y = problem
     state = tmp_path / "state.json"
     attacks = ("fgsm",)
-    AutoAttack(
-        al.ThreatModel("linf", EPS), version="custom", attacks=attacks, state_path=str(state)
-    ).evaluate(model, x, y)
+    AutoAttackState(str(state)).evaluate(
+        AutoAttack(al.ThreatModel("linf", EPS), version="custom", attacks=attacks), model, x, y
+    )
     for threat, members in [
         (al.ThreatModel("linf", 2 * EPS), attacks),
         (al.ThreatModel("l2", EPS), attacks),
         (al.ThreatModel("linf", EPS), ("fgsm", "pgd")),
     ]:
         with pytest.raises(ValueError, match="state_path"):
-            AutoAttack(threat, version="custom", attacks=members, state_path=str(state)).evaluate(model, x, y)
+            AutoAttackState(str(state)).evaluate(
+                AutoAttack(threat, version="custom", attacks=members), model, x, y
+            )
     state.write_text("{not json")
     with pytest.raises(ValueError, match="state_path"):
-        AutoAttack(
-            al.ThreatModel("linf", EPS), version="custom", attacks=attacks, state_path=str(state)
-        ).evaluate(model, x, y)
+        AutoAttackState(str(state)).evaluate(
+            AutoAttack(al.ThreatModel("linf", EPS), version="custom", attacks=attacks), model, x, y
+        )
 
 
 def test_state_file_keeps_one_entry_per_batch(
@@ -206,17 +211,16 @@ def test_state_file_keeps_one_entry_per_batch(
     """Batches of one evaluation share a file: each gets its entry (keyed by a hash of model, x and y)."""
     model, x, y = problem
     state = tmp_path / "state.json"
-    attack = AutoAttack(
-        al.ThreatModel("linf", EPS), version="custom", attacks=("fgsm",), state_path=str(state)
-    )
-    first = attack.evaluate(model, x[:32], y[:32])
-    attack.evaluate(model, x[32:], y[32:])
+    attack = AutoAttack(al.ThreatModel("linf", EPS), version="custom", attacks=("fgsm",))
+    saved = AutoAttackState(str(state))
+    first = saved.evaluate(attack, model, x[:32], y[:32])
+    saved.evaluate(attack, model, x[32:], y[32:])
     assert len(json.loads(state.read_text())["entries"]) == 2
-    assert attack.evaluate(model, x[:32], y[:32]).resumed == 1
-    assert torch.equal(attack.evaluate(model, x[:32], y[:32]).broken_by, first.broken_by)
+    assert saved.evaluate(attack, model, x[:32], y[:32]).resumed == 1
+    assert torch.equal(saved.evaluate(attack, model, x[:32], y[:32]).broken_by, first.broken_by)
     # Another model is another entry, never the old flags.
     other = nn.Sequential(nn.Linear(8, 3)).double().eval()
-    assert attack.evaluate(other, x[:32], y[:32]).resumed == 0
+    assert saved.evaluate(attack, other, x[:32], y[:32]).resumed == 0
 
 
 def test_default_attack_of_evaluation(problem: tuple[nn.Module, Tensor, Tensor]) -> None:

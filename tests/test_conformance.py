@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 
 import advlearn as al
 from advlearn.attacks import ATTACKS, Attack, AttackResult, build_attack, fgsm, pgd, register
+from advlearn.attacks._base import DERIVED, attack_config
 from advlearn.threat import NORMS
 
 EPS = {"linf": 0.1, "l2": 0.5, "l1": 2.0}
@@ -123,8 +125,66 @@ def test_result_matches_model(name: str, norm: str, cnn: nn.Module, images: tupl
     assert torch.equal(result.success, logits.argmax(1) != y)
     torch.testing.assert_close(result.loss, al.losses.get_loss(attack.loss)(logits, y))
     assert result.success_rate == pytest.approx(result.success.float().mean().item())
-    assert result.num_grads >= 0
+    # Only the score-based attacks (and Rotation's grid, by default) spend no gradient.
+    assert (result.num_grads == 0) == (name in GRADIENT_FREE), result.num_grads
     assert result.num_forwards >= len(y)
+
+
+GRADIENT_FREE = {"rotation", "sign_noise", "square", "uniform_noise"}
+
+
+class Unfoolable(nn.Module):
+    """Predicts class 0 whatever the input, with a zero (but existing) input gradient: nothing fools it."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("bias", torch.arange(num_classes, 0, -1, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bias + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+# Per attack: options, and the (num_grads, num_forwards) its docstring promises per example on a model
+# it cannot fool (C = 4 classes), as a function of the built config. Every registered attack needs one.
+BUDGETS: dict[str, tuple[dict[str, object], Callable[[Attack], tuple[int, int]]]] = {
+    "fgsm": ({}, lambda a: (1, 1)),
+    "pgd": ({"steps": 3, "restarts": 2}, lambda a: (3 * 2, 2)),
+    "apgd": ({"steps": 4, "restarts": 2}, lambda a: (4 * 2, 2)),
+    "apgd_t": ({"steps": 4, "num_targets": 9}, lambda a: (4 * 3, 1 + 3)),  # min(9, C − 1) = 3 targets
+    "square": ({"queries": 7}, lambda a: (0, 7)),
+    "rotation": ({"num_angles": 5, "angle_steps": 2}, lambda a: (2, 5 + 1 + 1)),
+    "sign_noise": ({}, lambda a: (0, 1)),
+    "uniform_noise": ({}, lambda a: (0, 1)),
+    "cw": ({"steps": 3, "search_steps": 2, "abort_early": False}, lambda a: (3 * 2, 1 + 1)),
+    "deepfool": ({"steps": 3}, lambda a: (3 * 3, 1 + 1)),  # one backward pass per candidate class
+    # L-BFGS-B decides how often it evaluates; the forward passes are fixed: clean, one per c, the result.
+    "lbfgs": ({"search_steps": 2}, lambda a: (-1, 1 + 2 + 1)),
+    # clean pass, APGD (early stop: clean + last iterate), Square's queries, run()'s scoring pass
+    "autoattack": (
+        {"version": "custom", "attacks": ({"name": "apgd", "steps": 3, "early_stop": True}, "square")},
+        lambda a: (3, 1 + 2 + 5000 + 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_budget_on_a_model_it_cannot_fool(name: str) -> None:
+    """On a model nothing fools, every attack spends exactly the budget its docstring states, and fails."""
+    assert name in BUDGETS, f"document {name}'s budget (num_grads, num_forwards) in BUDGETS"
+    options, budget = BUDGETS[name]
+    norm = ATTACKS[name].norms[0]
+    x = torch.rand(5, 1, 6, 6, generator=seeded(0))
+    y = torch.zeros(5, dtype=torch.long)
+    attack = attack_for(name, norm, **options)
+    result = attack.run(Unfoolable(), x, y, generator=seeded(1))
+    grads, forwards = budget(attack)
+    assert not result.success.any()
+    assert result.num_forwards == forwards * len(y)
+    if grads >= 0:
+        assert result.num_grads == grads * len(y)
+    else:
+        assert result.num_grads >= len(y)
+        assert result.num_grads % len(y) == 0
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -300,8 +360,90 @@ def test_api_contract() -> None:
         "num_grads",
         "num_forwards",
     }
-    for fn in (al.attacks.fgsm, al.attacks.pgd, al.attacks.random_sign_noise, al.attacks.uniform_noise):
-        assert callable(fn)
+    for fn, cls in [
+        (al.attacks.fgsm, al.attacks.FGSM),
+        (al.attacks.pgd, al.attacks.PGD),
+        (al.attacks.random_sign_noise, al.attacks.SignNoise),
+        (al.attacks.uniform_noise, al.attacks.UniformNoise),
+    ]:
+        # The config calls exactly this function, with its defaults.
+        assert cls.function is fn
+        assert cls(threat).options() == keyword_defaults(fn)
+
+
+def keyword_defaults(fn: Callable[..., object]) -> dict[str, object]:
+    """The keyword options of an attack function and their defaults (``generator`` is a call argument)."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name != "generator"}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_config_and_function_agree(name: str) -> None:
+    """Every registered config has the function's keyword options as fields, in order, with its defaults."""
+    cls = ATTACKS[name]
+    defaults = keyword_defaults(cls.function)
+    fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    assert [f.name for f in fields] == ["threat", *defaults]
+    assert {f.name: f.default for f in fields[1:]} == defaults
+    assert cls.option_names == tuple(defaults)
+    assert ATTACKS.fields(name) == {"threat", *defaults}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_run_calls_the_function(name: str, cnn: nn.Module, images: tuple[Tensor, Tensor]) -> None:
+    """config.run(model, x, y) is the function called with the config's fields, bit for bit."""
+    x, y = images
+    small = {"steps": 2, "queries": 20, "search_steps": 1, "num_angles": 3, "num_targets": 2}
+    cls = ATTACKS[name]
+    options = {k: v for k, v in small.items() if k in ATTACKS.fields(name)}
+    if name == "autoattack":
+        options = {
+            "version": "custom",
+            "attacks": ({"name": "apgd", "steps": 2}, {"name": "square", "queries": 20}),
+        }
+    attack = attack_for(name, cls.norms[0], **options)
+    result = attack.run(cnn, x, y, generator=seeded(3))
+    takes_generator = "generator" in inspect.signature(cls.function).parameters
+    extra = {"generator": seeded(3)} if takes_generator else {}
+    direct = cls.function(cnn, x, y, attack.threat, **attack.options(), **extra)
+    x_direct = direct.x_adv
+    assert torch.equal(result.x_adv, x_direct)
+
+
+def test_attack_config_refuses_a_config_that_restates_its_function() -> None:
+    """The mechanism refuses a default written twice, a missing or extra field, and a type that differs."""
+
+    def toy(
+        model: nn.Module, x: Tensor, y: Tensor, threat: al.ThreatModel, *, steps: int = 3
+    ) -> AttackResult:
+        raise NotImplementedError
+
+    with pytest.raises(TypeError, match="DERIVED"):
+
+        @attack_config(toy)
+        class Twice(Attack):
+            threat: al.ThreatModel
+            steps: int = 3
+
+    with pytest.raises(TypeError, match="fields"):
+
+        @attack_config(toy)
+        class Missing(Attack):
+            threat: al.ThreatModel
+
+    with pytest.raises(TypeError, match="steps"):
+
+        @attack_config(toy)
+        class Retyped(Attack):
+            threat: al.ThreatModel
+            steps: float = DERIVED
+
+    @attack_config(toy)
+    class Toy(Attack):
+        threat: al.ThreatModel
+        steps: int = DERIVED
+
+    assert Toy(al.ThreatModel("linf", 0.1)).steps == 3
 
 
 def test_register_rejects_duplicate_names() -> None:

@@ -9,10 +9,12 @@ Example:
 """
 
 from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
-from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, targeted_dlr
-from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, autoattack
+from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
+from advlearn.attacks.cw import CW, cw
+from advlearn.attacks.deepfool import DeepFool, deepfool
+from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress, autoattack
 from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
-from advlearn.attacks.minimal import CW, LBFGS, DeepFool, cw, deepfool, lbfgs
+from advlearn.attacks.lbfgs import LBFGS, lbfgs
 from advlearn.attacks.noise import SignNoise, UniformNoise, random_sign_noise, uniform_noise
 from advlearn.attacks.spatial import Rotation, rotate, rotation
 from advlearn.attacks.square import Square, square, square_fraction
@@ -31,6 +33,7 @@ __all__ = [
     "AutoAttack",
     "AutoAttackResult",
     "DeepFool",
+    "EnsembleProgress",
     "Rotation",
     "SignNoise",
     "Square",
@@ -38,6 +41,7 @@ __all__ = [
     "UniformNoise",
     "apgd",
     "apgd_checkpoints",
+    "apgd_t",
     "autoattack",
     "build_attack",
     "cw",

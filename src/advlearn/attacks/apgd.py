@@ -6,6 +6,10 @@ the last interval went badly. Its targeted variant, APGD-T, attacks the top
 ``num_targets`` wrong classes one after the other with the targeted DLR loss.
 All geometry (steps, projections, random starts) comes from the
 :class:`~advlearn.threat.ThreatModel`, so ℓ∞, ℓ2 and ℓ1 share one loop.
+
+The file is longer than most because it holds the two public attacks (APGD and
+APGD-T) that share Algorithm 1's loop (:func:`_apgd_run`); most of its length
+is their docstrings.
 """
 
 from __future__ import annotations
@@ -18,7 +22,17 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, is_success, register
+from advlearn.attacks._base import (
+    DERIVED,
+    ActiveSet,
+    Attack,
+    AttackResult,
+    attack_config,
+    is_better,
+    is_success,
+    loss_and_grad,
+    register,
+)
 from advlearn.losses import LossFn, get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -77,41 +91,42 @@ def targeted_dlr(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     return -(z_y - z_t) / (scale + 1e-12)
 
 
-def _objective(loss: str, targeted: bool) -> Objective:
-    """What APGD climbs: the loss w.r.t. ``y``, or (APGD-T) a loss pulling towards ``target``."""
+def _objective(loss: str, targeted: bool, pick_targets: bool) -> Objective:
+    """What APGD climbs: the loss w.r.t. ``y``, its negative when ``y`` holds targets, or
+    (APGD-T, ``pick_targets``) a loss pulling towards the chosen ``target`` away from the labels ``y``."""
     loss_fn = get_loss(loss)
-    if not targeted:
-        return lambda logits, y, target: loss_fn(logits, y)
-    if loss == "dlr":
-        return lambda logits, y, target: targeted_dlr(logits, y, target)  # type: ignore[arg-type]
-    return lambda logits, y, target: -loss_fn(logits, target)  # type: ignore[arg-type]
+    if pick_targets:
+        if loss == "dlr":
+            return lambda logits, y, target: targeted_dlr(logits, y, target)  # type: ignore[arg-type]
+        return lambda logits, y, target: -loss_fn(logits, target)  # type: ignore[arg-type]
+    if targeted:
+        return lambda logits, y, target: -loss_fn(logits, y)
+    return lambda logits, y, target: loss_fn(logits, y)
 
 
 @dataclass
-class _State:
-    """Everything APGD carries per active example; :meth:`keep` drops the examples that left."""
+class _Iterates:
+    """Algorithm 1's variables, one row per example still running; :meth:`drop` compacts them."""
 
-    index: Tensor  # (A,) positions in the run's batch
-    x0: Tensor
-    y: Tensor
-    target: Tensor | None
-    x: Tensor  # the current iterate x^(k)
+    x0: Tensor  # the clean inputs
+    y: Tensor  # the labels (targets when targeted)
+    target: Tensor | None  # APGD-T's target class per example
+    x: Tensor  # x^(k)
     x_prev: Tensor  # x^(k-1), for the momentum term
-    grad: Tensor  # ∇f at x
+    grad: Tensor  # ∇f(x^(k))
     f: Tensor  # (A,) f(x^(k))
-    eta: Tensor  # (A,) the step size
-    f_max: Tensor  # (A,) the best objective so far and where it was reached
+    eta: Tensor  # (A,) the step size η^(k)
+    f_max: Tensor  # (A,) the best objective so far, where it was reached and the gradient there
     x_max: Tensor
     grad_max: Tensor
     increases: Tensor  # (A,) steps since the last checkpoint that raised f
     f_max_at_check: Tensor  # (A,) f_max at the last checkpoint
     halved_at_check: Tensor  # (A,) bool: η was halved at the last checkpoint
 
-    def keep(self, mask: Tensor) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, Tensor):
-                setattr(self, field.name, value[mask])
+    def drop(self, active: ActiveSet, leave: Tensor) -> None:
+        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]
+        for name, value in zip(names, active.drop(leave, *(getattr(self, n) for n in names)), strict=True):
+            setattr(self, name, value)
 
 
 @dataclass
@@ -121,6 +136,26 @@ class _Run:
     loss: Tensor  # the reported loss w.r.t. y at x_adv
     num_grads: int
     num_forwards: int
+
+
+class _Kept:
+    """The point kept for each example of a run: fooling first, then the highest objective."""
+
+    def __init__(self, x_start: Tensor) -> None:
+        n = x_start.shape[0]
+        self.x = x_start.clone()
+        self.success = torch.zeros(n, dtype=torch.bool, device=x_start.device)
+        self.objective = torch.full((n,), float("-inf"), dtype=x_start.dtype, device=x_start.device)
+        self.loss = torch.zeros(n, dtype=x_start.dtype, device=x_start.device)
+
+    def offer(
+        self, index: Tensor, x: Tensor, hit: Tensor, f: Tensor, loss: Callable[[Tensor], Tensor]
+    ) -> None:
+        """Offer the iterates ``x`` of the examples ``index``; ``loss(take)`` reports those taken."""
+        take = is_better(hit, f, self.success[index], self.objective[index])
+        where = index[take]
+        self.x[where], self.success[where] = x[take], hit[take]
+        self.objective[where], self.loss[where] = f[take], loss(take)
 
 
 def _apgd_run(
@@ -134,12 +169,13 @@ def _apgd_run(
     steps: int,
     objective: Objective,
     report: LossFn,
+    targeted: bool,
     rho: float,
     momentum: float,
     early_stop: bool,
     check: bool,
 ) -> _Run:
-    """One APGD run (Croce & Hein 2020, Algorithm 1) from ``x_start``.
+    """One APGD run from ``x_start``: Algorithm 1 of Croce & Hein (2020).
 
     ``steps`` forward+backward passes evaluate ``x^(0) … x^(steps−1)`` and one
     forward pass evaluates the last iterate. Each example keeps the best iterate
@@ -147,114 +183,117 @@ def _apgd_run(
     ``early_stop`` it leaves at its first fooling iterate.
     """
     n = x0.shape[0]
-    x_out = x_start.clone()
-    out_success = torch.zeros(n, dtype=torch.bool, device=x0.device)
-    out_objective = torch.full((n,), float("-inf"), dtype=x0.dtype, device=x0.device)
-    out_loss = torch.zeros(n, dtype=x0.dtype, device=x0.device)
-    checkpoints = apgd_checkpoints(steps)
-    last_checkpoint = 0
-    threat_a = threat
+    checkpoints = {w for w in apgd_checkpoints(steps) if 0 < w < steps}
+    kept = _Kept(x_start)
+    active = ActiveSet.all(n, threat, x0.device)
     num_grads = num_forwards = 0
-    state: _State | None = None
 
-    for k in range(steps + 1):
-        if state is not None:
-            # One projected steepest-ascent step z, then the momentum step of eq. (2).
-            s = state
-            z = threat_a.project(s.x + per_example(s.eta, s.x) * threat_a.steepest_ascent(s.grad, s.x), s.x0)
-            if k == 1:
-                x_new = z
-            else:
-                x_new = threat_a.project(
-                    s.x + momentum * (z - s.x) + (1.0 - momentum) * (s.x - s.x_prev), s.x0
-                )
-            s.x_prev, s.x = s.x, x_new
-            x, y_a, t_a = s.x, s.y, s.target
-        else:
-            x, y_a, t_a = x_start, y, target
-        with torch.enable_grad() if k < steps else torch.no_grad():
-            x_in = x.detach().requires_grad_(k < steps)
-            logits = model(x_in)
-            if check and k == 0:
-                check_logits(logits, y_a)
-            f = objective(logits, y_a, t_a)
-            if k < steps:
-                (grad,) = torch.autograd.grad(f.sum(), x_in)
-                num_grads += x.shape[0]
-            else:
-                grad = torch.zeros_like(x)
-                num_forwards += x.shape[0]
-        logits, f = logits.detach(), f.detach()
-        if state is None:
-            state = _State(
-                index=torch.arange(n, device=x0.device),
-                x0=x0,
-                y=y,
-                target=target,
-                x=x,
-                x_prev=x,
-                grad=grad,
-                f=f,
-                eta=2.0 * threat.eps_for(x0),
-                f_max=f.clone(),
-                x_max=x.clone(),
-                grad_max=grad.clone(),
-                increases=torch.zeros(n, dtype=torch.int64, device=x0.device),
-                f_max_at_check=f.clone(),
-                halved_at_check=torch.zeros(n, dtype=torch.bool, device=x0.device),
-            )
-        else:
-            state.increases += (f > state.f).to(torch.int64)
-            state.f, state.grad = f, grad
-            better = f > state.f_max
-            state.f_max = torch.where(better, f, state.f_max)
-            state.x_max[better], state.grad_max[better] = x[better], grad[better]
-        s = state
+    def f_and_grad(x: Tensor, y: Tensor, target: Tensor | None, first: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """One forward and backward pass: the logits, ``f(x)`` and ``∇f(x)``."""
+        return loss_and_grad(model, x, y, lambda logits, y: objective(logits, y, target), check=first)
 
-        # The point kept for each example: a fooling one first, then the highest objective.
-        hit = is_success(logits, s.y, False)
-        prev = out_success[s.index]
-        take = (hit & ~prev) | ((hit == prev) & (f > out_objective[s.index]))
-        where = s.index[take]
-        x_out[where], out_success[where] = x[take], hit[take]
-        out_objective[where], out_loss[where] = f[take], report(logits[take], s.y[take])
+    def keep_and_exit(it: _Iterates, logits: Tensor, f: Tensor) -> None:
+        hit = is_success(logits, it.y, targeted)
+        kept.offer(active.index, it.x, hit, f, lambda take: report(logits[take], it.y[take]))
         if early_stop and bool(hit.any()):
-            s.keep(~hit)
-            threat_a = threat_a.select(~hit)
-            if s.index.numel() == 0:
-                break
+            it.drop(active, hit)
 
-        if k in checkpoints and 0 < k < steps:
-            # Condition 1: fewer than a fraction rho of the steps since the last checkpoint raised f.
-            stalled = s.increases < rho * (k - last_checkpoint)
-            # Condition 2: η was not halved last time and the best objective has not moved since.
-            unchanged = ~s.halved_at_check & (s.f_max <= s.f_max_at_check)
+    # Lines 1-3: x^(0), f(x^(0)), η^(0) = 2ε; x_max = x^(0).
+    logits, f, grad = f_and_grad(x_start, y, target, first=check)
+    num_grads += n
+    it = _Iterates(
+        x0=x0,
+        y=y,
+        target=target,
+        x=x_start,
+        x_prev=x_start,
+        grad=grad,
+        f=f,
+        eta=2.0 * threat.eps_for(x0),
+        f_max=f.clone(),
+        x_max=x_start.clone(),
+        grad_max=grad.clone(),
+        increases=torch.zeros(n, dtype=torch.int64, device=x0.device),
+        f_max_at_check=f.clone(),
+        halved_at_check=torch.zeros(n, dtype=torch.bool, device=x0.device),
+    )
+    keep_and_exit(it, logits, f)
+    last_checkpoint = 0
+
+    for k in range(1, steps + 1):
+        if len(active) == 0:
+            break
+        # Lines 4-6: a projected steepest-ascent step z, then the momentum step of eq. (2) (α = 1 at k = 1).
+        z = active.threat.ascent_step(it.x, it.x0, it.grad, it.eta)
+        if k == 1:
+            x_new = z
+        else:
+            x_new = active.threat.project(
+                it.x + momentum * (z - it.x) + (1.0 - momentum) * (it.x - it.x_prev), it.x0
+            )
+        it.x_prev, it.x = it.x, x_new
+        if k == steps:
+            # The last iterate is only scored: its gradient would never be used.
+            with torch.no_grad():
+                logits = model(it.x)
+                f = objective(logits, it.y, it.target)
+            num_forwards += len(active)
+            keep_and_exit(it, logits, f)
+            break
+        logits, f, grad = f_and_grad(it.x, it.y, it.target, first=False)
+        num_grads += len(active)
+        # Lines 7-8: count the steps that raised f; keep the best point and its gradient.
+        it.increases += (f > it.f).to(torch.int64)
+        it.f, it.grad = f, grad
+        better = f > it.f_max
+        it.f_max = torch.where(better, f, it.f_max)
+        it.x_max[better], it.grad_max[better] = it.x[better], grad[better]
+        keep_and_exit(it, logits, f)
+
+        if k in checkpoints and len(active):
+            # Lines 9-12 (§3.2): halve η and restart from x_max if (1) fewer than a fraction ρ of the steps
+            # since the last checkpoint raised f, or (2) η was not halved last time and f_max has not moved.
+            stalled = it.increases < rho * (k - last_checkpoint)
+            unchanged = ~it.halved_at_check & (it.f_max <= it.f_max_at_check)
             halve = stalled | unchanged
-            s.eta = torch.where(halve, 0.5 * s.eta, s.eta)
-            # Restart the halved examples from their best point, with the gradient there.
-            s.x = torch.where(per_example(halve, s.x), s.x_max, s.x)
-            s.grad = torch.where(per_example(halve, s.grad), s.grad_max, s.grad)
-            s.f = torch.where(halve, s.f_max, s.f)
-            s.halved_at_check, s.f_max_at_check = halve, s.f_max.clone()
-            s.increases = torch.zeros_like(s.increases)
+            it.eta = torch.where(halve, 0.5 * it.eta, it.eta)
+            it.x = torch.where(per_example(halve, it.x), it.x_max, it.x)
+            it.grad = torch.where(per_example(halve, it.grad), it.grad_max, it.grad)
+            it.f = torch.where(halve, it.f_max, it.f)
+            it.halved_at_check, it.f_max_at_check = halve, it.f_max.clone()
+            it.increases = torch.zeros_like(it.increases)
             last_checkpoint = k
 
     return _Run(
-        x_adv=x_out, success=out_success, loss=out_loss, num_grads=num_grads, num_forwards=num_forwards
+        x_adv=kept.x, success=kept.success, loss=kept.loss, num_grads=num_grads, num_forwards=num_forwards
     )
 
 
-def _check_apgd(
-    steps: int, restarts: int, loss: str, targeted: bool, num_targets: int, rho: float, momentum: float
-) -> None:
+def _check_apgd(steps: int, restarts: int, loss: str, rho: float, momentum: float) -> None:
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
-    check_positive_int("num_targets", num_targets)
     get_loss(loss)
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 < momentum <= 1.0:
         raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+
+
+def _check_apgd_plain(
+    steps: int, restarts: int, loss: str, targeted: bool, rho: float, momentum: float
+) -> None:
+    _check_apgd(steps, restarts, loss, rho, momentum)
+    if targeted and loss == "dlr":
+        # Negated DLR w.r.t. the target stalls once the target ranks third; APGD-T's targeted DLR needs
+        # the true labels as well, so it is apgd_t's loss.
+        raise ValueError("loss='dlr' does not work with targeted=True; use loss='ce' or 'cw', or apgd_t")
+
+
+def _check_apgd_t(
+    steps: int, restarts: int, loss: str, num_targets: int, rho: float, momentum: float
+) -> None:
+    _check_apgd(steps, restarts, loss, rho, momentum)
+    check_positive_int("num_targets", num_targets)
 
 
 def apgd(
@@ -267,7 +306,6 @@ def apgd(
     restarts: int = 1,
     loss: str = "ce",
     targeted: bool = False,
-    num_targets: int = 9,
     rho: float = 0.75,
     momentum: float = 0.75,
     random_start: bool = True,
@@ -284,19 +322,16 @@ def apgd(
         x^{(k+1)} &= \\Pi_S\\big(x^{(k)} + \\alpha (z^{(k+1)} - x^{(k)})
                      + (1 - \\alpha)(x^{(k)} - x^{(k-1)})\\big)
 
-    with ``α = momentum`` (``α = 1`` for the first step) and ``d*`` the threat
-    model's steepest ascent direction. At each checkpoint ``w_j`` of
-    :func:`apgd_checkpoints`, ``η`` is halved and the iterate reset to the best
-    point so far if (1) fewer than ``ρ·(w_j − w_{j−1})`` of the steps since
-    ``w_{j−1}`` raised ``f``, or (2) ``η`` was not halved at ``w_{j−1}`` and the best
-    objective has not changed since.
+    with ``α = momentum`` (``α = 1`` for the first step), ``d*`` the threat
+    model's steepest ascent direction and ``f`` the loss (its negative when
+    targeted). At each checkpoint ``w_j`` of :func:`apgd_checkpoints`, ``η`` is
+    halved and the iterate reset to the best point so far if (1) fewer than
+    ``ρ·(w_j − w_{j−1})`` of the steps since ``w_{j−1}`` raised ``f``, or (2) ``η``
+    was not halved at ``w_{j−1}`` and the best objective has not changed since.
 
-    ``targeted=True`` is APGD-T: ``y`` are still the true labels, the attack
-    still succeeds when the prediction leaves ``y``, and it runs once per target
-    class, the ``num_targets`` highest-scoring wrong classes at ``x``, maximizing
-    the targeted DLR loss (:func:`targeted_dlr`; ``−CE`` or ``−CW`` towards the
-    target for ``loss="ce"``/``"cw"``). This differs from ``pgd(targeted=True)``,
-    where ``y`` holds the targets.
+    ``targeted`` means what it means for every advlearn attack: ``y`` holds the
+    target classes and success is predicting them. APGD-T, which takes the true
+    labels and picks its own targets, is :func:`apgd_t`.
 
     For ℓ1 the step is the threat model's ℓ1 steepest ascent (one coordinate per
     step) followed by the exact ℓ1 projection; this is not the sparse APGD-ℓ1
@@ -306,29 +341,29 @@ def apgd(
     Args:
         model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
         x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
-        y: the true labels ``(B,)``.
+        y: the labels ``(B,)``, or the target classes when ``targeted``.
         threat: the ε-ball and box (``eps`` may be a ``(B,)`` tensor).
         steps: forward+backward passes per run (``N_iter``); each run also costs one forward pass.
-        restarts: runs from fresh random starts (per target when ``targeted``).
-        loss: ``"ce"``, ``"dlr"`` or ``"cw"``.
-        targeted: run APGD-T over the top ``num_targets`` wrong classes.
-        num_targets: how many target classes APGD-T attacks (at most ``C − 1`` are used).
+        restarts: runs from fresh random starts; each example keeps its best.
+        loss: ``"ce"``, ``"dlr"`` or ``"cw"`` (``"ce"`` or ``"cw"`` when targeted).
+        targeted: descend the loss towards the classes in ``y``.
         rho: ``ρ``, the fraction of successful steps below which ``η`` halves.
         momentum: ``α``, the weight of the new step against the previous move.
         random_start: start at a uniform point of the ball instead of at ``x``.
         early_stop: for evaluation: an example leaves at its first fooling
             iterate, later runs attack only the examples still standing, and
-            inputs misclassified clean are not attacked.
+            inputs the model already gets "wrong" clean are not attacked.
         generator: random source for the starts; ``None`` uses torch's global RNG.
 
     Returns:
-        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. ``y`` at ``x_adv`` (for
-        APGD-T too, so the runs for different targets compare).
+        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. ``y`` at ``x_adv``.
+        Without early stop it costs ``steps·restarts`` forward+backward passes and
+        ``restarts`` forward passes per example.
 
     References:
         Croce & Hein. Reliable evaluation of adversarial robustness with an
         ensemble of diverse parameter-free attacks. ICML 2020, Algorithm 1,
-        eqs. (2)-(3) and (6), §3.2.
+        eqs. (2)-(3), §3.2.
 
     Example:
         >>> torch.manual_seed(0)
@@ -341,9 +376,111 @@ def apgd(
         (True, 80)
     """
     check_inputs(x, y, threat)
-    _check_apgd(steps, restarts, loss, targeted, num_targets, rho, momentum)
+    _check_apgd_plain(steps, restarts, loss, targeted, rho, momentum)
+    return _apgd(
+        model,
+        x,
+        y,
+        threat,
+        steps=steps,
+        restarts=restarts,
+        loss=loss,
+        targeted=targeted,
+        num_targets=None,
+        rho=rho,
+        momentum=momentum,
+        random_start=random_start,
+        early_stop=early_stop,
+        generator=generator,
+    )
+
+
+def apgd_t(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "dlr",
+    num_targets: int = 9,
+    rho: float = 0.75,
+    momentum: float = 0.75,
+    random_start: bool = True,
+    early_stop: bool = False,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """APGD-T: :func:`apgd` run once per target class it picks, to misclassify ``x``.
+
+    ``y`` holds the **true labels** and success means misclassification, as for an
+    untargeted attack; the targets are the attack's own choice: the
+    ``num_targets`` highest-scoring wrong classes at ``x`` (at most ``C − 1``),
+    attacked one after the other. For each, APGD maximizes the targeted DLR loss
+    (:func:`targeted_dlr`, which needs both ``y`` and the target), or ``−CE`` /
+    ``−CW`` towards the target for ``loss="ce"``/``"cw"``. It takes no ``targeted``
+    flag: that would mean "``y`` holds targets" (:func:`apgd`, :func:`pgd`).
+
+    Args:
+        model: maps inputs in ``threat.bounds`` to logits ``(B, C)``; ``C ≥ 3`` for ``loss="dlr"``.
+        x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
+        y: the true labels ``(B,)``.
+        threat: the ε-ball and box (``eps`` may be a ``(B,)`` tensor).
+        steps, restarts, rho, momentum, random_start, generator: as for :func:`apgd`
+            (``restarts`` runs per target).
+        loss: ``"dlr"`` (the targeted DLR of Croce & Hein), ``"ce"`` or ``"cw"``.
+        num_targets: how many target classes to attack.
+        early_stop: as for :func:`apgd`; an example fooled for one target is not attacked for the next.
+
+    Returns:
+        An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. the true labels at
+        ``x_adv``, so the runs for different targets compare. Without early stop it
+        costs ``steps·restarts·min(num_targets, C − 1)`` forward+backward passes and
+        ``1 + restarts·min(num_targets, C − 1)`` forward passes per example.
+
+    References:
+        Croce & Hein (2020), eq. (6) and §4 (APGD-T in AutoAttack).
+    """
+    check_inputs(x, y, threat)
+    _check_apgd_t(steps, restarts, loss, num_targets, rho, momentum)
+    return _apgd(
+        model,
+        x,
+        y,
+        threat,
+        steps=steps,
+        restarts=restarts,
+        loss=loss,
+        targeted=False,
+        num_targets=num_targets,
+        rho=rho,
+        momentum=momentum,
+        random_start=random_start,
+        early_stop=early_stop,
+        generator=generator,
+    )
+
+
+def _apgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    restarts: int,
+    loss: str,
+    targeted: bool,
+    num_targets: int | None,
+    rho: float,
+    momentum: float,
+    random_start: bool,
+    early_stop: bool,
+    generator: torch.Generator | None,
+) -> AttackResult:
+    """APGD's restarts (and, with ``num_targets``, APGD-T's targets), each example keeping its best point."""
     report = get_loss(loss)
-    objective = _objective(loss, targeted)
+    objective = _objective(loss, targeted, num_targets is not None)
     n = x.shape[0]
     x_best = x.clone()
     success = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -351,15 +488,15 @@ def apgd(
     num_grads = num_forwards = 0
     checked = False
     targets: list[Tensor | None] = [None]
-    if early_stop or targeted:
+    if early_stop or num_targets is not None:
         with torch.no_grad():
             logits = check_logits(model(x), y)
         num_forwards += n
         checked = True
         if early_stop:
             # x itself lies in the ball: an example it already fools needs no attack.
-            success, loss_best = is_success(logits, y, False), report(logits, y)
-        if targeted:
+            success, loss_best = is_success(logits, y, targeted), report(logits, y)
+        if num_targets is not None:
             if logits.shape[1] < 3 and loss == "dlr":
                 raise ValueError(
                     f"targeted APGD with loss='dlr' needs at least 3 classes, the model returns "
@@ -369,23 +506,26 @@ def apgd(
             # The highest-scoring classes other than y, best first: (B, k).
             ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)
             targets = [ranked[:, j] for j in range(k)]
+    # "Better" across runs: fooling first, then the higher objective (the lower loss towards a target).
+    objective_best = -loss_best if targeted else loss_best.clone()
 
     for target in targets:
         for _ in range(restarts):
-            idx = (~success).nonzero().squeeze(1) if early_stop else torch.arange(n, device=x.device)
-            if idx.numel() == 0:
+            active = ActiveSet.where(~success, threat) if early_stop else ActiveSet.all(n, threat, x.device)
+            if len(active) == 0:
                 break
-            x0, y0, threat0 = x[idx], y[idx], threat.select(idx)
+            idx, x0 = active.index, active.gather(x)
             run = _apgd_run(
                 model,
                 x0,
-                y0,
-                None if target is None else target[idx],
-                threat0,
-                x_start=threat0.random_init(x0, generator) if random_start else x0,
+                active.gather(y),
+                None if target is None else active.gather(target),
+                active.threat,
+                x_start=active.threat.random_init(x0, generator) if random_start else x0,
                 steps=steps,
                 objective=objective,
                 report=report,
+                targeted=targeted,
                 rho=rho,
                 momentum=momentum,
                 early_stop=early_stop,
@@ -394,14 +534,15 @@ def apgd(
             checked = True
             num_grads += run.num_grads
             num_forwards += run.num_forwards
-            prev = success[idx]
-            better = (run.success & ~prev) | ((run.success == prev) & (run.loss > loss_best[idx]))
+            run_objective = -run.loss if targeted else run.loss
+            better = is_better(run.success, run_objective, success[idx], objective_best[idx])
             keep = idx[better]
             x_best[keep], success[keep], loss_best[keep] = (
                 run.x_adv[better],
                 run.success[better],
                 run.loss[better],
             )
+            objective_best[keep] = run_objective[better]
 
     return AttackResult(
         x_adv=x_best, success=success, loss=loss_best, num_grads=num_grads, num_forwards=num_forwards
@@ -409,61 +550,40 @@ def apgd(
 
 
 @register("apgd")
-@dataclass(frozen=True)
+@attack_config(apgd, check=_check_apgd_plain)
 class APGD(Attack):
     """Config for :func:`apgd`: ``APGD(threat, loss="dlr")(model, x, y) -> x_adv``.
 
     ``APGD(threat)`` is APGD-CE of the AutoAttack ensemble (100 steps, one run).
+    ``targeted=True``: ``y`` holds the target classes.
     """
 
     threat: ThreatModel
-    steps: int = 100
-    restarts: int = 1
-    loss: str = "ce"
-    targeted: bool = False
-    num_targets: int = 9
-    rho: float = 0.75
-    momentum: float = 0.75
-    random_start: bool = True
-    early_stop: bool = False
-
-    def __post_init__(self) -> None:
-        _check_apgd(
-            self.steps, self.restarts, self.loss, self.targeted, self.num_targets, self.rho, self.momentum
-        )
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return apgd(
-            model,
-            x,
-            y,
-            self.threat,
-            steps=self.steps,
-            restarts=self.restarts,
-            loss=self.loss,
-            targeted=self.targeted,
-            num_targets=self.num_targets,
-            rho=self.rho,
-            momentum=self.momentum,
-            random_start=self.random_start,
-            early_stop=self.early_stop,
-            generator=generator,
-        )
+    steps: int = DERIVED
+    restarts: int = DERIVED
+    loss: str = DERIVED
+    targeted: bool = DERIVED
+    rho: float = DERIVED
+    momentum: float = DERIVED
+    random_start: bool = DERIVED
+    early_stop: bool = DERIVED
 
 
 @register("apgd_t")
-@dataclass(frozen=True)
-class APGDT(APGD):
-    """APGD-T: :func:`apgd` with ``targeted=True`` and the targeted DLR loss over the top 9 wrong classes.
+@attack_config(apgd_t, check=_check_apgd_t)
+class APGDT(Attack):
+    """Config for :func:`apgd_t`: APGD-T, the targeted DLR loss over the top 9 wrong classes by default.
 
-    ``y`` holds the true labels; success means misclassification, as for :class:`APGD`.
+    ``y`` holds the true labels and success means misclassification, as for :class:`APGD`;
+    the attack picks its own targets (so it has no ``targeted`` field).
     """
 
     threat: ThreatModel
-    steps: int = 100
-    restarts: int = 1
-    loss: str = "dlr"
-    targeted: bool = True
-    num_targets: int = 9
+    steps: int = DERIVED
+    restarts: int = DERIVED
+    loss: str = DERIVED
+    num_targets: int = DERIVED
+    rho: float = DERIVED
+    momentum: float = DERIVED
+    random_start: bool = DERIVED
+    early_stop: bool = DERIVED

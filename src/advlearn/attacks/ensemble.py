@@ -3,30 +3,36 @@
 Each member attacks only the examples that are classified correctly clean and
 that every earlier member left standing, so the strong but expensive members
 spend their budget where it can still change the figure. The per-example
-outcome is the worst case over the members. With ``state_path`` the robust
-flags (and the adversarial points found so far) are written to a JSON file
-after every member, so an evaluation that is killed resumes where it stopped.
+outcome is the worst case over the members. The ensemble is a pure attack:
+:meth:`AutoAttack.evaluate` can go on from an :class:`EnsembleProgress` and
+reports one after every member, and the evaluation layer
+(:class:`advlearn.evaluation.state.AutoAttackState`) saves those to a file so
+that an evaluation that is killed resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits
-from advlearn._io import atomic_write_text
-from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
+from advlearn.attacks._base import (
+    ATTACKS,
+    DERIVED,
+    ActiveSet,
+    Attack,
+    AttackResult,
+    attack_config,
+    build_attack,
+    register,
+)
 from advlearn.attacks.apgd import APGD  # noqa: F401  (registers "apgd" and "apgd_t")
 from advlearn.attacks.square import Square  # noqa: F401  (registers "square")
 from advlearn.losses import cw_margin
@@ -50,13 +56,6 @@ VERSIONS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
         ("Square", "square", {"queries": 1000}),
     ),
 }
-_STATE_FORMAT = "advlearn.autoattack-state/1"
-_DTYPES = {
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
 CLEAN_WRONG, ROBUST = -2, -1
 
 
@@ -76,8 +75,8 @@ class AutoAttackResult:
         members: the members' display names, in the order they ran.
         num_grads: forward+backward passes spent in this call, per example.
         num_forwards: forward-only passes spent in this call, per example.
-        seconds: wall time of each member in this call (0 for members a state file had done).
-        resumed: how many members were read from the state file instead of run.
+        seconds: wall time of each member in this call (0 for members a resumed progress had done).
+        resumed: how many members were taken from a resumed progress instead of run.
     """
 
     x_adv: Tensor
@@ -110,28 +109,41 @@ class AutoAttackResult:
         return out
 
 
-def _hash_tensor(h: Any, t: Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+@dataclass(frozen=True)
+class EnsembleProgress:
+    """How far :meth:`AutoAttack.evaluate` has got on one batch: enough to go on from there.
+
+    Attributes:
+        done: the display names of the members that have finished, in order.
+        broken_by: ``(B,)`` as in :class:`AutoAttackResult`, after those members.
+        attacked: ``(B,)`` bool: some member ran on the example, so ``x_adv`` holds its point.
+        x_adv: ``(B, ...)`` the points so far (``x`` where not ``attacked``).
+    """
+
+    done: tuple[str, ...]
+    broken_by: Tensor
+    attacked: Tensor
+    x_adv: Tensor
 
 
-def _encode(t: Tensor) -> dict[str, Any]:
-    t = t.detach().cpu().contiguous()
-    name = str(t.dtype).removeprefix("torch.")
-    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-    return {"dtype": name, "shape": list(t.shape), "data": base64.b64encode(raw).decode("ascii")}
-
-
-def _decode(blob: Mapping[str, Any]) -> Tensor:
-    dtype = _DTYPES[blob["dtype"]]
-    raw = bytearray(base64.b64decode(blob["data"]))
-    flat = torch.frombuffer(raw, dtype=torch.uint8).view(dtype) if raw else torch.zeros(0, dtype=dtype)
-    return flat.reshape(blob["shape"]).clone()
+def autoattack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    version: str = "standard",
+    attacks: tuple[str | Mapping[str, Any], ...] = (),
+    generator: torch.Generator | None = None,
+) -> AutoAttackResult:
+    """Function form of :class:`AutoAttack`: ``AutoAttack(threat, ...).evaluate(model, x, y)``."""
+    return AutoAttack(threat, version=version, attacks=tuple(attacks)).evaluate(
+        model, x, y, generator=generator
+    )
 
 
 @register("autoattack")
-@dataclass(frozen=True)
+@attack_config(autoattack)
 class AutoAttack(Attack):
     """APGD-CE, then APGD-T (targeted DLR over the top 9 classes), then Square, each on what is left standing.
 
@@ -152,9 +164,6 @@ class AutoAttack(Attack):
         threat: the threat model every member runs under.
         version: ``"standard"``, ``"fast"`` or ``"custom"``.
         attacks: the members of a ``"custom"`` version (empty otherwise).
-        state_path: a JSON file to resume from and write after each member. One
-            file may hold several batches (one entry per hash of the model, ``x``, ``y``
-            and ``eps``); a file written under another threat model or version is refused.
 
     ``run()`` returns an :class:`AttackResult` whose ``loss`` is the margin
     ``max_{j≠y} z_j − z_y`` at ``x_adv``; :meth:`evaluate` returns the
@@ -178,16 +187,13 @@ class AutoAttack(Attack):
 
     loss: ClassVar[str] = "cw"
     threat: ThreatModel
-    version: str = "standard"
-    attacks: tuple[str | Mapping[str, Any], ...] = ()
-    state_path: str | None = None
+    version: str = DERIVED
+    attacks: tuple[str | Mapping[str, Any], ...] = DERIVED
 
     def __post_init__(self) -> None:
         if not isinstance(self.attacks, (tuple, list)):
             raise ValueError(f"attacks must be a list of attack names or tables, got {self.attacks!r}")
         object.__setattr__(self, "attacks", tuple(self.attacks))
-        if self.state_path is not None and not isinstance(self.state_path, (str, Path)):
-            raise ValueError(f"state_path must be a file path or None, got {self.state_path!r}")
         if self.version == "custom":
             if not self.attacks:
                 raise ValueError("version='custom' needs attacks=[...], the members to run in order")
@@ -199,7 +205,8 @@ class AutoAttack(Attack):
             raise ValueError(f"version={self.version!r} is not known; use one of {known}")
         self.members()
 
-    def _specs(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def specs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The members as ``(display name, registered name, options)``, in the order they run."""
         if self.version != "custom":
             return [
                 (label, name, dict(options))
@@ -229,72 +236,37 @@ class AutoAttack(Attack):
     def members(self) -> tuple[tuple[str, Attack], ...]:
         """The members as ``(display name, attack)`` pairs, in the order they run."""
         out = []
-        for i, (label, name, options) in enumerate(self._specs()):
+        for i, (label, name, options) in enumerate(self.specs()):
             try:
                 out.append((label, build_attack(name, self.threat, **options)))
             except ValueError as err:
                 raise ValueError(f"attacks[{i}] ({name}): {err}") from None
         return tuple(out)
 
-    # ------------------------------------------------------------------ state
-
-    def _config_key(self) -> dict[str, Any]:
-        eps = "per-example" if isinstance(self.threat.eps, Tensor) else self.threat.eps
-        return {
-            "norm": str(self.threat.norm),
-            "eps": eps,
-            "bounds": list(self.threat.box),
-            "version": self.version,
-            "members": [[label, name, options] for label, name, options in self._specs()],
-        }
-
-    def _data_key(self, model: nn.Module, x: Tensor, y: Tensor) -> str:
-        h = hashlib.sha256()
-        for t in (x, y):
-            _hash_tensor(h, t)
-        if isinstance(self.threat.eps, Tensor):
-            _hash_tensor(h, self.threat.eps)
-        for name, t in model.state_dict().items():
-            h.update(name.encode())
-            _hash_tensor(h, t)
-        return h.hexdigest()
-
-    def _load_state(self) -> dict[str, Any] | None:
-        if self.state_path is None or not Path(self.state_path).is_file():
-            return None
-        path = Path(self.state_path)
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ValueError(
-                f"state_path={str(path)!r} is not a readable AutoAttack state file: {err}"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-            raise ValueError(
-                f"state_path={str(path)!r} is not an AutoAttack state file (no {_STATE_FORMAT!r})"
-            )
-        config = json.loads(json.dumps(self._config_key()))  # as it reads back from JSON
-        if state.get("config") != config:
-            raise ValueError(
-                f"state_path={str(path)!r} was written for another evaluation ({state.get('config')}), "
-                f"not this one ({config}); delete it or pass another state_path"
-            )
-        return state
-
-    def _save_state(self, key: str, entry: dict[str, Any]) -> None:
-        if self.state_path is None:
-            return
-        # Re-read so that entries other batches wrote since are kept.
-        state = self._load_state() or {"format": _STATE_FORMAT, "config": self._config_key(), "entries": {}}
-        state["entries"][key] = entry
-        atomic_write_text(self.state_path, json.dumps(state))
-
     # ------------------------------------------------------------------ attack
 
     def evaluate(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        resume: EnsembleProgress | None = None,
+        after_member: Callable[[EnsembleProgress], None] | None = None,
     ) -> AutoAttackResult:
-        """Run the members in order, each on the examples still standing; see :class:`AutoAttackResult`."""
+        """Run the members in order, each on the examples still standing; see :class:`AutoAttackResult`.
+
+        Args:
+            resume: the progress of an earlier call on the same ``model``, ``x``, ``y``
+                and ``generator`` seed; its members are not run again, and the result
+                equals that of a call never interrupted.
+            after_member: called with the progress after every member (to save it).
+
+        Raises:
+            ValueError: when ``resume`` names other members or does not match the
+                model's clean predictions, or one of its points lies outside the threat set.
+        """
         check_inputs(x, y, self.threat)
         members = self.members()
         names = tuple(label for label, _ in members)
@@ -311,35 +283,20 @@ class AutoAttack(Attack):
         x_adv = x.clone()
         attacked = torch.zeros(n, dtype=torch.bool, device=x.device)
 
-        key = self._data_key(model, x, y) if self.state_path is not None else ""
         done = 0
-        state = self._load_state()
-        if state is not None and key in state.get("entries", {}):
-            entry = state["entries"][key]
-            done = len(entry["done"])
-            if list(entry["done"]) != list(names[:done]):
-                raise ValueError(
-                    f"state_path={self.state_path!r}: members {entry['done']} do not match {names}"
-                )
-            broken_by = torch.tensor(entry["broken_by"], dtype=torch.int64, device=x.device)
-            if broken_by.shape != (n,) or not torch.equal(broken_by == CLEAN_WRONG, ~clean_correct):
-                raise ValueError(
-                    f"state_path={self.state_path!r} does not match the model's clean predictions"
-                )
-            index = torch.tensor(entry["index"], dtype=torch.int64, device=x.device)
-            if index.numel():
-                x_adv[index] = _decode(entry["x_adv"]).to(device=x.device, dtype=x.dtype)
-                attacked[index] = True
-            logger.info("AutoAttack: resumed after %s from %s", ", ".join(names[:done]), self.state_path)
+        if resume is not None:
+            broken_by, attacked, x_adv = self._resume(resume, names, x, clean_correct)
+            done = len(resume.done)
 
         seconds = [0.0] * len(members)
         for i, (label, member) in enumerate(members):
             if i < done:
                 continue
             started = time.perf_counter()
-            idx = (broken_by == ROBUST).nonzero().squeeze(1)
-            if idx.numel():
-                attack = dataclasses.replace(member, threat=self.threat.select(idx))  # type: ignore[type-var]
+            standing = ActiveSet.where(broken_by == ROBUST, self.threat)
+            idx = standing.index
+            if len(standing):
+                attack = dataclasses.replace(member, threat=standing.threat)  # type: ignore[type-var]
                 member_gen = torch.Generator(device=x.device).manual_seed(int(seeds[i]))
                 result = attack.run(model, x[idx], y[idx], generator=member_gen)
                 num_grads += result.num_grads
@@ -357,16 +314,9 @@ class AutoAttack(Attack):
                 n,
                 seconds[i],
             )
-            if self.state_path is not None:
-                index = attacked.nonzero().squeeze(1)
-                self._save_state(
-                    key,
-                    {
-                        "done": list(names[: i + 1]),
-                        "broken_by": broken_by.tolist(),
-                        "index": index.tolist(),
-                        "x_adv": _encode(x_adv[index]),
-                    },
+            if after_member is not None:
+                after_member(
+                    EnsembleProgress(names[: i + 1], broken_by.clone(), attacked.clone(), x_adv.clone())
                 )
         return AutoAttackResult(
             x_adv=x_adv,
@@ -379,6 +329,26 @@ class AutoAttack(Attack):
             seconds=tuple(seconds),
             resumed=done,
         )
+
+    def _resume(
+        self, progress: EnsembleProgress, names: tuple[str, ...], x: Tensor, clean_correct: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(broken_by, attacked, x_adv)`` read from ``progress``, checked against this call."""
+        if tuple(progress.done) != names[: len(progress.done)]:
+            raise ValueError(f"resume: members {list(progress.done)} do not match {list(names)}")
+        broken_by = progress.broken_by.to(device=x.device, dtype=torch.int64)
+        if broken_by.shape != clean_correct.shape or not torch.equal(
+            broken_by == CLEAN_WRONG, ~clean_correct
+        ):
+            raise ValueError("resume: the saved progress does not match the model's clean predictions")
+        attacked = progress.attacked.to(device=x.device, dtype=torch.bool)
+        x_adv = x.clone()
+        x_adv[attacked] = progress.x_adv.to(device=x.device, dtype=x.dtype)[attacked]
+        # A point read back counts towards the figure only if it lies in the threat set.
+        inside = ActiveSet.where(attacked, self.threat).threat.contains(x_adv[attacked], x[attacked])
+        if not bool(inside.all()):
+            raise ValueError("resume: a saved point lies outside the threat model's ball ∩ box")
+        return broken_by, attacked, x_adv
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
@@ -393,20 +363,3 @@ class AutoAttack(Attack):
             num_grads=out.num_grads,
             num_forwards=out.num_forwards + x.shape[0],
         )
-
-
-def autoattack(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    *,
-    version: str = "standard",
-    attacks: Sequence[str | Mapping[str, Any]] = (),
-    state_path: str | None = None,
-    generator: torch.Generator | None = None,
-) -> AutoAttackResult:
-    """Function form of :class:`AutoAttack`: ``AutoAttack(threat, ...).evaluate(model, x, y)``."""
-    return AutoAttack(threat, version=version, attacks=tuple(attacks), state_path=state_path).evaluate(
-        model, x, y, generator=generator
-    )

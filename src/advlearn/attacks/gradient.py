@@ -8,7 +8,18 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_nonnegative, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, evaluate, is_success, loss_and_grad, register
+from advlearn.attacks._base import (
+    DERIVED,
+    ActiveSet,
+    Attack,
+    AttackResult,
+    attack_config,
+    evaluate,
+    is_better,
+    is_success,
+    loss_and_grad,
+    register,
+)
 from advlearn.losses import LossFn, get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -91,21 +102,13 @@ def fgsm(
 
 
 @register("fgsm")
-@dataclass(frozen=True)
+@attack_config(fgsm, check=_check_loss)
 class FGSM(Attack):
     """Config for :func:`fgsm`: ``FGSM(threat)(model, x, y) -> x_adv``."""
 
     threat: ThreatModel
-    loss: str = "ce"
-    targeted: bool = False
-
-    def __post_init__(self) -> None:
-        _check_loss(self.loss, self.targeted)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return fgsm(model, x, y, self.threat, loss=self.loss, targeted=self.targeted)
+    loss: str = DERIVED
+    targeted: bool = DERIVED
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
@@ -150,8 +153,8 @@ def _pgd_run(
     x_out = x_start.clone()
     fooled = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
     loss_out = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-    active = torch.arange(x0.shape[0], device=x0.device)
-    x, x0_a, y_a, step_a, threat_a = x_start, x0, y, step_size, threat
+    active = ActiveSet.all(x0.shape[0], threat, x0.device)
+    x, x0_a, y_a, step_a = x_start, x0, y, step_size
     num_grads = 0
     for k in range(steps):
         logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=check and k == 0)
@@ -159,15 +162,13 @@ def _pgd_run(
         if early_stop:
             hit = is_success(logits, y_a, targeted)
             if bool(hit.any()):
-                done = active[hit]
+                done = active.index[hit]
                 x_out[done], loss_out[done], fooled[done] = x[hit], losses[hit], True
-                keep = ~hit
-                active, x, x0_a, y_a, grad = active[keep], x[keep], x0_a[keep], y_a[keep], grad[keep]
-                step_a, threat_a = step_a[keep], threat_a.select(keep)
-                if active.numel() == 0:
+                x, x0_a, y_a, grad, step_a = active.drop(hit, x, x0_a, y_a, grad, step_a)
+                if len(active) == 0:
                     break
-        x = threat_a.ascent_step(x, x0_a, grad if sign > 0 else -grad, step_a)
-    x_out[active] = x
+        x = active.threat.ascent_step(x, x0_a, grad if sign > 0 else -grad, step_a)
+    x_out[active.index] = x
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
 
 
@@ -308,18 +309,19 @@ def pgd(
     objective_best = sign * loss_best if early_stop else torch.full_like(loss_best, float("-inf"))
 
     for _ in range(restarts):
-        idx = (~success).nonzero().squeeze(1) if early_stop else torch.arange(n, device=x.device)
-        if idx.numel() == 0:
+        active = ActiveSet.where(~success, threat) if early_stop else ActiveSet.all(n, threat, x.device)
+        if len(active) == 0:
             break
-        x0, y0, threat0 = x[idx], y[idx], threat.select(idx)
-        start = threat0.random_init(x0, generator) if random_start else x0
+        idx = active.index
+        x0, y0 = active.gather(x), active.gather(y)
+        start = active.threat.random_init(x0, generator) if random_start else x0
         run = _pgd_run(
             model,
             x0,
             y0,
-            threat0,
+            active.threat,
             x_start=start,
-            step_size=step[idx],
+            step_size=active.gather(step),
             steps=steps,
             loss_fn=loss_fn,
             targeted=targeted,
@@ -333,8 +335,7 @@ def pgd(
                 model, run.x_adv[pending], y0[pending], loss_fn, targeted
             )
             num_forwards += int(pending.sum())
-        prev_hit = success[idx]
-        better = (hit & ~prev_hit) | ((hit == prev_hit) & (sign * losses > objective_best[idx]))
+        better = is_better(hit, sign * losses, success[idx], objective_best[idx])
         keep = idx[better]
         x_best[keep], loss_best[keep], success[keep] = run.x_adv[better], losses[better], hit[better]
         objective_best[keep] = sign * losses[better]
@@ -345,39 +346,18 @@ def pgd(
 
 
 @register("pgd")
-@dataclass(frozen=True)
+@attack_config(pgd, check=_check_pgd)
 class PGD(Attack):
     """Config for :func:`pgd`: ``PGD(threat, steps=40)(model, x, y) -> x_adv``."""
 
     threat: ThreatModel
-    steps: int = 10
-    step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = True
-    targeted: bool = False
-    loss: str = "ce"
-    early_stop: bool = False
-
-    def __post_init__(self) -> None:
-        _check_pgd(self.steps, self.step_size, self.restarts, self.loss, self.targeted)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return pgd(
-            model,
-            x,
-            y,
-            self.threat,
-            steps=self.steps,
-            step_size=self.step_size,
-            restarts=self.restarts,
-            random_start=self.random_start,
-            targeted=self.targeted,
-            loss=self.loss,
-            early_stop=self.early_stop,
-            generator=generator,
-        )
+    steps: int = DERIVED
+    step_size: float | None = DERIVED
+    restarts: int = DERIVED
+    random_start: bool = DERIVED
+    targeted: bool = DERIVED
+    loss: str = DERIVED
+    early_stop: bool = DERIVED
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None

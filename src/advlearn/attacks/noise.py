@@ -7,13 +7,11 @@ that comparison one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs
-from advlearn.attacks._base import Attack, AttackResult, evaluate, register
+from advlearn.attacks._base import DERIVED, Attack, AttackResult, attack_config, evaluate, register
 from advlearn.losses import get_loss
 from advlearn.threat import ThreatModel, per_example
 
@@ -74,24 +72,16 @@ def _uniform_noise(x: Tensor, threat: ThreatModel, generator: torch.Generator | 
     return threat.random_init(x, generator)
 
 
+def _check_noise(loss: str) -> None:
+    get_loss(loss)
+
+
 class _Noise(Attack):
     """A noise baseline: ``sample(x, threat, generator)`` draws the point, one forward pass scores it."""
-
-    threat: ThreatModel
-    loss: str
 
     @staticmethod
     def sample(x: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
-
-    def __post_init__(self) -> None:
-        get_loss(self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        check_inputs(x, y, self.threat)
-        return _score(model, x, self.sample(x, self.threat, generator), y, self.loss)
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
@@ -102,20 +92,20 @@ class _Noise(Attack):
 
 
 @register("sign_noise")
-@dataclass(frozen=True)
+@attack_config(random_sign_noise, check=_check_noise)
 class SignNoise(_Noise):
     """Config for :func:`random_sign_noise`."""
 
     threat: ThreatModel
-    loss: str = "ce"
+    loss: str = DERIVED
     sample = staticmethod(_sign_noise)
 
 
 @register("uniform_noise")
-@dataclass(frozen=True)
+@attack_config(uniform_noise, check=_check_noise)
 class UniformNoise(_Noise):
     """Config for :func:`uniform_noise`."""
 
     threat: ThreatModel
-    loss: str = "ce"
+    loss: str = DERIVED
     sample = staticmethod(_uniform_noise)

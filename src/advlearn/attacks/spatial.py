@@ -11,14 +11,22 @@ smaller ball it is a rotation "as far as the ball allows".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_nonnegative, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, evaluate, is_success, register
+from advlearn.attacks._base import (
+    DERIVED,
+    Attack,
+    AttackResult,
+    attack_config,
+    evaluate,
+    is_better,
+    is_success,
+    register,
+)
 from advlearn.losses import get_loss
 from advlearn.threat import ThreatModel
 
@@ -160,8 +168,7 @@ def rotation(
     num_forwards = num_grads = 0
 
     def offer(angles: Tensor, losses: Tensor, hit: Tensor) -> None:
-        # Better: fooling first, then the higher loss.
-        better = (hit & ~best_hit) | ((hit == best_hit) & (losses > best_loss))
+        better = is_better(hit, losses, best_hit, best_loss)
         best_angle[better], best_loss[better], best_hit[better] = angles[better], losses[better], hit[better]
 
     for i, angle in enumerate(grid):
@@ -200,7 +207,7 @@ def rotation(
 
 
 @register("rotation")
-@dataclass(frozen=True)
+@attack_config(rotation, check=_check_rotation)
 class Rotation(Attack):
     """Config for :func:`rotation`: ``Rotation(threat, max_angle=30, num_angles=31)(model, x, y)``.
 
@@ -208,27 +215,10 @@ class Rotation(Attack):
     """
 
     threat: ThreatModel
-    max_angle: float = 30.0
-    num_angles: int = 31
-    angle_steps: int = 0
-    loss: str = "ce"
-
-    def __post_init__(self) -> None:
-        _check_rotation(self.max_angle, self.num_angles, self.angle_steps, self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return rotation(
-            model,
-            x,
-            y,
-            self.threat,
-            max_angle=self.max_angle,
-            num_angles=self.num_angles,
-            angle_steps=self.angle_steps,
-            loss=self.loss,
-        )
+    max_angle: float = DERIVED
+    num_angles: int = DERIVED
+    angle_steps: int = DERIVED
+    loss: str = DERIVED
 
 
 __all__ = ["Rotation", "rotate", "rotation"]

@@ -10,20 +10,27 @@ only reads the model's scores, it sees through defenses that break gradients
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
-from advlearn.attacks._base import Attack, AttackResult, is_success, register
+from advlearn.attacks._base import (
+    DERIVED,
+    ActiveSet,
+    Attack,
+    AttackResult,
+    attack_config,
+    is_success,
+    register,
+)
 from advlearn.losses import get_loss
-from advlearn.threat import ThreatModel, per_example
+from advlearn.threat import L2, Linf, Norm, ThreatModel, get_norm, per_example
 
 # Iterations (out of 10,000) after which p halves; other budgets rescale them linearly (§3, "p schedule").
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-_NORMS = ("linf", "l2")
 
 
 def square_fraction(p_init: float, i: int, queries: int) -> float:
@@ -204,6 +211,17 @@ def _propose_l2(
     return threat.project(x0 + delta_new, x0)
 
 
+# Each norm's start and proposal (§3.1 and Algorithm 2 for ℓ∞, §3.2 and Algorithm 3 for ℓ2), keyed by the
+# norm's class: the Square attack asks the threat model's norm which to use, and supports exactly these.
+_Init = Callable[[Tensor, Tensor, ThreatModel, "torch.Generator | None"], Tensor]
+_Propose = Callable[[Tensor, Tensor, Tensor, float, ThreatModel, "torch.Generator | None"], Tensor]
+_GEOMETRY: dict[type[Norm], tuple[_Init, _Propose]] = {
+    Linf: (_init_linf, _propose_linf),
+    L2: (_init_l2, _propose_l2),
+}
+_SUPPORTED: tuple[Norm, ...] = tuple(get_norm(norm.name) for norm in _GEOMETRY)
+
+
 def _check_square(queries: int, p_init: float, loss: str) -> None:
     check_positive_int("queries", queries)
     if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0.0 < p_init <= 1.0:
@@ -278,49 +296,43 @@ def square(
         (True, 0)
     """
     check_inputs(x, y, threat)
-    if threat.norm not in _NORMS:
-        raise ValueError(
-            f"the Square attack supports norm 'linf' and 'l2', not threat.norm={str(threat.norm)!r}"
-        )
+    geometry = _GEOMETRY.get(type(threat.norm))
+    if geometry is None:
+        supported = " and ".join(map(repr, _SUPPORTED))
+        raise ValueError(f"the Square attack supports norm {supported}, not threat.norm={threat.norm.name!r}")
     _check_square(queries, p_init, loss)
     loss_fn = get_loss(loss)
     images = _as_images(x)  # (B, C, H, W)
     b = images.shape[0]
     eps = per_example(threat.eps_for(x), images)
-    init, propose = (_init_linf, _propose_linf) if threat.norm == "linf" else (_init_l2, _propose_l2)
+    init, propose = geometry
 
     with torch.no_grad():
         x_cur = init(images, eps, threat, generator)
         logits = check_logits(model(x_cur.reshape(x.shape)), y)
         loss_cur, success = loss_fn(logits, y), is_success(logits, y, False)
         num_forwards = b
-        active = (~success).nonzero().squeeze(1)
-        # The examples still running, gathered once and shrunk only when some succeed.
-        x0_a, x_a, eps_a, y_a, loss_a = (
-            images[active],
-            x_cur[active],
-            eps[active],
-            y[active],
-            loss_cur[active],
-        )
-        threat_a = threat.select(active)
+        # The examples still running, gathered once and compacted only when some succeed.
+        active = ActiveSet.where(~success, threat)
+        x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
         for i in range(1, queries):
-            if active.numel() == 0:
+            if len(active) == 0:
                 break
-            candidate = propose(x0_a, x_a, eps_a, square_fraction(p_init, i, queries), threat_a, generator)
+            candidate = propose(
+                x0_a, x_a, eps_a, square_fraction(p_init, i, queries), active.threat, generator
+            )
             logits = model(candidate.reshape((-1, *x.shape[1:])))
-            num_forwards += active.numel()
+            num_forwards += len(active)
             new_loss = loss_fn(logits, y_a)
             hit = is_success(logits, y_a, False)
             accept = (new_loss > loss_a) | hit
             x_a = torch.where(per_example(accept, x_a), candidate, x_a)
             loss_a = torch.where(accept, new_loss, loss_a)
             if bool(hit.any()):
-                done, keep = active[hit], ~hit
+                done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
-                active, x0_a, x_a, eps_a = active[keep], x0_a[keep], x_a[keep], eps_a[keep]
-                y_a, loss_a, threat_a = y_a[keep], loss_a[keep], threat_a.select(keep)
-        x_cur[active], loss_cur[active] = x_a, loss_a
+                x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)
+        x_cur[active.index], loss_cur[active.index] = x_a, loss_a
 
     return AttackResult(
         x_adv=x_cur.reshape(x.shape), success=success, loss=loss_cur, num_grads=0, num_forwards=num_forwards
@@ -328,30 +340,12 @@ def square(
 
 
 @register("square")
-@dataclass(frozen=True)
+@attack_config(square, check=_check_square)
 class Square(Attack):
     """Config for :func:`square`: ``Square(threat, queries=5000)(model, x, y) -> x_adv``."""
 
-    norms: ClassVar[tuple[str, ...]] = _NORMS
+    norms: ClassVar[tuple[str, ...]] = _SUPPORTED
     threat: ThreatModel
-    queries: int = 5000
-    p_init: float = 0.8
-    loss: str = "cw"
-
-    def __post_init__(self) -> None:
-        self._check_norm()
-        _check_square(self.queries, self.p_init, self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return square(
-            model,
-            x,
-            y,
-            self.threat,
-            queries=self.queries,
-            p_init=self.p_init,
-            loss=self.loss,
-            generator=generator,
-        )
+    queries: int = DERIVED
+    p_init: float = DERIVED
+    loss: str = DERIVED

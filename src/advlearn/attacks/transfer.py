@@ -10,13 +10,13 @@ itself, the model's gradients are lying (gradient masking).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs
-from advlearn.attacks._base import Attack, AttackResult, evaluate
+from advlearn.attacks._base import DERIVED, Attack, AttackResult, attack_config, evaluate
 from advlearn.losses import get_loss
 from advlearn.threat import ThreatModel
 
@@ -91,7 +91,7 @@ def _check_transfer(threat: ThreatModel, attack: Attack, loss: str) -> None:
     get_loss(loss)
 
 
-@dataclass(frozen=True)
+@attack_config(transfer)
 class Transfer(Attack):
     """Config for :func:`transfer`: ``Transfer(threat, surrogate, PGD(threat))(target, x, y) -> x_adv``.
 
@@ -117,26 +117,12 @@ class Transfer(Attack):
     threat: ThreatModel
     surrogate: nn.Module = field(repr=False)
     attack: Attack
-    loss: str = "ce"
+    loss: str = DERIVED
 
     def __post_init__(self) -> None:
         if not isinstance(self.surrogate, nn.Module):
             raise ValueError(f"surrogate must be a torch.nn.Module, got {type(self.surrogate).__name__}")
         _check_transfer(self.threat, self.attack, self.loss)
-
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
-    ) -> AttackResult:
-        return transfer(
-            model,
-            x,
-            y,
-            self.threat,
-            surrogate=self.surrogate,
-            attack=self.attack,
-            loss=self.loss,
-            generator=generator,
-        )
 
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None

@@ -1,0 +1,205 @@
+"""Evaluation state: an AutoAttack evaluation that resumes where it stopped.
+
+The ensemble (:class:`advlearn.attacks.AutoAttack`) is a pure attack: it can go
+on from an :class:`~advlearn.attacks.ensemble.EnsembleProgress` and reports one
+after every member. :class:`AutoAttackState` keeps those in a JSON file,
+written atomically after each member, one entry per batch keyed by a hash of
+the model's weights, ``x``, ``y`` and a per-example ``eps``; a file written for
+another evaluation (threat model, version or members) is refused. This is the
+``state.py`` of fra31/auto-attack, in the evaluation layer where it belongs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlearn._io import PathLike, atomic_write_text
+from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "advlearn.autoattack-state/1"
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def _hash_tensor(h: Any, t: Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def _encode(t: Tensor) -> dict[str, Any]:
+    t = t.detach().cpu().contiguous()
+    name = str(t.dtype).removeprefix("torch.")
+    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return {"dtype": name, "shape": list(t.shape), "data": base64.b64encode(raw).decode("ascii")}
+
+
+def _decode(blob: Mapping[str, Any]) -> Tensor:
+    dtype = _DTYPES[blob["dtype"]]
+    raw = bytearray(base64.b64decode(blob["data"]))
+    flat = torch.frombuffer(raw, dtype=torch.uint8).view(dtype) if raw else torch.zeros(0, dtype=dtype)
+    return flat.reshape(blob["shape"]).clone()
+
+
+def config_key(attack: AutoAttack) -> dict[str, Any]:
+    """What a state file must have been written for: the threat model, the version and the members."""
+    threat = attack.threat
+    eps = "per-example" if isinstance(threat.eps, Tensor) else threat.eps
+    return {
+        "norm": str(threat.norm),
+        "eps": eps,
+        "bounds": list(threat.box),
+        "version": attack.version,
+        "members": [[label, name, options] for label, name, options in attack.specs()],
+    }
+
+
+def data_key(attack: AutoAttack, model: nn.Module, x: Tensor, y: Tensor) -> str:
+    """The entry of one batch: a SHA-256 of ``x``, ``y``, a per-example ``eps`` and the model's weights."""
+    h = hashlib.sha256()
+    for t in (x, y):
+        _hash_tensor(h, t)
+    if isinstance(attack.threat.eps, Tensor):
+        _hash_tensor(h, attack.threat.eps)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        _hash_tensor(h, t)
+    return h.hexdigest()
+
+
+class AutoAttackState:
+    """A JSON file that lets :meth:`AutoAttack.evaluate` resume after a kill.
+
+    Args:
+        path: the file; it need not exist. One file may hold several batches.
+
+    Example:
+        >>> import advlearn as al, tempfile, os
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        >>> x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
+        >>> attack = AutoAttack(al.ThreatModel("linf", eps=0.1), version="custom", attacks=("fgsm",))
+        >>> state = AutoAttackState(os.path.join(tempfile.mkdtemp(), "state.json"))
+        >>> first, again = state.evaluate(attack, model, x, y), state.evaluate(attack, model, x, y)
+        >>> again.resumed, torch.equal(first.broken_by, again.broken_by)
+        (1, True)
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"AutoAttackState({str(self.path)!r})"
+
+    def evaluate(
+        self,
+        attack: AutoAttack,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> AutoAttackResult:
+        """``attack.evaluate(model, x, y)``, resumed from this batch's entry and saved after each member.
+
+        Raises:
+            ValueError: (naming ``state_path``) for a file that is not a state file, one
+                written for another evaluation, or an entry that does not match the batch.
+        """
+        key = data_key(attack, model, x, y)
+        state = self._load(attack)
+        resume = None
+        if state is not None and key in state.get("entries", {}):
+            resume = self._progress(state["entries"][key], x)
+            logger.info("AutoAttack: resumed after %s from %s", ", ".join(resume.done), self.path)
+
+        def save(progress: EnsembleProgress) -> None:
+            index = progress.attacked.nonzero().squeeze(1)
+            self._save(
+                attack,
+                key,
+                {
+                    "done": list(progress.done),
+                    "broken_by": progress.broken_by.tolist(),
+                    "index": index.tolist(),
+                    "x_adv": _encode(progress.x_adv[index]),
+                },
+            )
+
+        try:
+            return attack.evaluate(model, x, y, generator=generator, resume=resume, after_member=save)
+        except ValueError as err:
+            if str(err).startswith("resume:"):
+                raise ValueError(
+                    f"state_path={str(self.path)!r}: {str(err).removeprefix('resume: ')}"
+                ) from None
+            raise
+
+    # ------------------------------------------------------------------ the file
+
+    def _progress(self, entry: Mapping[str, Any], x: Tensor) -> EnsembleProgress:
+        broken_by = torch.tensor(entry["broken_by"], dtype=torch.int64, device=x.device)
+        index = torch.tensor(entry["index"], dtype=torch.int64, device=x.device)
+        attacked = torch.zeros(broken_by.shape[0], dtype=torch.bool, device=x.device)
+        x_adv = torch.zeros((broken_by.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)
+        if index.numel():
+            attacked[index] = True
+            x_adv[index] = _decode(entry["x_adv"]).to(device=x.device, dtype=x.dtype)
+        return EnsembleProgress(tuple(entry["done"]), broken_by, attacked, x_adv)
+
+    def _load(self, attack: AutoAttack) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"state_path={str(self.path)!r} is not a readable AutoAttack state file: {err}"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"state_path={str(self.path)!r} is not an AutoAttack state file (no {FORMAT!r})")
+        config = json.loads(json.dumps(config_key(attack)))  # as it reads back from JSON
+        if state.get("config") != config:
+            raise ValueError(
+                f"state_path={str(self.path)!r} was written for another evaluation ({state.get('config')}), "
+                f"not this one ({config}); delete it or pass another state_path"
+            )
+        return state
+
+    def _save(self, attack: AutoAttack, key: str, entry: dict[str, Any]) -> None:
+        # Re-read so that entries other batches wrote since are kept.
+        state = self._load(attack) or {"format": FORMAT, "config": config_key(attack), "entries": {}}
+        state["entries"][key] = entry
+        atomic_write_text(self.path, json.dumps(state))
+
+
+def resumable_autoattack(
+    attack: AutoAttack,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    state_path: PathLike,
+    *,
+    generator: torch.Generator | None = None,
+) -> AutoAttackResult:
+    """Function form: ``AutoAttackState(state_path).evaluate(attack, model, x, y, generator=generator)``."""
+    return AutoAttackState(state_path).evaluate(attack, model, x, y, generator=generator)
+
+
+__all__ = ["FORMAT", "AutoAttackState", "config_key", "data_key", "resumable_autoattack"]
