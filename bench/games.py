@@ -1,7 +1,7 @@
 """Adversarial games: DANN target accuracy over seeds, and each GAN loss's coverage and Fréchet distance.
 
 What it measures
-    DANN: ``advlearn.games.experiments.run_dann`` for seeds 0, 1, 2 (MNIST-5k → MNIST-M style,
+    DANN: ``advlearn.experiments.games.run_dann`` for seeds 0, 1, 2 (MNIST-5k → MNIST-M style,
     the default 10 epochs per model, Adam 1e-3, batch 64): target test accuracy of the
     source-only network and of DANN (same initialization, same batches), their mean ± sample
     standard deviation, the domain separability of each one's features (held-out accuracy of a
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 import advlearn
-from advlearn.games.experiments import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, run_dann, run_gan
+from advlearn.experiments.games import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, run_dann, run_gan
 from advlearn.games.gan import GAN_LOSSES, GANConfig, ModeCollapseWarning
 
 

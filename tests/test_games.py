@@ -509,7 +509,7 @@ def test_mnist_m_style_dataset() -> None:
 def test_dann_beats_source_only_on_the_mnist_m_style_target(tmp_path: Path) -> None:
     """Seeds 0-2 at the default 10 epochs. Measured (bench/results/games.json): source only
     0.534 / 0.484 / 0.501, DANN 0.592 / 0.625 / 0.609 target accuracy, a mean gain of 10.2 points."""
-    from advlearn.games.experiments import DANNConfig, run_dann
+    from advlearn.experiments.games import DANNConfig, run_dann
 
     gains = []
     for seed in range(3):

@@ -236,7 +236,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _gan(args: argparse.Namespace) -> int:
-    from advlearn.games.experiments import run_gan
+    from advlearn.experiments.games import run_gan
     from advlearn.games.gan import GANConfig
 
     config = GANConfig(
@@ -265,7 +265,7 @@ def _gan(args: argparse.Namespace) -> int:
 
 
 def _dann(args: argparse.Namespace) -> int:
-    from advlearn.games.experiments import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, run_dann
+    from advlearn.experiments.games import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, run_dann
 
     config = DANNConfig(
         epochs=args.epochs,

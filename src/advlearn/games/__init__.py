@@ -9,7 +9,7 @@ The same skeleton as adversarial training, ``min_θ max_φ V(θ, φ)``, with a n
   players, alternating updates, mode coverage and Fréchet distance monitoring.
 - :mod:`advlearn.games.theory`: the optimal discriminator (eq. 62.4) and the value of the game
   at it (eq. 62.5), checked numerically on 1-D Gaussians.
-- :mod:`advlearn.games.experiments`: the runs behind ``advlearn gan`` and ``advlearn dann``.
+- The runs behind ``advlearn gan`` and ``advlearn dann`` are entry points: :mod:`advlearn.experiments.games`.
 """
 
 from advlearn.games import dann, gan, theory

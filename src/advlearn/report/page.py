@@ -1,55 +1,29 @@
-"""Small, self-contained report pages for the games: Markdown plus one HTML file with inline PNGs.
+"""A report page of sections: Markdown plus one self-contained HTML file with inline PNGs.
 
-Figures are drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot state), as in
-:mod:`advlearn.report`; every file is written atomically.
+The games' runs (``advlearn gan``, ``advlearn dann``) describe what they measured as
+:class:`Section` objects; :func:`write_page` renders them with the same figure helpers and style
+sheet as the main report. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
 from advlearn._io import atomic_write_bytes, atomic_write_text
+from advlearn.report.figures import _figure, _png
+from advlearn.report.html import _CSS
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-_DPI = 100
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:0;background:#fafafa;color:#222}"
-    "main{max-width:980px;margin:0 auto;padding:1.5em}"
-    "table{border-collapse:collapse;margin:0.5em 0}"
-    "th,td{border:1px solid #ccc;padding:0.3em 0.7em;text-align:right}"
-    "th:first-child,td:first-child{text-align:left}"
-    "img{max-width:100%;border:1px solid #ddd;background:white}"
-    "figcaption{color:#555;font-size:0.9em}li.warning{color:#b71c1c}"
-    "pre{background:#f0f0f0;padding:0.7em;overflow-x:auto}"
-)
-
-
-def figure(width: float, height: float) -> Figure:
-    """A constrained-layout figure that belongs to no pyplot manager."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the game reports draw with matplotlib; pip install matplotlib") from err
-    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-
-
-def png(fig: Figure) -> bytes:
-    """Render ``fig`` to PNG bytes and free it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
-    fig.clear()
-    return buffer.getvalue()
+# The same figure factory and PNG renderer as the main report's.
+figure = _figure
+png = _png
 
 
 def tile(images: Tensor, nrow: int, gap: int = 1) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -113,11 +87,11 @@ def write_page(
         f"<title>{e(title)}</title><style>{_CSS}</style></head>",
         "<body><main>",
         f"<h1>{e(title)}</h1>",
-        f"<p>{e(summary)}</p>",
+        f"<p class='summary'>{e(summary)}</p>",
     ]
     if warnings:
         md += [f"- **Warning:** {w}" for w in warnings] + [""]
-        page += ["<ul>", *(f"<li class='warning'>⚠ {e(w)}</li>" for w in warnings), "</ul>"]
+        page += ["<ul class='notes'>", *(f"<li class='warning'>⚠ {e(w)}</li>" for w in warnings), "</ul>"]
     for section in sections:
         md += [f"## {section.title}", ""]
         page.append(f"<h2>{e(section.title)}</h2>")

@@ -15,9 +15,9 @@ from advlearn._checks import check_positive_int
 from advlearn._io import atomic_write_text
 from advlearn.checkpoint import save_model
 from advlearn.data import DataSplit, mnist5k, mnist_m_style
-from advlearn.games import _report
+from advlearn.experiments._run_folder import _jsonl, _run_dir, _toml
 from advlearn.games.dann import DANN, DANNHistory, as_rgb, features, train_dann
-from advlearn.games.experiments._folders import _jsonl, _run_dir, _toml
+from advlearn.report import page as _report
 
 # Reported by Ganin et al. (2016), Table 2, MNIST → MNIST-M.
 PAPER_SOURCE_ONLY, PAPER_DANN = 0.5225, 0.7666

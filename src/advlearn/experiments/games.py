@@ -6,8 +6,8 @@ Each run folder holds ``config.toml`` (as resolved), ``metrics.jsonl``, the trai
 ``report.html`` (self-contained).
 """
 
-from advlearn.games.experiments.dann_job import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, DANNRun, run_dann
-from advlearn.games.experiments.gan_job import GAN_DATA, GANRun, run_gan
+from advlearn.experiments.dann_job import PAPER_DANN, PAPER_SOURCE_ONLY, DANNConfig, DANNRun, run_dann
+from advlearn.experiments.gan_job import GAN_DATA, GANRun, run_gan
 
 __all__ = [
     "GAN_DATA",

@@ -15,9 +15,9 @@ from advlearn._checks import check_positive_int
 from advlearn._io import atomic_write_text
 from advlearn.checkpoint import save_model
 from advlearn.data import DataSplit, digits, mnist5k
-from advlearn.games import _report
-from advlearn.games.experiments._folders import _jsonl, _run_dir, _toml
+from advlearn.experiments._run_folder import _jsonl, _run_dir, _toml
 from advlearn.games.gan import GANConfig, GANMonitor, GANResult, ModeCollapseWarning, config_dict, train_gan
+from advlearn.report import page as _report
 
 GAN_DATA: tuple[str, ...] = ("digits", "mnist5k")
 """Datasets ``run_gan`` trains on: scikit-learn's 8×8 digits or the 28×28 MNIST-5k."""
