@@ -14,6 +14,24 @@ from torch import Tensor
 from advlearn.threat import ThreatModel
 
 
+def check_unbounded_ball(ball: ThreatModel, name: str, *, no_box: str, needs: str) -> float:
+    """``ball.eps``, after checking that ``ball`` (the argument ``name``) has no box and one float radius.
+
+    For the balls around things that have no box (activations, VAT's ``x + r``):
+    ``no_box`` finishes the sentence "…, but {no_box} as ThreatModel(norm, eps,
+    bounds=None)", ``needs`` starts "{needs} one float eps, …".
+    """
+    if not isinstance(ball, ThreatModel):
+        raise ValueError(f"{name} must be a ThreatModel, got {type(ball).__name__}")
+    if ball.bounds is not None:
+        raise ValueError(
+            f"{name} has bounds={ball.bounds}, but {no_box} as ThreatModel(norm, eps, bounds=None)"
+        )
+    if not isinstance(ball.eps, float):
+        raise ValueError(f"{needs} one float eps, not per-example radii")
+    return ball.eps
+
+
 def check_inputs(x: Tensor, y: Tensor, threat: ThreatModel) -> None:
     """Validate a batch ``(x, y)`` against a threat model before attacking it."""
     if not isinstance(x, Tensor) or not x.is_floating_point():

@@ -21,7 +21,7 @@ known names, or the unknown option and the accepted options, or the missing one.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -111,6 +111,19 @@ class Registry(dict[str, Any], Generic[T]):
             **values,
         )
 
+    def _option_error(self, template: str, name: str, options: Sequence[str], **values: Any) -> ValueError:
+        """The error about ``options`` (the unknown or the missing ones) of entry ``name``."""
+        return ValueError(
+            self._message(
+                template,
+                name,
+                option=options[0],
+                options=", ".join(map(repr, options)),
+                s="s" if len(options) > 1 else "",
+                **values,
+            )
+        )
+
     def lookup(self, name: str) -> Any:
         """The entry registered as ``name``.
 
@@ -151,15 +164,8 @@ class Registry(dict[str, Any], Generic[T]):
         unknown = sorted(set(options) - set(accepted))
         wording = self.wording
         if unknown:
-            raise ValueError(
-                self._message(
-                    wording.unknown_option,
-                    name,
-                    option=unknown[0],
-                    options=", ".join(map(repr, unknown)),
-                    s="s" if len(unknown) > 1 else "",
-                    accepted=", ".join(accepted) or wording.no_options,
-                )
+            raise self._option_error(
+                wording.unknown_option, name, unknown, accepted=", ".join(accepted) or wording.no_options
             )
         missing = [
             p
@@ -167,16 +173,7 @@ class Registry(dict[str, Any], Generic[T]):
             if spec.default is inspect.Parameter.empty and p not in options and p not in supplied
         ]
         if missing:
-            raise ValueError(
-                self._message(
-                    wording.missing_option,
-                    name,
-                    option=missing[0],
-                    options=", ".join(map(repr, missing)),
-                    s="s" if len(missing) > 1 else "",
-                    missing=", ".join(missing),
-                )
-            )
+            raise self._option_error(wording.missing_option, name, missing, missing=", ".join(missing))
         return self[name]
 
     def build(self, name: str, options: Mapping[str, Any], **supplied: Any) -> T:

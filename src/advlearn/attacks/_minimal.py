@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.attacks._base import AttackResult, evaluate
 from advlearn.losses import get_loss, margin
-from advlearn.threat import Norm, ThreatModel
+from advlearn.threat import Norm, ThreatModel, per_example
 
 
 def signed_margin(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
@@ -52,6 +53,11 @@ class Smallest:
     @property
     def found(self) -> Tensor:
         return torch.isfinite(self.norm)
+
+    @property
+    def chosen(self) -> Tensor:
+        """Per example the smallest adversarial point where one was found, else the fallback."""
+        return torch.where(per_example(self.found, self.x), self.x, self.fallback)
 
     def update(self, idx: Tensor, x_new: Tensor, x0: Tensor, score: Tensor, fooled: Tensor) -> None:
         """Offer the candidates ``x_new`` of the examples ``idx`` (``x0`` their clean inputs)."""
@@ -87,3 +93,11 @@ def finish(
 
 def check_loss_name(loss: str) -> None:
     get_loss(loss)
+
+
+def check_search(steps: int, search_steps: int, initial_const: float) -> None:
+    """The options of a search on the penalty weight c (CW, L-BFGS): positive counts, ``c > 0``."""
+    check_positive_int("steps", steps)
+    check_positive_int("search_steps", search_steps)
+    if check_nonnegative("initial_const", initial_const) == 0.0:
+        raise ValueError("initial_const must be > 0, got 0")

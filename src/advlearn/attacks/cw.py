@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from advlearn._checks import check_inputs, check_logits, check_nonnegative, check_positive_int
+from advlearn._checks import check_inputs, check_logits, check_nonnegative
 from advlearn.attacks._base import (
     DERIVED,
     Attack,
@@ -20,17 +20,14 @@ from advlearn.attacks._base import (
     is_success,
     register,
 )
-from advlearn.attacks._minimal import Smallest, check_loss_name, finish, signed_margin
-from advlearn.threat import L2, ThreatModel, per_example
+from advlearn.attacks._minimal import Smallest, check_loss_name, check_search, finish, signed_margin
+from advlearn.threat import L2, ThreatModel
 
 
 def _check_cw(
     steps: int, search_steps: int, initial_const: float, lr: float, confidence: float, loss: str
 ) -> None:
-    check_positive_int("steps", steps)
-    check_positive_int("search_steps", search_steps)
-    if check_nonnegative("initial_const", initial_const) == 0.0:
-        raise ValueError("initial_const must be > 0, got 0")
+    check_search(steps, search_steps, initial_const)
     if check_nonnegative("lr", lr) == 0.0:
         raise ValueError("lr must be > 0, got 0")
     check_nonnegative("confidence", confidence)
@@ -135,8 +132,7 @@ def cw(
             targeted=targeted,
             abort_early=abort_early,
         )
-    x_best = torch.where(per_example(best.found, x), best.x, best.fallback)
-    return finish(model, x, y, threat, x_best, loss, targeted, num_grads, x.shape[0])
+    return finish(model, x, y, threat, best.chosen, loss, targeted, num_grads, x.shape[0])
 
 
 def _fooled(logits: Tensor, y: Tensor, targeted: bool, confidence: float) -> Tensor:

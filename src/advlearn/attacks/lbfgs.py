@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from advlearn._checks import check_inputs, check_logits, check_nonnegative, check_positive_int
+from advlearn._checks import check_inputs, check_logits
 from advlearn.attacks._base import (
     DERIVED,
     Attack,
@@ -21,16 +21,13 @@ from advlearn.attacks._base import (
     is_success,
     register,
 )
-from advlearn.attacks._minimal import Smallest, check_loss_name, finish, signed_margin
+from advlearn.attacks._minimal import Smallest, check_loss_name, check_search, finish, signed_margin
 from advlearn.losses import get_loss
-from advlearn.threat import L2, ThreatModel, per_example
+from advlearn.threat import L2, ThreatModel
 
 
 def _check_lbfgs(steps: int, search_steps: int, initial_const: float, loss: str, targeted: bool) -> None:
-    check_positive_int("steps", steps)
-    check_positive_int("search_steps", search_steps)
-    if check_nonnegative("initial_const", initial_const) == 0.0:
-        raise ValueError("initial_const must be > 0, got 0")
+    check_search(steps, search_steps, initial_const)
     check_loss_name(loss)
     if targeted and loss == "dlr":
         raise ValueError("loss='dlr' does not work with targeted=True; use loss='ce' or loss='cw'")
@@ -141,8 +138,7 @@ def lbfgs(
             loss=loss,
             targeted=targeted,
         )
-    x_best = torch.where(per_example(best.found, x), best.x, best.fallback)
-    return finish(model, x, y, threat, x_best, loss, targeted, counter["grads"], counter["forwards"])
+    return finish(model, x, y, threat, best.chosen, loss, targeted, counter["grads"], counter["forwards"])
 
 
 def _lbfgs_search(

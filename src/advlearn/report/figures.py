@@ -28,6 +28,7 @@ from advlearn.report.text import Escape, _format_eps, _format_threat, _pct
 from advlearn.threat import Linf, ThreatModel
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 _DPI = 100
@@ -52,10 +53,21 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _plot_sweeps(models: Sequence[tuple[int, ModelReport]]) -> bytes:
-    """Worst-case accuracy against ε, every model on one axis, with the evaluation radius dashed."""
+def _accuracy_axes(ax: Axes, xlabel: str, ylabel: str) -> None:
+    """Style an accuracy-against-radius plot: percent scale on [0, 1], radii from 0, grid, legend."""
     from matplotlib.ticker import PercentFormatter
 
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlim(left=0.0)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(True, alpha=0.35)
+    ax.legend(loc="best", frameon=True)
+
+
+def _plot_sweeps(models: Sequence[tuple[int, ModelReport]]) -> bytes:
+    """Worst-case accuracy against ε, every model on one axis, with the evaluation radius dashed."""
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
     norms = {m.sweep.norm for _, m in models if m.sweep is not None}
@@ -104,13 +116,7 @@ def _plot_sweeps(models: Sequence[tuple[int, ModelReport]]) -> bytes:
             linestyle="none",
             label="results table (worst case)",
         )
-    ax.set_xlabel(f"ε ({norms.pop().symbol})" if len(norms) == 1 else "ε")
-    ax.set_ylabel("worst-case accuracy")
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlim(left=0.0)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.grid(True, alpha=0.35)
-    ax.legend(loc="best", frameon=True)
+    _accuracy_axes(ax, f"ε ({norms.pop().symbol})" if len(norms) == 1 else "ε", "worst-case accuracy")
     return _png(fig)
 
 
@@ -308,21 +314,13 @@ def plot_examples(
 
 
 def _plot_certified(curves: Mapping[str, Sequence[tuple[float, float]]], xlabel: str) -> bytes:
-    from matplotlib.ticker import PercentFormatter
-
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
     for index, (label, curve) in enumerate(curves.items()):
         radii = [r for r, _ in curve]
         accuracy = [a for _, a in curve]
         ax.plot(radii, accuracy, color=f"C{index}", label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlim(left=0.0)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.grid(True, alpha=0.35)
-    ax.legend(loc="best", frameon=True)
+    _accuracy_axes(ax, xlabel, "certified accuracy")
     return _png(fig)
 
 

@@ -33,6 +33,7 @@ from advlearn.threat import ThreatModel
 from advlearn.training.augment import random_hflip, random_translate
 from advlearn.training.objectives import (
     AdversarialObjective,
+    InnerPGDObjective,
     Objective,
     Records,
     RunState,
@@ -351,7 +352,7 @@ def _trades_point(
 
 @register_objective("trades")
 @dataclass(frozen=True)
-class TRADES(AdversarialObjective):
+class TRADES(InnerPGDObjective):
     """TRADES (Zhang et al. 2019): clean cross-entropy plus β times the KL to the worst-case neighbour.
 
     .. math::
@@ -384,8 +385,7 @@ class TRADES(AdversarialObjective):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonnegative("beta", self.beta)
-        check_positive_int("steps", self.steps)
-        _check_step_size(self.step_size)
+        self._check_pgd()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
@@ -394,7 +394,7 @@ class TRADES(AdversarialObjective):
 
 @register_objective("mart")
 @dataclass(frozen=True)
-class MART(AdversarialObjective):
+class MART(InnerPGDObjective):
     """MART (Wang et al. 2020): misclassification-aware adversarial training.
 
     ``x'`` from PGD on the cross-entropy; the loss is :func:`mart_loss`: a
@@ -423,11 +423,10 @@ class MART(AdversarialObjective):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonnegative("lambda_", self.lambda_)
-        check_positive_int("steps", self.steps)
-        _check_step_size(self.step_size)
+        self._check_pgd()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        x_adv = PGD(self.threat, steps=self.steps, step_size=self.step_size)(model, x, y)
+        x_adv = self._pgd()(model, x, y)
         return mart_loss(model(x), model(x_adv), y, self.lambda_)
 
 
@@ -436,7 +435,7 @@ class MART(AdversarialObjective):
 
 @register_objective("awp")
 @dataclass(frozen=True)
-class AWP(AdversarialObjective):
+class AWP(InnerPGDObjective):
     """Adversarial weight perturbation (Wu et al. 2020) around PGD-AT or TRADES.
 
     .. math::
@@ -474,8 +473,7 @@ class AWP(AdversarialObjective):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonnegative("gamma", self.gamma)
-        check_positive_int("steps", self.steps)
-        _check_step_size(self.step_size)
+        self._check_pgd()
         check_nonnegative("beta", self.beta)
         if self.inner not in ("pgd_at", "trades"):
             raise ValueError(f"inner must be 'pgd_at' or 'trades', got {self.inner!r}")
@@ -485,7 +483,7 @@ class AWP(AdversarialObjective):
         if self.inner == "trades":
             x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
             return lambda: trades_loss(model(x), model(x_adv), y, self.beta)
-        x_adv = PGD(self.threat, steps=self.steps, step_size=self.step_size)(model, x, y)
+        x_adv = self._pgd()(model, x, y)
         return lambda: F.cross_entropy(model(x_adv), y)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -517,7 +515,7 @@ class AWP(AdversarialObjective):
 
 @register_objective("consistency_at")
 @dataclass(frozen=True)
-class ConsistencyAT(AdversarialObjective):
+class ConsistencyAT(InnerPGDObjective):
     """Consistency adversarial training (Tack et al. 2022): agree across augmented adversarial views.
 
     .. math::
@@ -564,15 +562,14 @@ class ConsistencyAT(AdversarialObjective):
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         _check_fraction("label_smoothing", self.label_smoothing)
         check_positive_int("shift", self.shift, minimum=0)
-        check_positive_int("steps", self.steps)
-        _check_step_size(self.step_size)
+        self._check_pgd()
 
     def _view(self, x: Tensor) -> Tensor:
         view = random_translate(x, self.shift, self.threat.box[0])
         return random_hflip(view) if self.flip else view
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        attack = PGD(self.threat, steps=self.steps, step_size=self.step_size)
+        attack = self._pgd()
         views = [self._view(x), self._view(x)]
         adv = torch.cat([attack(model, v, y) for v in views])  # (2B, ...)
         logits = model(adv)

@@ -29,23 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlearn._checks import check_nonnegative, check_positive_int
+from advlearn._checks import check_nonnegative, check_positive_int, check_unbounded_ball
 from advlearn.threat import ThreatModel
 from advlearn.training.objectives import Objective, register_objective
-
-
-def _unbounded_radius(threat: ThreatModel) -> float:
-    """``threat.eps``, after checking ``threat`` is a ball with no box and one float radius."""
-    if not isinstance(threat, ThreatModel):
-        raise ValueError(f"threat must be a ThreatModel, got {type(threat).__name__}")
-    if threat.bounds is not None:
-        raise ValueError(
-            f"threat has bounds={threat.bounds}, but activations have no box; give the ball as "
-            "ThreatModel(norm, eps, bounds=None)"
-        )
-    if not isinstance(threat.eps, float):
-        raise ValueError("hidden-layer perturbations need one float eps, not per-example radii")
-    return threat.eps
 
 
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
@@ -160,7 +146,12 @@ def hidden_perturbation(
         ValueError: for a threat model with a box or per-example radii, bad options, or a layer
             that does not run once with one tensor output.
     """
-    eps = _unbounded_radius(threat)
+    eps = check_unbounded_ball(
+        threat,
+        "threat",
+        no_box="activations have no box; give the ball",
+        needs="hidden-layer perturbations need",
+    )
     check_positive_int("steps", steps)
     if step_size is None:
         step_size = eps if steps == 1 else 2.5 * eps / steps

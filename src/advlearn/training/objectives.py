@@ -142,9 +142,30 @@ class AdversarialObjective(Objective):
         return dataclasses.replace(self, threat=self.threat.with_eps(float(self.threat.eps) * scale))  # type: ignore[type-var]
 
 
+class InnerPGDObjective(AdversarialObjective):
+    """Base of the objectives whose inner max is ``steps`` of PGD (PGD-AT, TRADES, MART, AWP, consistency).
+
+    Subclasses are frozen dataclasses that also declare ``steps`` and ``step_size``
+    (``None`` means PGD's ``2.5·ε/steps``); they call :meth:`_check_pgd` in their
+    ``__post_init__`` and take the attack from :meth:`_pgd`.
+    """
+
+    steps: int
+    step_size: float | None
+
+    def _check_pgd(self) -> None:
+        check_positive_int("steps", self.steps)
+        if self.step_size is not None:
+            check_nonnegative("step_size", self.step_size)
+
+    def _pgd(self) -> PGD:
+        """The inner maximizer: ``steps`` of PGD in the (possibly warmed-up) threat model."""
+        return PGD(self.threat, steps=self.steps, step_size=self.step_size)
+
+
 @register_objective("pgd_at")
 @dataclass(frozen=True)
-class PGDAT(AdversarialObjective):
+class PGDAT(InnerPGDObjective):
     """PGD adversarial training (Madry et al. 2018): minimize the loss at PGD's worst case.
 
     .. math::
@@ -173,11 +194,8 @@ class PGDAT(AdversarialObjective):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive_int("steps", self.steps)
-        if self.step_size is not None:
-            check_nonnegative("step_size", self.step_size)
+        self._check_pgd()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        attack = PGD(self.threat, steps=self.steps, step_size=self.step_size)
-        x_adv = attack(model, x, y)
+        x_adv = self._pgd()(model, x, y)
         return F.cross_entropy(model(x_adv), y)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlearn._checks import check_nonnegative, check_positive_int
+from advlearn._checks import check_nonnegative, check_positive_int, check_unbounded_ball
 from advlearn.losses import kl_divergence
 from advlearn.threat import L2, ThreatModel
 from advlearn.training.objectives import Objective, register_objective
@@ -46,16 +46,9 @@ def paper_ball() -> ThreatModel:
 
 
 def _check_ball(ball: ThreatModel) -> float:
-    if not isinstance(ball, ThreatModel):
-        raise ValueError(f"ball must be a ThreatModel, got {type(ball).__name__}")
-    if ball.bounds is not None:
-        raise ValueError(
-            f"ball has bounds={ball.bounds}, but VAT's x + r is not clipped to any box; give it as "
-            "ThreatModel(norm, eps, bounds=None)"
-        )
-    if not isinstance(ball.eps, float):
-        raise ValueError("VAT needs one float eps, not per-example radii")
-    return ball.eps
+    return check_unbounded_ball(
+        ball, "ball", no_box="VAT's x + r is not clipped to any box; give it", needs="VAT needs"
+    )
 
 
 def power_iteration(
