@@ -96,7 +96,9 @@ def test_fgsm_blend_is_alpha_mix_of_clean_and_fgsm_loss() -> None:
     model, (x, y) = tiny_mlp(), batch()
     x_fgsm = al.attacks.FGSM(THREAT)(model, x, y)
     expected = 0.3 * F.cross_entropy(model(x), y) + 0.7 * F.cross_entropy(model(x_fgsm), y)
-    assert float(FGSMBlend(THREAT, alpha=0.3)(model, x, y)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(FGSMBlend(THREAT, alpha=0.3)(model, x, y).detach()) == pytest.approx(
+        float(expected.detach()), rel=1e-6
+    )
 
 
 def test_noise_augment_sign_noise_sits_on_the_corners() -> None:
