@@ -239,6 +239,8 @@ def _parse_dataclass(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
 
 def _check(cfg: ExperimentConfig) -> None:
     """Value checks the types cannot express."""
+    from advlearn.training.optim import OPTIMIZERS  # late: configs parse without importing training
+
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: {cfg.name!r} is not a usable folder name")
     if cfg.data.val_size < 0:
@@ -255,8 +257,11 @@ def _check(cfg: ExperimentConfig) -> None:
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("early_stopping", 0)):
             if getattr(t, name) < minimum:
                 raise ConfigError(f"{key}.{name}: must be >= {minimum}, got {getattr(t, name)}")
-        if t.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"{key}.optimizer: {t.optimizer!r} is not 'sgd' or 'adam'")
+        if t.optimizer not in OPTIMIZERS:
+            known = ", ".join(map(repr, sorted(OPTIMIZERS)))
+            raise ConfigError(
+                f"{key}.optimizer: {t.optimizer!r} is not a known optimizer; use one of {known}"
+            )
         if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.momentum < 1:
             raise ConfigError(f"{key}: lr must be > 0, weight_decay >= 0 and momentum in [0, 1)")
     ev = cfg.evaluate

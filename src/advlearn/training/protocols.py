@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from advlearn._checks import check_positive_int
 from advlearn.attacks import Attack
 from advlearn.training.objectives import Objective
-from advlearn.training.trainer import History, Schedule, Trainer, seed_everything
+from advlearn.training.optim import Schedule
+from advlearn.training.trainer import History, Trainer, seed_everything
 
 
 class Labeled(Protocol):

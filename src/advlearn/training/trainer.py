@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
 from advlearn.attacks import Attack
 from advlearn.training.objectives import Objective, RunState
+from advlearn.training.optim import Schedule
 from advlearn.training.optim import lr_schedule as lr_schedule  # re-exported for advlearn.training
 
 logger = logging.getLogger(__name__)
 
 Batches = Iterable[tuple[Tensor, Tensor]]
-Schedule = Callable[[float], float]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
