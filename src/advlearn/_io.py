@@ -16,6 +16,36 @@ import torch
 PathLike = str | os.PathLike[str]
 
 
+#: longest file or folder name accepted for a run or model label (most file systems allow 255 bytes)
+MAX_NAME_BYTES = 200
+
+
+def check_name(name: object, key: str = "name") -> str:
+    """``name`` if it can name one folder, else a ValueError that starts with ``key``.
+
+    Refused: a non-string, ``""``, ``"."``, ``".."``, a leading dot, slashes, control
+    characters (NUL included) and names over :data:`MAX_NAME_BYTES` bytes.
+
+    Example:
+        >>> check_name("run-1")
+        'run-1'
+        >>> check_name("a/b")
+        Traceback (most recent call last):
+        ...
+        ValueError: name: 'a/b' is not a usable folder name (no slashes, control characters or leading dot)
+    """
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        raise ValueError(f"{key}: {name!r} is not a usable folder name")
+    if name.startswith(".") or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(
+            f"{key}: {name!r} is not a usable folder name (no slashes, control characters or leading dot)"
+        )
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"{key}: the name is {size} bytes long; use at most {MAX_NAME_BYTES}")
+    return name
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -48,16 +78,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _default_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def replacing(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; once the body has written it, fsync it and
-    rename it over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
+    rename it over ``path``. On any error the temporary file is removed and ``path`` is untouched.
+
+    The file gets the mode a plain ``open`` would give it (``0o644`` under the usual umask), whatever
+    the writer chose for the temporary (safetensors writes ``0o600``), so every file of a run
+    folder has the same permissions."""
     target = Path(path)
     # Same directory, so the rename never crosses file systems; the dot hides it from globbing.
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
         _fsync_path(tmp)
+        if os.name == "posix":
+            os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)  # gone already after a successful rename

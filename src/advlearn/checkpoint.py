@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from advlearn._io import (
@@ -40,7 +40,6 @@ from advlearn._io import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_text,
-    replacing,
     safe_torch_load,
 )
 from advlearn._version import __version__
@@ -118,6 +117,21 @@ def _tensors_to_save(model: nn.Module) -> dict[str, Tensor]:
         seen.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
     return tensors
+
+
+def _safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors file for ``tensors`` with its JSON header's keys in sorted order.
+
+    safetensors keeps the header in a hash map whose order changes from process to process, so
+    identical weights gave files with different bytes; with the header canonical, identical runs
+    give identical files (a SHA-256 users can compare). The tensor bytes and offsets are untouched.
+    """
+    data = save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to 8-byte alignment
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def _check_fits(model: nn.Module, name: str, options: dict[str, Any]) -> None:
@@ -204,9 +218,9 @@ def save_model(
     _check_fits(model, name, options)
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    with replacing(root / weights_file) as tmp:
-        save_file(_tensors_to_save(model), tmp, metadata={"format": "pt", "model": name})
-        record["weights_sha256"] = _sha256(tmp)
+    weights = _safetensors_bytes(_tensors_to_save(model), {"format": "pt", "model": name})
+    record["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    atomic_write_bytes(root / weights_file, weights)
     atomic_write_text(root / config_file, json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
@@ -224,6 +238,37 @@ def _read_record(path: Path) -> dict[str, Any]:
     if not isinstance(record.setdefault("metadata", {}), dict):
         raise ValueError(f'{path} must hold an object under "metadata"')
     return record
+
+
+def read_record(directory: PathLike, *, stem: str = "model") -> dict[str, Any]:
+    """The checked contents of ``directory/model.json`` (no weights read): what :func:`load_model` would
+    rebuild, for callers that need the metadata first (which data the model saw).
+
+    Raises:
+        FileNotFoundError: if the directory or either file is missing (the message names the path).
+        ValueError: if ``model.json`` is not valid JSON or misses a field.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no checkpoint directory at {root}")
+    for name in _files(stem):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"the checkpoint has no {name}: {root / name} does not exist")
+    return _read_record(root / _files(stem)[1])
+
+
+def check_input_shape(record: Mapping[str, Any], shape: tuple[int, ...], where: str) -> None:
+    """Refuse data whose input shape differs from the ``in_shape`` a checkpoint's model was built for.
+
+    Raises:
+        ValueError: naming both shapes and ``where`` (the option that chose the data).
+    """
+    want = record.get("options", {}).get("in_shape")
+    if want is not None and tuple(want) != tuple(shape):
+        raise ValueError(
+            f"{where}: the data's inputs have shape {tuple(shape)} but the model was built for "
+            f"{tuple(want)}; pass the data the model was trained on"
+        )
 
 
 def load_model(
@@ -304,7 +349,9 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_input_shape",
     "load_model",
+    "read_record",
     "safe_torch_load",
     "save_model",
 ]

@@ -44,7 +44,7 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"option {pair!r} must look like key=value")
+            raise ValueError(f"option {pair!r} must look like key=value (e.g. -o steps=40)")
         try:
             out[key] = parse_toml(f"v = {value}")["v"]
         except TOMLDecodeError:
@@ -72,15 +72,44 @@ def _demo(args: argparse.Namespace) -> int:
 def _load_config(args: argparse.Namespace) -> Any:
     import dataclasses
 
-    from advlearn.config import load_config
+    from advlearn.config import check_config, load_config
     from advlearn.experiments.main_job import default_config
 
+    if args.config and getattr(args, "quick", False):
+        # --quick is the built-in main job's smoke run; it has no meaning for a user's config
+        raise ValueError(
+            "--quick shrinks the built-in main job only; drop CONFIG for the smoke run, "
+            "or lower epochs and evaluate.num_examples in CONFIG (configs/digits_quick.toml is small)"
+        )
     cfg = load_config(args.config) if args.config else default_config(quick=getattr(args, "quick", False))
-    if getattr(args, "name", None):
+    if getattr(args, "name", None) is not None:
         cfg = dataclasses.replace(cfg, name=args.name)
-    if getattr(args, "out_dir", None):
+    if getattr(args, "out_dir", None) is not None:
         cfg = dataclasses.replace(cfg, out_dir=args.out_dir)
-    return cfg
+    return check_config(cfg)
+
+
+def _resume_hint(args: argparse.Namespace, cfg: Any) -> str:
+    """The command that continues an interrupted run."""
+    import shlex
+
+    parts = ["advlearn", args.command]
+    if args.config:
+        parts.append(args.config)
+    elif getattr(args, "quick", False):
+        parts.append("--quick")
+    parts += ["--name", cfg.name, "--out-dir", cfg.out_dir, "--resume"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _interrupted(args: argparse.Namespace, cfg: Any) -> int:
+    run_dir = Path(cfg.out_dir) / cfg.name
+    print(
+        f"advlearn {args.command}: interrupted; {run_dir} keeps every finished epoch; "
+        f"continue with: {_resume_hint(args, cfg)}",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,7 +117,10 @@ def _run(args: argparse.Namespace) -> int:
     from advlearn.report import format_table
 
     cfg = _load_config(args)
-    result = run_experiment(cfg, quiet=args.quiet, resume=args.resume)
+    try:
+        result = run_experiment(cfg, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        return _interrupted(args, cfg)
     print()
     print(format_table(result.evaluations))
     print()
@@ -100,7 +132,12 @@ def _train(args: argparse.Namespace) -> int:
     from advlearn.experiments.main_job import run_experiment
 
     cfg = _load_config(args)
-    result = run_experiment(cfg, quiet=args.quiet, resume=args.resume, evaluate_models=False)
+    try:
+        result = run_experiment(
+            cfg, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite, evaluate_models=False
+        )
+    except KeyboardInterrupt:
+        return _interrupted(args, cfg)
     labels = ", ".join(t.label for t in cfg.train)
     print(f"trained {labels} into {result.run_dir}/ in {result.seconds:.0f} s")
     return 0
@@ -116,18 +153,16 @@ def _attack_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _data_spec(args: argparse.Namespace, model_dir: Path) -> Any:
     """The dataset to use: ``--data`` if given, else what the model was trained on (its model.json)."""
-    import json
-
+    from advlearn.checkpoint import read_record
     from advlearn.config import Named
 
     if args.data:
         return Named(args.data, _options(args.data_option))
-    try:
-        meta = json.loads((model_dir / "model.json").read_text())["metadata"]["data"]
-    except (OSError, KeyError, ValueError, TypeError):
-        raise ValueError(
-            f"{model_dir}/model.json does not say which data the model saw; pass --data"
-        ) from None
+    record = read_record(model_dir)  # a missing or broken checkpoint is explained first
+    meta = record["metadata"].get("data")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        raise ValueError(f"{model_dir}/model.json does not say which data the model saw; pass --data")
+    meta = dict(meta)
     return Named(meta.pop("name"), meta)
 
 
@@ -344,8 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="run name (folder under out_dir), overriding the config's")
         p.add_argument("--out-dir", help="where run folders go (default runs/)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="delete the run folder's old contents and start over (else an existing run is refused)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--quick", action="store_true", help="a sub-minute smoke run of the main job")
+    run.add_argument(
+        "--quick", action="store_true", help="a sub-minute smoke run of the main job (not with CONFIG)"
+    )
     run.set_defaults(func=_run)
     train.set_defaults(func=_train)
 
@@ -457,10 +499,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as err:
-        # Bad configs, paths and checkpoints: one line naming what is wrong, no traceback.
-        print(f"advlearn {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:
+        # User mistakes (bad configs, options, paths, permissions, checkpoints): one line naming what
+        # is wrong, no traceback. Anything else (TypeError, RuntimeError, ...) is a bug and shows one.
+        print(f"advlearn {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"advlearn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    """The error as one line: an OSError as ``path: reason``, anything else its text joined."""
+    if isinstance(err, OSError) and err.strerror:  # raised by the OS: name the file it was about
+        return f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

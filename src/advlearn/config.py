@@ -20,6 +20,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import sys
 import types
 import typing
@@ -28,6 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
+from advlearn._io import check_name
 from advlearn.threat import L2, Linf, ThreatModel, get_norm
 
 if sys.version_info >= (3, 11):
@@ -60,6 +63,11 @@ class Named:
         return {"name": self.name, **self.options} if self.options else self.name
 
 
+#: ``threat.eps`` may be at most this many times ``hi - lo`` (ℓ2 and ℓ1 balls of a d-pixel box need
+#: up to √d and d times; 1e6 covers 1000×1000 images and refuses overflow such as 1e300)
+MAX_EPS_RATIO = 1e6
+
+
 @dataclass(frozen=True)
 class ThreatConfig:
     """The keys of the ``[threat]`` table; :func:`parse_config` turns it into a ThreatModel."""
@@ -78,11 +86,18 @@ class ThreatConfig:
             norm = get_norm(self.norm)
         except ValueError as err:
             raise ConfigError(f"{key}.norm: {err}") from None
-        if self.eps < 0:
-            raise ConfigError(f"{key}.eps: must be >= 0, got {self.eps}")
+        if not math.isfinite(self.eps) or self.eps < 0:
+            raise ConfigError(f"{key}.eps: must be a finite number >= 0, got {self.eps}")
         lo, hi = self.bounds
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ConfigError(f"{key}.bounds: must be finite, got {list(self.bounds)}")
         if not lo < hi:
             raise ConfigError(f"{key}.bounds: expected lo < hi, got {list(self.bounds)}")
+        if self.eps > MAX_EPS_RATIO * (hi - lo):
+            raise ConfigError(
+                f"{key}.eps: {self.eps:g} is over {MAX_EPS_RATIO:g} times the width of the bounds "
+                f"{list(self.bounds)}; a radius that large is a typo (the ball would hold the whole box)"
+            )
         try:
             return ThreatModel(norm, self.eps, self.bounds)
         except ValueError as err:
@@ -237,14 +252,43 @@ def _parse_dataclass(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
     return cls(**values)
 
 
+#: what ``device`` may say: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+#: the largest seed every generator takes (NumPy's legacy global seed is 32-bit)
+MAX_SEED = 2**32 - 1
+
+
+def _finite(value: float, key: str, *, minimum: float | None = None, positive: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
+    if positive and value <= 0:
+        raise ConfigError(f"{key}: must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum:g}, got {value}")
+
+
+def _at_least(value: int, key: str, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+
+
 def _check(cfg: ExperimentConfig) -> None:
-    """Value checks the types cannot express."""
+    """Value checks the types cannot express, each error naming its key."""
     from advlearn.training.optim import OPTIMIZERS  # late: configs parse without importing training
 
-    if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
-        raise ConfigError(f"name: {cfg.name!r} is not a usable folder name")
-    if cfg.data.val_size < 0:
-        raise ConfigError(f"data.val_size: must be >= 0, got {cfg.data.val_size}")
+    try:
+        check_name(cfg.name, "name")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed: must be in [0, {MAX_SEED}] (NumPy's seed range), got {cfg.seed}")
+    if not _DEVICE.fullmatch(cfg.device):
+        raise ConfigError(
+            f'device: {cfg.device!r} is not a device; use "auto", "cpu", "cuda", "cuda:N" or "mps"'
+        )
+    if not cfg.out_dir or "\0" in cfg.out_dir:
+        raise ConfigError(f"out_dir: {cfg.out_dir!r} is not a usable path")
+    _at_least(cfg.data.val_size, "data.val_size", 0)
     if not cfg.train:
         raise ConfigError("train: at least one [[train]] table is needed")
     labels = [t.label for t in cfg.train]
@@ -252,23 +296,28 @@ def _check(cfg: ExperimentConfig) -> None:
         key = f"train[{i}]"
         if t.label in labels[:i]:
             raise ConfigError(f"{key}.label: {t.label!r} is used twice; every model needs its own label")
-        if not t.label or "/" in t.label or t.label.startswith("."):
-            raise ConfigError(f"{key}.label: {t.label!r} is not a usable folder name")
+        try:
+            check_name(t.label, f"{key}.label")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("early_stopping", 0)):
-            if getattr(t, name) < minimum:
-                raise ConfigError(f"{key}.{name}: must be >= {minimum}, got {getattr(t, name)}")
+            _at_least(getattr(t, name), f"{key}.{name}", minimum)
         if t.optimizer not in OPTIMIZERS:
             known = ", ".join(map(repr, sorted(OPTIMIZERS)))
             raise ConfigError(
                 f"{key}.optimizer: {t.optimizer!r} is not a known optimizer; use one of {known}"
             )
-        if t.lr <= 0 or t.weight_decay < 0 or not 0 <= t.momentum < 1:
-            raise ConfigError(f"{key}: lr must be > 0, weight_decay >= 0 and momentum in [0, 1)")
+        _finite(t.lr, f"{key}.lr", positive=True)
+        _finite(t.weight_decay, f"{key}.weight_decay", minimum=0)
+        _finite(t.momentum, f"{key}.momentum", minimum=0)
+        if t.momentum >= 1:
+            raise ConfigError(f"{key}.momentum: must be in [0, 1), got {t.momentum}")
     ev = cfg.evaluate
-    if ev.num_examples < 0 or ev.batch_size < 1 or ev.examples < 0:
-        raise ConfigError("evaluate: num_examples and examples must be >= 0, batch_size >= 1")
-    if any(e < 0 for e in ev.eps_sweep):
-        raise ConfigError(f"evaluate.eps_sweep: radii must be >= 0, got {list(ev.eps_sweep)}")
+    _at_least(ev.num_examples, "evaluate.num_examples", 0)
+    _at_least(ev.examples, "evaluate.examples", 0)
+    _at_least(ev.batch_size, "evaluate.batch_size", 1)
+    if not all(math.isfinite(e) and e >= 0 for e in ev.eps_sweep):
+        raise ConfigError(f"evaluate.eps_sweep: radii must be finite and >= 0, got {list(ev.eps_sweep)}")
 
 
 def _parse_ball(value: Any, key: str) -> Any:
@@ -301,9 +350,21 @@ def _with_balls(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     """Check a config given as nested dicts (as TOML parses) and fill in the defaults."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a table of keys, got {type(raw).__name__}")
     cfg: ExperimentConfig = _parse_dataclass(ExperimentConfig, raw, "")
     _check(cfg)
     return _with_balls(cfg)
+
+
+def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Run :func:`parse_config`'s value checks again on a config changed in code (``--name``, say).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    _check(cfg)
+    return cfg
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -317,12 +378,23 @@ def load_config(path: str | Path) -> ExperimentConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); save it as UTF-8"
+        ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
     try:
         raw = parse_toml(text)
     except TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    if not raw:
+        raise ConfigError(
+            f"{path}: the config is empty (no keys, only comments or blank lines); "
+            "run without CONFIG for the main job, or start from a file in configs/"
+        )
     try:
         return parse_config(raw)
     except ConfigError as err:
@@ -363,6 +435,7 @@ __all__ = [
     "TOMLDecodeError",
     "ThreatConfig",
     "TrainConfig",
+    "check_config",
     "dumps",
     "load_config",
     "parse_config",

@@ -27,7 +27,7 @@ import torch
 from advlearn._io import atomic_write_text
 from advlearn.certify import Smooth, certify_dataset, check_ibp_supported, ibp_radius, verify
 from advlearn.certify.smoothing import certified_accuracy
-from advlearn.checkpoint import load_model
+from advlearn.checkpoint import check_input_shape, load_model
 from advlearn.config import Named
 from advlearn.data import DataSplit, load_dataset
 from advlearn.evaluation import batches
@@ -119,6 +119,7 @@ def certify_saved(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     split: DataSplit = load_dataset(data.name, **data.options)
+    check_input_shape(record, tuple(split.test.x.shape[1:]), "--data")  # H15a: one line, not a torch error
     test = split.test.subset(min(num_examples, len(split.test))) if num_examples else split.test
     out_dir = Path(out) if out is not None else Path(model_dir) / f"certify-{method}"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 import advlearn
-from advlearn._io import atomic_write_text
+from advlearn._io import atomic_write_text, first_line
 from advlearn.attacks import PGD, Attack, build_attack
 from advlearn.checkpoint import save_model
 from advlearn.config import (
@@ -37,6 +38,8 @@ from advlearn.config import (
     Named,
     TrainConfig,
     dumps,
+    parse_config,
+    parse_toml,
     to_dict,
     with_key,
 )
@@ -50,6 +53,7 @@ from advlearn.evaluation import (
     evaluate,
     transfer_matrix,
 )
+from advlearn.experiments._run_folder import claim_run_folder, folder_lock, make_folder
 from advlearn.models import build_model
 from advlearn.report import ModelReport, format_table, write_report
 from advlearn.threat import ThreatModel
@@ -337,26 +341,150 @@ def transfer_between(
     )
 
 
-def run_experiment(
-    cfg: ExperimentConfig, *, quiet: bool = False, resume: bool = False, evaluate_models: bool = True
-) -> RunResult:
-    """Train every model of ``cfg``; unless ``evaluate_models`` is off, evaluate them and write the report."""
-    started = time.perf_counter()
-    run_dir = Path(cfg.out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / "config.toml"
-    if resume and config_file.exists() and config_file.read_text(encoding="utf-8") != dumps(cfg):
+def _check_bounds(cfg: ExperimentConfig, split: DataSplit) -> None:
+    """Refuse a threat model whose box is narrower than the data: no clean input would be a valid point."""
+    lo, hi = cfg.threat.bounds if cfg.threat.bounds is not None else (-math.inf, math.inf)
+    xs = [d.x for d in (split.train, split.test) if d.x.numel()]
+    if not xs:
+        return
+    xmin, xmax = min(float(x.min()) for x in xs), max(float(x.max()) for x in xs)
+    if xmin < lo or xmax > hi:
         raise ConfigError(
-            f"{config_file}: the run was started with another config; "
-            "resume it with that one or pick a new --name"
+            f"threat.bounds: the data's inputs span [{xmin:g}, {xmax:g}], outside the bounds "
+            f"[{lo:g}, {hi:g}]; set threat.bounds to cover the data"
         )
-    atomic_write_text(config_file, dumps(cfg))
+
+
+def _check_schedule(key: str, spec: Named) -> None:
+    schedule = with_key(key, lr_schedule, spec.name, **spec.options)
+    for progress in (0.0, 0.5, 0.999):
+        factor = with_key(key, schedule, progress)
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+            raise ConfigError(f"{key}: the schedule gives the factor {factor!r} at progress {progress}")
+
+
+def validate(cfg: ExperimentConfig) -> DataSplit:
+    """Check the whole resolved config before any work, and return the loaded data.
+
+    Beyond what :func:`~advlearn.config.parse_config` checks (types, ranges, names), every
+    registry entry is built as the run will build it: the device, the dataset (and that
+    ``threat.bounds`` cover its inputs), the model (on the meta device: no memory, and its size
+    bounded by :func:`~advlearn.models.registry.max_parameters`), and for every ``[[train]]``
+    table the objective, optimizer, schedule and validation attack, then the ``[evaluate]``
+    attacks and sweep attack. Costs one dataset load (seconds for the embedded sets).
+
+    Raises:
+        ConfigError: the first problem found, naming its key.
+    """
+    with_key("device", resolve_device, cfg.device)
     split = load_data(cfg)
+    _check_bounds(cfg, split)
+    train, val = _split_validation(split.train, cfg.data.val_size, cfg.seed)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                model = build_configured_model(cfg, split.train)
+        except (NotImplementedError, RuntimeError):  # a builder that cannot build on the meta device
+            model = build_configured_model(cfg, split.train)
+    for i, tcfg in enumerate(cfg.train):
+        key = f"train[{i}]"
+        with_key(
+            f"{key}.objective", build_objective, tcfg.objective.name, cfg.threat, **tcfg.objective.options
+        )
+        hyper = {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay}
+        options = {k: v for k, v in hyper.items() if k in OPTIMIZERS.fields(tcfg.optimizer)}
+        probe = [nn.Parameter(torch.zeros(1))]
+        with_key(f"{key}.optimizer", build_optimizer, tcfg.optimizer, probe, **options)
+        _check_schedule(f"{key}.schedule", tcfg.schedule)
+        if val is not None:
+            _attack(f"{key}.val_attack", tcfg.val_attack, cfg.threat)
+    ev = cfg.evaluate
+    for i, spec in enumerate(ev.attacks):
+        _attack(f"evaluate.attacks[{i}]", spec, cfg.threat)
+    if ev.eps_sweep:
+        _attack("evaluate.sweep_attack", ev.sweep_attack, cfg.threat)
+    del model, train
+    return split
+
+
+def _check_same_config(config_file: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to resume a run started with another config; where the folder lives does not count."""
+    try:
+        stored = parse_config(parse_toml(config_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"{config_file}: cannot read the run's config ({first_line(err)}); "
+            "start over with --overwrite or pick a new --name"
+        ) from None
+    if dataclasses.replace(stored, name=cfg.name, out_dir=cfg.out_dir) != cfg:
+        old, new = to_dict(stored), to_dict(cfg)
+        changed = sorted(k for k in new if k not in ("name", "out_dir") and old.get(k) != new[k])
+        raise ConfigError(
+            f"{config_file}: the run was started with another config (differs in: {', '.join(changed)}); "
+            "resume it with that one, or pass --overwrite or a new --name"
+        )
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    quiet: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    evaluate_models: bool = True,
+) -> RunResult:
+    """Train every model of ``cfg``; unless ``evaluate_models`` is off, evaluate them and write the report.
+
+    The whole config is checked first (:func:`validate`); only then is the run folder
+    ``out_dir/name`` touched. A folder holding a run is refused unless ``resume`` (with the
+    same config; ``name`` and ``out_dir`` may differ, the folder may have moved) or
+    ``overwrite`` (its contents are deleted first) is given; the folder is locked while the run
+    writes (:func:`~advlearn.experiments._run_folder.folder_lock`), and ``config.toml`` is
+    written once the run really starts.
+
+    Raises:
+        ConfigError: a bad config or a run folder that cannot be used, in one line.
+    """
+    started = time.perf_counter()
+    split = validate(cfg)
+    run_dir = make_folder(Path(cfg.out_dir) / cfg.name)
+    with folder_lock(run_dir):
+        resuming = claim_run_folder(run_dir, resume=resume, overwrite=overwrite)
+        config_file = run_dir / "config.toml"
+        if resuming:
+            _check_same_config(config_file, cfg)
+        else:
+            atomic_write_text(config_file, dumps(cfg))
+        return _run(
+            cfg, split, run_dir, started, quiet=quiet, resume=resuming, evaluate_models=evaluate_models
+        )
+
+
+def _run(
+    cfg: ExperimentConfig,
+    split: DataSplit,
+    run_dir: Path,
+    started: float,
+    *,
+    quiet: bool,
+    resume: bool,
+    evaluate_models: bool,
+) -> RunResult:
     reports: list[ModelReport] = []
     lines: list[str] = []
     trained: dict[str, nn.Module] = {}
     for i, tcfg in enumerate(cfg.train):
-        model, history = train_one(cfg, tcfg, i, split, run_dir, quiet=quiet, resume=resume)
+        try:
+            model, history = train_one(cfg, tcfg, i, split, run_dir, quiet=quiet, resume=resume)
+        except FloatingPointError as err:  # a diverging loss: the last finished epoch stays on disk
+            state = run_dir / tcfg.label / Trainer.STATE_FILE
+            kept = (
+                f"the last finished epoch is kept in {state}" if state.exists() else "no epoch had finished"
+            )
+            raise ConfigError(
+                f"train[{i}] ({tcfg.label!r}): {err}; {kept}; "
+                f"lower train[{i}].lr and start over with --overwrite"
+            ) from None
         lines += [json.dumps({"model": tcfg.label, **r}) for r in history.records]
         if evaluate_models:
             trained[tcfg.label] = model
@@ -400,4 +528,5 @@ __all__ = [
     "format_table",
     "run_experiment",
     "train_one",
+    "validate",
 ]

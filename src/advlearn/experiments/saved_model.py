@@ -11,7 +11,7 @@ import numpy as np
 
 from advlearn._io import atomic_write_bytes
 from advlearn.attacks import Attack
-from advlearn.checkpoint import load_model
+from advlearn.checkpoint import check_input_shape, load_model
 from advlearn.config import Named, with_key
 from advlearn.data import DataSplit, load_dataset
 from advlearn.evaluation import Evaluation, Examples, adversarial_examples, evaluate
@@ -43,8 +43,9 @@ def evaluate_saved(
     """
     from advlearn.certify import certified_accuracies
 
-    model, _ = load_model(model_dir)
+    model, record = load_model(model_dir)
     split: DataSplit = with_key("--data", load_dataset, data.name, **data.options)
+    check_input_shape(record, tuple(split.test.x.shape[1:]), "--data")  # H15a: one line, not a torch error
     test = split.test.subset(min(num_examples, len(split.test))) if num_examples else split.test
     evaluation = evaluate(
         model.eval(), (test.x, test.y), threat, attacks, batch_size=batch_size, seed=seed, quiet=quiet
@@ -70,8 +71,9 @@ def write_adversarial_examples(
     Writes ``out`` (a ``.npz`` with ``x``, ``x_adv``, ``y``, ``pred_clean``,
     ``pred_adv``, ``conf_adv``) and a PNG grid beside it; returns the examples and the PNG's path.
     """
-    model, _ = load_model(model_dir)
+    model, record = load_model(model_dir)
     split: DataSplit = with_key("--data", load_dataset, data.name, **data.options)
+    check_input_shape(record, tuple(split.test.x.shape[1:]), "--data")  # H15a: one line, not a torch error
     n = min(num_examples, len(split.test))
     examples = adversarial_examples(model, split.test.x[:n], split.test.y[:n], attack, name=name, seed=seed)
     buffer = io.BytesIO()

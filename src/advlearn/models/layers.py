@@ -7,6 +7,7 @@ activations by name, and the ResNet papers' init.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -168,16 +169,27 @@ def _check_shape(in_shape: Sequence[int], num_classes: int, *, image: bool) -> t
 
 
 def _check_widths(values: Sequence[int], name: str, *, allow_empty: bool = True) -> tuple[int, ...]:
-    if isinstance(values, int):
-        values = (values,)
-    try:
-        widths = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a tuple of positive ints, got {values!r}") from None
-    if any(w < 1 for w in widths) or (not widths and not allow_empty):
+    """``values`` as a tuple of positive ints; strings, floats and booleans are refused by name.
+
+    A string would otherwise be read digit by digit (``"128"`` as widths 1, 2, 8), a float
+    truncated and ``true`` taken as 1: each a different network than the one asked for.
+    """
+    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
+        values = (int(values),)
+    kind = "non-empty " if not allow_empty else ""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ValueError(
-            f"{name} must be a {'' if allow_empty else 'non-empty '}tuple of positive ints, got {values!r}"
+            f"{name} must be a {kind}tuple of positive ints, got {values!r} ({type(values).__name__})"
         )
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ValueError(
+                f"{name} must be a {kind}tuple of positive ints, got {values!r}: "
+                f"{v!r} is a {type(v).__name__}, not an int"
+            )
+    widths = tuple(int(v) for v in values)
+    if any(w < 1 for w in widths) or (not widths and not allow_empty):
+        raise ValueError(f"{name} must be a {kind}tuple of positive ints, got {values!r}")
     return widths
 
 
