@@ -79,6 +79,10 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------- trainer
 
+#: what every ``train_state.pt`` holds (``objective_state`` is optional: older files lack it)
+_STATE_KEYS = ("epochs_done", "model", "optimizer", "rng", "records", "best_epoch", "best_metric")
+_STATE_KEYS += ("best_state", "bad_epochs", "stopped_early")
+
 
 def _cycle(loader: Iterable[Any]) -> Iterator[Tensor]:
     """Unlabeled inputs forever: ``x`` from each batch (``x`` or ``(x, ...)``), restarting the loader."""
@@ -374,19 +378,26 @@ class Trainer:
             return None
         state = safe_torch_load(path)
         try:
+            if not isinstance(state, dict):
+                raise TypeError(f"it holds a {type(state).__name__}, not a training state")
+            missing = [k for k in _STATE_KEYS if k not in state]
+            if missing:
+                raise KeyError(f"it has no {', '.join(missing)}")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             run_state = state.get("objective_state", {})  # absent from files written before it was saved
             if not isinstance(run_state, dict) or not all(isinstance(v, Tensor) for v in run_state.values()):
                 raise TypeError("objective_state is not a mapping of tensors")
+            _set_rng_state(state["rng"])
+            history = History(
+                records=list(state["records"]),
+                best_epoch=state["best_epoch"],
+                best_metric=state["best_metric"],
+                stopped_early=bool(state["stopped_early"]),
+            )
+            progress = int(state["bad_epochs"]), int(state["epochs_done"])
         except Exception as err:  # a truncated file, foreign content or another model's weights
-            raise ValueError(f"cannot resume from {path}: {err}") from err
+            detail = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise ValueError(f"cannot resume from {path}: {detail}") from None
         self.run_state = {str(k): v.to(self.device) for k, v in run_state.items()}
-        _set_rng_state(state["rng"])
-        history = History(
-            records=list(state["records"]),
-            best_epoch=state["best_epoch"],
-            best_metric=state["best_metric"],
-            stopped_early=bool(state["stopped_early"]),
-        )
-        return history, state["best_state"], int(state["bad_epochs"]), int(state["epochs_done"])
+        return history, state["best_state"], *progress
