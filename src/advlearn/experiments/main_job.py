@@ -379,7 +379,7 @@ def validate(cfg: ExperimentConfig) -> DataSplit:
     with_key("device", resolve_device, cfg.device)
     split = load_data(cfg)
     _check_bounds(cfg, split)
-    train, val = _split_validation(split.train, cfg.data.val_size, cfg.seed)
+    _split_validation(split.train, cfg.data.val_size, cfg.seed)
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
@@ -396,14 +396,13 @@ def validate(cfg: ExperimentConfig) -> DataSplit:
         probe = [nn.Parameter(torch.zeros(1))]
         with_key(f"{key}.optimizer", build_optimizer, tcfg.optimizer, probe, **options)
         _check_schedule(f"{key}.schedule", tcfg.schedule)
-        if val is not None:
-            _attack(f"{key}.val_attack", tcfg.val_attack, cfg.threat)
+        _attack(f"{key}.val_attack", tcfg.val_attack, cfg.threat)  # checked even when val_size is 0
     ev = cfg.evaluate
     for i, spec in enumerate(ev.attacks):
         _attack(f"evaluate.attacks[{i}]", spec, cfg.threat)
     if ev.eps_sweep:
         _attack("evaluate.sweep_attack", ev.sweep_attack, cfg.threat)
-    del model, train
+    del model
     return split
 
 
