@@ -302,3 +302,24 @@ def test_size_bound_can_be_lifted(monkeypatch):
         build_model("mlp", **options)
     monkeypatch.setenv("ADVLEARN_MAX_PARAMETERS", "1000")
     assert sum(p.numel() for p in build_model("mlp", **options).parameters()) == 4 * 100 + 100 + 100 * 2 + 2
+
+
+def test_absurd_eps_on_the_command_line(digits_model: Path, capsys):
+    """Item 13: `--eps 1e300` is one line (it overflowed inside the attack), as in a config; `1e400`
+    and `inf` are argparse's usage error (exit 2, the usage and one error line)."""
+    argv = ["evaluate", "--model", str(digits_model), "--attack", "pgd", "--quiet", "--eps"]
+    assert main([*argv, "1e300"]) == 2
+    assert "--eps 1e+300" in _error(capsys)
+    for eps in ("1e400", "inf"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, eps])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "not a finite number" in err.strip().splitlines()[-1]
+
+
+def test_attack_out_that_is_a_folder(digits_model: Path, tmp_path: Path, capsys):
+    argv = ["attack", "--model", str(digits_model), "--eps", "0.1", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    assert "is a folder" in _error(capsys)

@@ -19,8 +19,8 @@ def _fraction(text: str) -> float:
     """Parse ``"8/255"`` or ``"0.03"`` exactly, without eval."""
     try:
         value = float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or fraction like 8/255") from None
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number or fraction like 8/255") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
@@ -143,11 +143,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attack_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
-    from advlearn.attacks import build_attack
+def _threat_from_args(args: argparse.Namespace) -> Any:
+    """``--norm``, ``--eps``, ``--lower``, ``--upper`` as a ThreatModel; an absurd radius is refused."""
+    from advlearn.config import MAX_EPS_RATIO
     from advlearn.threat import ThreatModel
 
     threat = ThreatModel(args.norm, args.eps, (args.lower, args.upper))
+    if args.eps > MAX_EPS_RATIO * (args.upper - args.lower):
+        raise ValueError(
+            f"--eps {args.eps:g} is over {MAX_EPS_RATIO:g} times the width of the bounds "
+            f"[{args.lower:g}, {args.upper:g}]; a radius that large is a typo"
+        )
+    return threat
+
+
+def _attack_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    from advlearn.attacks import build_attack
+
+    threat = _threat_from_args(args)
     return threat, build_attack(args.attack, threat, **_options(args.option))
 
 
@@ -198,6 +211,8 @@ def _attack(args: argparse.Namespace) -> int:
     from advlearn.experiments.saved_model import write_adversarial_examples
 
     _, attack = _attack_from_args(args)
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name such as {args.out}/adversarial.npz")
     examples, png = write_adversarial_examples(
         args.model,
         _data_spec(args, Path(args.model)),
@@ -215,11 +230,10 @@ def _attack(args: argparse.Namespace) -> int:
 
 def _certify(args: argparse.Namespace) -> int:
     from advlearn.experiments.certify_job import certify_saved
-    from advlearn.threat import ThreatModel
 
     if args.method == "ibp" and args.eps is None:
         raise ValueError("--method ibp needs --eps, the radius to report verified accuracy at")
-    threat = ThreatModel(args.norm, args.eps, (args.lower, args.upper)) if args.eps is not None else None
+    threat = _threat_from_args(args) if args.eps is not None else None
     run = certify_saved(
         args.model,
         _data_spec(args, Path(args.model)),

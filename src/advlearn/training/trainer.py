@@ -80,8 +80,8 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- trainer
 
 #: what every ``train_state.pt`` holds (``objective_state`` is optional: older files lack it)
-_STATE_KEYS = ("epochs_done", "model", "optimizer", "rng", "records", "best_epoch", "best_metric")
-_STATE_KEYS += ("best_state", "bad_epochs", "stopped_early")
+_STATE_KEYS: tuple[str, ...] = ("epochs_done", "model", "optimizer", "rng", "records", "best_epoch")
+_STATE_KEYS += ("best_metric", "best_state", "bad_epochs", "stopped_early")
 
 
 def _cycle(loader: Iterable[Any]) -> Iterator[Tensor]:
