@@ -383,9 +383,9 @@ def validate(cfg: ExperimentConfig) -> DataSplit:
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
-                model = build_configured_model(cfg, split.train)
+                build_configured_model(cfg, split.train)
         except (NotImplementedError, RuntimeError):  # a builder that cannot build on the meta device
-            model = build_configured_model(cfg, split.train)
+            build_configured_model(cfg, split.train)
     for i, tcfg in enumerate(cfg.train):
         key = f"train[{i}]"
         with_key(
@@ -402,7 +402,6 @@ def validate(cfg: ExperimentConfig) -> DataSplit:
         _attack(f"evaluate.attacks[{i}]", spec, cfg.threat)
     if ev.eps_sweep:
         _attack("evaluate.sweep_attack", ev.sweep_attack, cfg.threat)
-    del model
     return split
 
 
