@@ -121,13 +121,17 @@ def check_model_dtype(model: nn.Module, x: Tensor, what: str = "x") -> None:
     deep inside the first layer; this names both dtypes instead. A model without float
     parameters (a wrapper, a function of ``x`` only) is not checked.
     """
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()} if isinstance(model, nn.Module) else set()
+    dtypes = (
+        {p.dtype for p in model.parameters() if p.is_floating_point()}
+        if isinstance(model, nn.Module)
+        else set()
+    )
     if dtypes and x.dtype not in dtypes:
         have = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
         want = str(next(iter(dtypes)))
         raise ValueError(
             f"{what} is {str(x.dtype).removeprefix('torch.')} but the model's parameters are {have}; "
-            f"convert one to the other ({what}.to({want}) or model.to({str(x.dtype)}))"
+            f"convert one to the other ({what}.to({want}) or model.to({x.dtype!s}))"
         )
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import warnings
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -207,10 +207,10 @@ def attack_config(
 
             run.__doc__ = f"``{function.__name__}(model, x, y, self.threat, **self.options())``."
             cls.run = run  # type: ignore[method-assign]
-        for method in ("run", "perturb", "evaluate"):
-            own = getattr(cls, method, None)
-            if callable(own) and own is not getattr(Attack, method, None):
-                setattr(cls, method, _guarded(own))
+        for entry in ("run", "perturb", "evaluate"):
+            current = getattr(cls, entry, None)
+            if callable(current) and current is not getattr(Attack, entry, None):
+                setattr(cls, entry, _guarded(current))
         if "__post_init__" not in cls.__dict__:
 
             def __post_init__(self: Attack) -> None:
@@ -279,8 +279,8 @@ def _repair(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, result: Atta
     moved = nan | (fixed != x_adv).reshape(x_adv.shape[0], -1).any(dim=1)
     if bool(nan.any()):
         warnings.warn(
-            f"{type(attack).__name__} produced {int(nan.sum())} NaN point(s) (an infinite gradient or a float overflow?); "
-            "the clean input is returned for them",
+            f"{type(attack).__name__} produced {int(nan.sum())} NaN point(s) (an infinite gradient "
+            "or a float overflow?); the clean input is returned for them",
             RuntimeWarning,
             stacklevel=3,
         )

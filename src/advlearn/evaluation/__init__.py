@@ -149,7 +149,9 @@ def named_attacks(attacks: dict[str, Attack] | Sequence[Attack]) -> dict[str, At
         if len(same) == 1:
             names[id(attack)] = cls
             continue
-        fields = [f.name for f in dataclasses.fields(attack)] if dataclasses.is_dataclass(attack) else []
+        fields: list[str] = (
+            [f.name for f in dataclasses.fields(attack)] if dataclasses.is_dataclass(attack) else []
+        )
         differ = [f for f in fields if any(getattr(other, f) != getattr(attack, f) for other in same)]
         shown = ", ".join(f"{f}={_short(getattr(attack, f))}" for f in differ)
         names[id(attack)] = f"{cls}({shown})" if shown else f"{cls}#{same.index(attack)}"

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from advlearn.threat.norms import Norm, flat, get_norm, per_example
 
-
 #: input dtypes whose perturbations, projections and ε-ball tests are computed in float32
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
