@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlearn._checks import check_batch, check_logits
-from advlearn.attacks import FGSM, PGD, Attack, AutoAttack
+from advlearn._checks import check_batch, check_logits, untouched_batchnorm
+from advlearn.attacks import FGSM, PGD, Attack, AttackResult, AutoAttack
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
 from advlearn.threat import Norm, ThreatModel
@@ -255,27 +255,30 @@ def evaluate(
     conf_count = dict.fromkeys(correct, 0)
     biggest = dict.fromkeys(attacks, 0.0)
     nan_count = dict.fromkeys(correct, 0)
-    for x, y in tqdm(batches(data, batch_size), desc="evaluate", disable=quiet, leave=False):
-        x, y = check_batch(model, x.to(device), y.to(device), threat)
-        with torch.no_grad():
-            logits = check_logits(model(x), y)
-        finite = logits.isfinite().all(dim=1)
-        nan_count["clean"] += int((~finite).sum())
-        clean_ok = finite & (logits.argmax(1) == y)
-        correct["clean"].append(clean_ok.cpu())
-        s, c = _confidence_of_errors(logits, y)
-        conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
-        for name, attack in attacks.items():
-            x_adv = attack.run(model, x, y, generator=generator).x_adv
-            biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
+    # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
+    with untouched_batchnorm(model, "evaluate"):
+        for x, y in tqdm(batches(data, batch_size), desc="evaluate", disable=quiet, leave=False):
+            x, y = check_batch(model, x.to(device), y.to(device), threat)
             with torch.no_grad():
-                adv_logits = check_logits(model(x_adv), y)
-            finite = adv_logits.isfinite().all(dim=1)
-            nan_count[name] += int((~finite).sum())
-            # A NaN/Inf logit has no argmax worth trusting: such an example is not counted robust.
-            correct[name].append((clean_ok & finite & (adv_logits.argmax(1) == y)).cpu())
-            s, c = _confidence_of_errors(adv_logits, y)
-            conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
+                logits = check_logits(model(x), y)
+            finite = logits.isfinite().all(dim=1)
+            nan_count["clean"] += int((~finite).sum())
+            clean_ok = finite & (logits.argmax(1) == y)
+            correct["clean"].append(clean_ok.cpu())
+            s, c = _confidence_of_errors(logits, y)
+            conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
+            for name, attack in attacks.items():
+                out = attack.run(model, x, y, generator=generator)
+                x_adv = out.x_adv if isinstance(out, AttackResult) else out
+                biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
+                with torch.no_grad():
+                    adv_logits = check_logits(model(x_adv), y)
+                finite = adv_logits.isfinite().all(dim=1)
+                nan_count[name] += int((~finite).sum())
+                # A NaN/Inf logit has no argmax worth trusting: such an example is not counted robust.
+                correct[name].append((clean_ok & finite & (adv_logits.argmax(1) == y)).cpu())
+                s, c = _confidence_of_errors(adv_logits, y)
+                conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
 
     flags = {name: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for name, v in correct.items()}
     n = int(flags["clean"].numel())
