@@ -64,6 +64,13 @@ def check_inputs(x: Tensor, y: Tensor, threat: ThreatModel) -> None:
             "scale the data into the bounds (put normalization inside the model with "
             "advlearn.models.Normalize) or set ThreatModel(bounds=...) to the data's range"
         )
+    eps = threat.eps
+    largest = (float(eps.max()) if eps.numel() else 0.0) if isinstance(eps, Tensor) else eps
+    if largest > torch.finfo(x.dtype).max:
+        raise ValueError(
+            f"threat.eps={largest:g} overflows x's dtype {str(x.dtype).removeprefix('torch.')} "
+            f"(largest {torch.finfo(x.dtype).max:g}); a radius as wide as the box already allows every input"
+        )
     if isinstance(threat.eps, Tensor) and threat.eps.shape[0] != x.shape[0]:
         raise ValueError(
             f"threat.eps holds {threat.eps.shape[0]} radii but x has {x.shape[0]} examples; "

@@ -320,7 +320,7 @@ def check_attack_output(name: str, x_adv: object, x: Tensor, threat: ThreatModel
     if nan:
         raise ValueError(f"attack {name!r} returned {nan} point(s) holding NaN; they cannot be scored")
     inside = threat.contains(x_adv, x)
-    dist = threat.norm((x_adv - x).float())
+    dist = threat.norm(x_adv.float() - x.float())  # in float32, like threat.contains
     if not bool(inside.all()):
         lo, hi = threat.bounds if threat.bounds is not None else (float("-inf"), float("inf"))
         raise ValueError(
