@@ -22,7 +22,7 @@ else:  # pragma: no cover
 import torch
 from torch import Tensor, nn
 
-from advlearn._checks import LOW_PRECISION, check_batch, check_logits, untouched_batchnorm
+from advlearn._checks import LOW_PRECISION, as_labels, check_logits, check_model_dtype, untouched_batchnorm
 from advlearn._registry import Registry
 from advlearn.losses import LOSSES, LossFn, get_loss
 from advlearn.threat import NORMS, ThreatModel, per_example
@@ -234,8 +234,9 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 def _guarded(method: _Method) -> _Method:
     """Wrap a config's ``run`` or ``perturb`` in the checks and guarantees every attack shares.
 
-    Before the attack: :func:`~advlearn._checks.check_batch` (inputs, labels, ε, the model's
-    dtype against ``x``'s), labels of any integer dtype converted to int64. During it:
+    Before the attack: the model's dtype against ``x``'s
+    (:func:`~advlearn._checks.check_model_dtype`), labels of any integer dtype converted to
+    int64 (the attack function runs :func:`~advlearn._checks.check_inputs` itself). During it:
     train-mode BatchNorm keeps its running statistics (:func:`~advlearn._checks.untouched_batchnorm`).
     After it: :func:`_repair`, so no returned point holds NaN and, for float16/bfloat16
     inputs, every one satisfies ``threat.contains`` (tested in float32). For float32 inputs
@@ -246,7 +247,13 @@ def _guarded(method: _Method) -> _Method:
 
     @functools.wraps(method)
     def guarded(self: Attack, model: nn.Module, x: Tensor, y: Tensor, **options: Any) -> Any:
-        x, y = check_batch(model, x, y, self.threat)
+        # The attack function runs check_inputs itself; here only what it cannot know or do.
+        if isinstance(x, Tensor):
+            check_model_dtype(model, x)
+        if isinstance(y, Tensor) and not (
+            y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool
+        ):
+            y = as_labels(y)  # any integer width, exactly; float/bool labels are refused by check_inputs
         with untouched_batchnorm(model, type(self).__name__):
             out = method(self, model, x, y, **options)
             if isinstance(out, AttackResult):
@@ -269,8 +276,10 @@ def _repair(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, result: Atta
     A replaced NaN point is reported in a warning naming the attack (it found nothing there).
     """
     x_adv = result.x_adv
-    nan = x_adv.isnan().reshape(x_adv.shape[0], -1).any(dim=1)
     low = x_adv.dtype in LOW_PRECISION
+    if not low and bool(x_adv.sum().isfinite()):  # one cheap reduction: no NaN anywhere
+        return result
+    nan = x_adv.isnan().reshape(x_adv.shape[0], -1).any(dim=1)
     if not low and not bool(nan.any()):
         return result
     fixed = torch.where(per_example(nan, x_adv), x, x_adv).to(x.dtype)
