@@ -427,3 +427,9 @@ def test_train_mode_batchnorm_on_one_example_is_refused_clearly() -> None:
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)
     with pytest.raises(ValueError, match="BatchNorm layers in training mode"):
         FGSM(LINF)(model, x[:1], y[:1])
+
+
+def test_transfer_matrix_checks_the_points_it_scores() -> None:
+    models = {"a": _mlp(), "b": _mlp()}
+    with pytest.raises(ValueError, match=r"attack '_Far' returned \d+ point\(s\) outside the threat set"):
+        al.evaluation.transfer_matrix(models, _data(), _Far(LINF), quiet=True)

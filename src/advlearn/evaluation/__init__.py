@@ -216,8 +216,9 @@ def evaluate(
             or a dataset with ``.x``/``.y``.
         threat: the threat model; ``None`` takes it from the attacks, which carry it (the
             single source: every attack's own threat must equal it either way).
-        attacks: named attacks (a dict) or a sequence (named by class); ``None``
-            means :func:`default_attacks` of ``threat``.
+        attacks: named attacks (a dict) or a sequence (named by class, two of one class by
+            the options they differ in: :func:`named_attacks`); ``None`` means
+            :func:`default_attacks` of ``threat``.
         batch_size: batch size when ``data`` is tensors.
         device: where to run; default: the model's device.
         seed: seeds the attacks' random starts, so the figures are reproducible.
@@ -228,7 +229,10 @@ def evaluate(
 
     Raises:
         ValueError: for attacks under different threat models (or another than ``threat``),
-            neither a threat nor an attack, or data without examples.
+            neither a threat nor an attack, data without examples, a bad batch (the attacks'
+            checks, the model's dtype, its output's shape), the same attack listed twice, or an
+            attack returning a point outside the threat set or holding NaN (every scored point is
+            checked: :func:`check_attack_output`).
 
     Example:
         >>> torch.manual_seed(0)
@@ -563,6 +567,7 @@ def transfer_matrix(
             clean[name] += int(clean_ok[name].sum())
         for i, source in enumerate(names):
             x_adv = attack.run(models[source], x, y, generator=generators[source]).x_adv
+            check_attack_output(type(attack).__name__, x_adv, x, attack.threat)
             for j, target in enumerate(names):
                 with torch.no_grad():
                     ok = clean_ok[target] & (models[target](x_adv).argmax(1) == y)
@@ -589,6 +594,7 @@ __all__ = [
     "TransferMatrix",
     "accuracy_vs_eps",
     "adversarial_examples",
+    "check_attack_output",
     "batches",
     "default_attacks",
     "diagnose_masking",
