@@ -433,3 +433,10 @@ def test_transfer_matrix_checks_the_points_it_scores() -> None:
     models = {"a": _mlp(), "b": _mlp()}
     with pytest.raises(ValueError, match=r"attack '_Far' returned \d+ point\(s\) outside the threat set"):
         al.evaluation.transfer_matrix(models, _data(), _Far(LINF), quiet=True)
+
+
+def test_the_function_forms_refuse_other_label_widths_by_name() -> None:
+    """The configs convert; a direct call of the function says how (before, int32 failed in cross-entropy)."""
+    model, (x, y) = _mlp(), _data()
+    with pytest.raises(ValueError, match=r"y must hold int64 class indices.*y\.long\(\)"):
+        al.attacks.pgd(model, x, y.int(), LINF, steps=2)

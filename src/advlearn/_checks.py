@@ -46,6 +46,11 @@ def check_inputs(x: Tensor, y: Tensor, threat: ThreatModel) -> None:
     if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         kind = y.dtype if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"y must be an integer tensor of class indices, got {kind}; convert with y.long()")
+    if y.dtype != torch.int64:
+        raise ValueError(
+            f"y must hold int64 class indices here, got {y.dtype}; convert with y.long() "
+            "(attack configs such as PGD(threat)(model, x, y) and evaluate convert any integer dtype)"
+        )
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
             f"y must have shape (B,) matching x's batch size {x.shape[0]}, got shape {tuple(y.shape)}"
@@ -143,10 +148,14 @@ def check_model_dtype(model: nn.Module, x: Tensor, what: str = "x") -> None:
 
 
 def check_batch(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> tuple[Tensor, Tensor]:
-    """:func:`check_inputs`, then the model's dtype; returns ``(x, y)`` with ``y`` as int64."""
+    """:func:`check_inputs`, then the model's dtype; returns ``(x, y)`` with integer ``y`` as int64."""
+    if isinstance(y, Tensor) and not (
+        y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool
+    ):
+        y = as_labels(y)
     check_inputs(x, y, threat)
     check_model_dtype(model, x)
-    return x, as_labels(y)
+    return x, y
 
 
 def _is_batchnorm(module: nn.Module) -> bool:
