@@ -6,8 +6,10 @@ input, and a plain evaluation)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -20,10 +22,10 @@ else:  # pragma: no cover
 import torch
 from torch import Tensor, nn
 
-from advlearn._checks import check_logits
+from advlearn._checks import LOW_PRECISION, as_labels, check_logits, check_model_dtype, untouched_batchnorm
 from advlearn._registry import Registry
-from advlearn.losses import LossFn
-from advlearn.threat import NORMS, ThreatModel
+from advlearn.losses import LOSSES, LossFn, get_loss
+from advlearn.threat import NORMS, ThreatModel, per_example
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,10 @@ def attack_config(
 
             run.__doc__ = f"``{function.__name__}(model, x, y, self.threat, **self.options())``."
             cls.run = run  # type: ignore[method-assign]
+        for entry in ("run", "perturb", "evaluate"):
+            current = getattr(cls, entry, None)
+            if callable(current) and current is not getattr(Attack, entry, None):
+                setattr(cls, entry, _guarded(current))
         if "__post_init__" not in cls.__dict__:
 
             def __post_init__(self: Attack) -> None:
@@ -218,6 +224,86 @@ def attack_config(
         return dataclasses.dataclass(frozen=True)(cls)
 
     return wrap
+
+
+# ----------------------------------------------------------------------------- the guard on every call
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _guarded(method: _Method) -> _Method:
+    """Wrap a config's ``run`` or ``perturb`` in the checks and guarantees every attack shares.
+
+    Before the attack: the model's dtype against ``x``'s
+    (:func:`~advlearn._checks.check_model_dtype`), labels of any integer dtype converted to
+    int64 (the attack function runs :func:`~advlearn._checks.check_inputs` itself). During it:
+    train-mode BatchNorm keeps its running statistics (:func:`~advlearn._checks.untouched_batchnorm`).
+    After it: :func:`_repair`, so no returned point holds NaN and, for float16/bfloat16
+    inputs, every one satisfies ``threat.contains`` (tested in float32). For float32 inputs
+    whose points are all finite the result is returned untouched, bit for bit.
+    """
+    if getattr(method, "_guarded", False):
+        return method
+
+    @functools.wraps(method)
+    def guarded(self: Attack, model: nn.Module, x: Tensor, y: Tensor, **options: Any) -> Any:
+        # The attack function runs check_inputs itself; here only what it cannot know or do.
+        if isinstance(x, Tensor):
+            check_model_dtype(model, x)
+        if isinstance(y, Tensor) and not (
+            y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool
+        ):
+            y = as_labels(y)  # any integer width, exactly; float/bool labels are refused by check_inputs
+        with untouched_batchnorm(model, type(self).__name__):
+            out = method(self, model, x, y, **options)
+            if isinstance(out, AttackResult):
+                return _repair(self, model, x, y, out)
+            if isinstance(out, Tensor):
+                return _repair(self, model, x, y, AttackResult(out, _NO_FLAGS, _NO_FLAGS)).x_adv
+            return out  # AutoAttack.evaluate's result: its members' points were repaired already
+
+    guarded._guarded = True  # type: ignore[attr-defined]
+    return guarded  # type: ignore[return-value]
+
+
+_NO_FLAGS = torch.zeros(0)
+
+
+def _repair(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, result: AttackResult) -> AttackResult:
+    """``result`` with every NaN point replaced by ``x`` and, in float16/bfloat16, every point
+    outside ``S(x)`` (rounding) projected back; success and loss are recomputed where a point moved.
+
+    A replaced NaN point is reported in a warning naming the attack (it found nothing there).
+    """
+    x_adv = result.x_adv
+    low = x_adv.dtype in LOW_PRECISION
+    if not low and bool(x_adv.sum().isfinite()):  # one cheap reduction: no NaN anywhere
+        return result
+    nan = x_adv.isnan().reshape(x_adv.shape[0], -1).any(dim=1)
+    if not low and not bool(nan.any()):
+        return result
+    fixed = torch.where(per_example(nan, x_adv), x, x_adv).to(x.dtype)
+    if low:
+        fixed = attack.threat.project(fixed, x)
+    moved = nan | (fixed != x_adv).reshape(x_adv.shape[0], -1).any(dim=1)
+    if bool(nan.any()):
+        warnings.warn(
+            f"{type(attack).__name__} produced {int(nan.sum())} NaN point(s) (an infinite gradient "
+            "or a float overflow?); the clean input is returned for them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if not bool(moved.any()) or result.success.shape != nan.shape:
+        return dataclasses.replace(result, x_adv=fixed)
+    success, loss = result.success.clone(), result.loss.clone()
+    targeted = bool(getattr(attack, "targeted", False))
+    name = getattr(attack, "loss", "ce")
+    loss_fn = get_loss(name if isinstance(name, str) and name in LOSSES else "ce")
+    losses, hit = evaluate(model, fixed[moved], y[moved], loss_fn, targeted)
+    success[moved] = hit
+    if loss.shape == success.shape:
+        loss[moved] = losses.to(loss.dtype)
+    return dataclasses.replace(result, x_adv=fixed, success=success, loss=loss)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlearn._checks import check_model_dtype
 from advlearn.models import Maxout, Normalize
 from advlearn.threat import ThreatModel
 
@@ -186,6 +187,8 @@ def input_box(x: Tensor, threat: ThreatModel) -> Bounds:
             f"x must be a floating-point batch of shape (B, ...), got "
             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
         )
+    if x.shape[0] == 0:
+        raise ValueError(f"x is an empty batch, shape {tuple(x.shape)}; pass at least one example")
     lo, hi = threat.box
     x_min, x_max = (float(v) for v in torch.aminmax(x))  # one pass; NaN fails both comparisons below
     if not (lo <= x_min and x_max <= hi):
@@ -234,6 +237,7 @@ def ibp_bounds(model: nn.Module, x: Tensor, threat: ThreatModel) -> Bounds:
     """
     layers = _leaves(model)
     lower, upper = input_box(x, threat)
+    check_model_dtype(model, x)
     return _propagate(layers, lower, upper)
 
 

@@ -40,7 +40,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlearn._checks import check_positive_int
+from advlearn._checks import check_model_dtype, check_positive_int
 
 ABSTAIN = -1
 
@@ -131,6 +131,7 @@ class Smooth:
             raise ValueError(f"x must be one floating-point input without a batch dimension, got {kind}")
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf; clean the data before certifying it")
+        check_model_dtype(self.model, x)
 
     def sample_counts(
         self, x: Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
@@ -164,11 +165,20 @@ class Smooth:
                 # One fresh buffer per batch: noise·σ + x in place, no extra copy of the batch.
                 batch = torch.randn((b, *x.shape), generator=generator, device=device, dtype=x.dtype)
                 batch.mul_(self.sigma).add_(x)  # (b, *shape)
-                logits = self.model(batch)
-                if logits.dim() != 2 or logits.shape != (b, self.num_classes):
+                try:
+                    logits = self.model(batch)
+                except RuntimeError as err:
+                    # Most often x came with a batch dimension: the copies are then (b, B, ...).
+                    raise ValueError(
+                        f"the model failed on a batch of noisy copies of x, shape {tuple(batch.shape)} "
+                        f"({str(err).splitlines()[0]}); x must be one input without a batch dimension "
+                        "(certify many with certify_dataset)"
+                    ) from None
+                if not isinstance(logits, Tensor) or logits.shape != (b, self.num_classes):
+                    shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
                     raise ValueError(
                         "the model must return logits of shape (B, num_classes) = "
-                        f"({b}, {self.num_classes}), got {tuple(logits.shape)}"
+                        f"({b}, {self.num_classes}), got {shape}"
                     )
                 counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
                 remaining -= b

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advlearn.attacks import FGSM, PGD, Attack, AutoAttack
+from advlearn._checks import check_batch, check_logits, untouched_batchnorm
+from advlearn.attacks import FGSM, PGD, Attack, AttackResult, AutoAttack
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
 from advlearn.threat import Norm, ThreatModel
@@ -54,6 +55,10 @@ class Evaluation:
             method, e.g. ``{"IBP": 0.42}``; filled in by :mod:`advlearn.certify` callers, empty
             when not measured. The true robust accuracy lies between the best of these and
             ``worst_case_accuracy`` (an upper bound, since attacks can miss); see :attr:`gap`.
+        max_perturbation: per attack, the largest ``‖x_adv − x‖`` in the threat's norm over every
+            point scored (each was checked to lie in the threat set); empty when not measured.
+        nan_count: clean and per attack, how many examples got a NaN or Inf logit (such an
+            example is counted wrong); empty when not measured.
     """
 
     threat: ThreatModel
@@ -64,6 +69,8 @@ class Evaluation:
     confidence_on_errors: dict[str, float]
     correct: dict[str, Tensor] = field(repr=False)
     certified: dict[str, float] = field(default_factory=dict)
+    max_perturbation: dict[str, float] = field(default_factory=dict)
+    nan_count: dict[str, int] = field(default_factory=dict)
 
     @property
     def gap(self) -> float:
@@ -80,7 +87,8 @@ class Evaluation:
     def table(self) -> list[dict[str, Any]]:
         """One row per line of the results table: clean, each attack, the worst case, each certificate.
 
-        Each row is ``{"attack", "accuracy", "error", "confidence_on_errors"}``.
+        Each row is ``{"attack", "accuracy", "error", "confidence_on_errors", "max_perturbation",
+        "nan_count"}`` (the last two NaN and 0 where not measured: clean, worst case, certificates).
         """
         rows = [("clean", self.clean_accuracy), *self.robust_accuracy.items()]
         if len(self.robust_accuracy) > 1:
@@ -92,9 +100,71 @@ class Evaluation:
                 "accuracy": acc,
                 "error": 1.0 - acc,
                 "confidence_on_errors": self.confidence_on_errors.get(name, float("nan")),
+                "max_perturbation": self.max_perturbation.get(name, float("nan")),
+                "nan_count": self.nan_count.get(name, 0),
             }
             for name, acc in rows
         ]
+
+
+def named_attacks(attacks: dict[str, Attack] | Sequence[Attack]) -> dict[str, Attack]:
+    """The attacks by name: a dict as given, a sequence named by class, made unique by configuration.
+
+    Two attacks of one class in a list are named by the options in which they differ,
+    ``PGD(steps=40, restarts=3)`` and ``PGD(steps=1, step_size=0.001)``, so neither
+    overwrites the other's figure.
+
+    Raises:
+        ValueError: for an item that is not an :class:`~advlearn.attacks.Attack`, or the
+            same attack (equal configs) listed twice.
+
+    Example:
+        >>> threat = ThreatModel("linf", 0.1)
+        >>> list(named_attacks([FGSM(threat), PGD(threat, steps=40, restarts=3), PGD(threat, steps=1)]))
+        ['FGSM', 'PGD(steps=40, restarts=3)', 'PGD(steps=1, restarts=1)']
+    """
+    if isinstance(attacks, dict):
+        for name, attack in attacks.items():
+            if not isinstance(attack, Attack):
+                raise ValueError(f"attacks[{name!r}] must be an advlearn Attack, got {type(attack).__name__}")
+        return dict(attacks)
+    if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence):
+        raise ValueError(f"attacks must be a dict of name -> Attack or a list of Attacks, got {attacks!r}")
+    items = list(attacks)
+    for i, attack in enumerate(items):
+        if not isinstance(attack, Attack):
+            raise ValueError(f"attacks[{i}] must be an advlearn Attack, got {type(attack).__name__}")
+        for j in range(i):
+            if items[j] == attack:
+                raise ValueError(
+                    f"attacks[{j}] and attacks[{i}] are the same attack ({attack}); list each attack once"
+                )
+    by_class: dict[str, list[Attack]] = {}
+    for attack in items:
+        by_class.setdefault(type(attack).__name__, []).append(attack)
+    names = {}
+    for attack in items:
+        cls = type(attack).__name__
+        same = by_class[cls]
+        if len(same) == 1:
+            names[id(attack)] = cls
+            continue
+        fields: list[str] = (
+            [f.name for f in dataclasses.fields(attack)] if dataclasses.is_dataclass(attack) else []
+        )
+        differ = [f for f in fields if any(getattr(other, f) != getattr(attack, f) for other in same)]
+        shown = ", ".join(f"{f}={_short(getattr(attack, f))}" for f in differ)
+        names[id(attack)] = f"{cls}({shown})" if shown else f"{cls}#{same.index(attack)}"
+    out = {names[id(a)]: a for a in items}
+    if len(out) != len(items):  # two configs that differ only in ways that print alike
+        out = {f"{names[id(a)]}#{i}": a for i, a in enumerate(items)}
+    return out
+
+
+def _short(value: object) -> str:
+    if isinstance(value, ThreatModel):
+        return value.label
+    return repr(value)
 
 
 def _confidence_of_errors(logits: Tensor, y: Tensor) -> tuple[float, int]:
@@ -146,8 +216,9 @@ def evaluate(
             or a dataset with ``.x``/``.y``.
         threat: the threat model; ``None`` takes it from the attacks, which carry it (the
             single source: every attack's own threat must equal it either way).
-        attacks: named attacks (a dict) or a sequence (named by class); ``None``
-            means :func:`default_attacks` of ``threat``.
+        attacks: named attacks (a dict) or a sequence (named by class, two of one class by
+            the options they differ in: :func:`named_attacks`); ``None`` means
+            :func:`default_attacks` of ``threat``.
         batch_size: batch size when ``data`` is tensors.
         device: where to run; default: the model's device.
         seed: seeds the attacks' random starts, so the figures are reproducible.
@@ -158,7 +229,10 @@ def evaluate(
 
     Raises:
         ValueError: for attacks under different threat models (or another than ``threat``),
-            neither a threat nor an attack, or data without examples.
+            neither a threat nor an attack, data without examples, a bad batch (the attacks'
+            checks, the model's dtype, its output's shape), the same attack listed twice, or an
+            attack returning a point outside the threat set or holding NaN (every scored point is
+            checked: :func:`check_attack_output`).
 
     Example:
         >>> torch.manual_seed(0)
@@ -174,8 +248,7 @@ def evaluate(
         if threat is None:
             raise ValueError("evaluate needs a threat model or attacks that carry one")
         attacks = default_attacks(threat)
-    if not isinstance(attacks, dict):
-        attacks = {type(a).__name__: a for a in attacks}
+    attacks = named_attacks(attacks)
     threat = _one_threat(attacks, threat)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -184,21 +257,32 @@ def evaluate(
     correct: dict[str, list[Tensor]] = {name: [] for name in ["clean", *attacks]}
     conf_sum = dict.fromkeys(correct, 0.0)
     conf_count = dict.fromkeys(correct, 0)
-    for x, y in tqdm(batches(data, batch_size), desc="evaluate", disable=quiet, leave=False):
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            logits = model(x)
-        clean_ok = logits.argmax(1) == y
-        correct["clean"].append(clean_ok.cpu())
-        s, c = _confidence_of_errors(logits, y)
-        conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
-        for name, attack in attacks.items():
-            x_adv = attack.run(model, x, y, generator=generator).x_adv
+    biggest = dict.fromkeys(attacks, 0.0)
+    nan_count = dict.fromkeys(correct, 0)
+    # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
+    with untouched_batchnorm(model, "evaluate"):
+        for x, y in tqdm(batches(data, batch_size), desc="evaluate", disable=quiet, leave=False):
+            x, y = check_batch(model, x.to(device), y.to(device), threat)
             with torch.no_grad():
-                adv_logits = model(x_adv)
-            correct[name].append((clean_ok & (adv_logits.argmax(1) == y)).cpu())
-            s, c = _confidence_of_errors(adv_logits, y)
-            conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
+                logits = check_logits(model(x), y)
+            finite = logits.isfinite().all(dim=1)
+            nan_count["clean"] += int((~finite).sum())
+            clean_ok = finite & (logits.argmax(1) == y)
+            correct["clean"].append(clean_ok.cpu())
+            s, c = _confidence_of_errors(logits, y)
+            conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
+            for name, attack in attacks.items():
+                out = attack.run(model, x, y, generator=generator)
+                x_adv = out.x_adv if isinstance(out, AttackResult) else out
+                biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
+                with torch.no_grad():
+                    adv_logits = check_logits(model(x_adv), y)
+                finite = adv_logits.isfinite().all(dim=1)
+                nan_count[name] += int((~finite).sum())
+                # A NaN/Inf logit has no argmax worth trusting: such an example is not counted robust.
+                correct[name].append((clean_ok & finite & (adv_logits.argmax(1) == y)).cpu())
+                s, c = _confidence_of_errors(adv_logits, y)
+                conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
 
     flags = {name: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for name, v in correct.items()}
     n = int(flags["clean"].numel())
@@ -217,7 +301,39 @@ def evaluate(
             name: conf_sum[name] / conf_count[name] if conf_count[name] else float("nan") for name in flags
         },
         correct=flags,
+        max_perturbation=biggest,
+        nan_count=nan_count,
     )
+
+
+def check_attack_output(name: str, x_adv: object, x: Tensor, threat: ThreatModel) -> float:
+    """The largest ``‖x_adv − x‖`` (in the threat's norm), after checking every point lies in ``S(x)``.
+
+    Every point that counts toward a robust-accuracy figure passes through here.
+
+    Raises:
+        ValueError: naming the attack ``name``, when ``x_adv`` is not a tensor shaped like
+            ``x``, holds NaN, or has a point outside the threat set (with the largest distance).
+    """
+    if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
+        shape = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
+        raise ValueError(f"attack {name!r} returned {shape}, not points shaped like x {tuple(x.shape)}")
+    if x_adv.numel() == 0:
+        return 0.0
+    nan = int(x_adv.isnan().reshape(x_adv.shape[0], -1).any(dim=1).sum())
+    if nan:
+        raise ValueError(f"attack {name!r} returned {nan} point(s) holding NaN; they cannot be scored")
+    inside = threat.contains(x_adv, x)
+    dist = threat.norm(x_adv.float() - x.float())  # in float32, like threat.contains
+    if not bool(inside.all()):
+        lo, hi = threat.bounds if threat.bounds is not None else (float("-inf"), float("inf"))
+        raise ValueError(
+            f"attack {name!r} returned {int((~inside).sum())} point(s) outside the threat set "
+            f"({threat.label}, bounds ({lo:g}, {hi:g})): the largest {threat.norm.symbol} distance is "
+            f"{float(dist.max()):.6g}, the box [{float(x_adv.min()):.6g}, {float(x_adv.max()):.6g}]; "
+            "an attack must return points of S(x) (project with threat.project(x_adv, x))"
+        )
+    return float(dist.max())
 
 
 @dataclass(frozen=True)
@@ -276,8 +392,7 @@ def accuracy_vs_eps(
     """
     if attacks is None:
         attacks = default_attacks(threat)
-    if not isinstance(attacks, dict):
-        attacks = {type(a).__name__: a for a in attacks}
+    attacks = named_attacks(attacks)
     eps_list = [float(e) for e in eps_values]
     accuracy = []
     n = 0
@@ -452,6 +567,7 @@ def transfer_matrix(
             clean[name] += int(clean_ok[name].sum())
         for i, source in enumerate(names):
             x_adv = attack.run(models[source], x, y, generator=generators[source]).x_adv
+            check_attack_output(type(attack).__name__, x_adv, x, attack.threat)
             for j, target in enumerate(names):
                 with torch.no_grad():
                     ok = clean_ok[target] & (models[target](x_adv).argmax(1) == y)
@@ -479,8 +595,10 @@ __all__ = [
     "accuracy_vs_eps",
     "adversarial_examples",
     "batches",
+    "check_attack_output",
     "default_attacks",
     "diagnose_masking",
     "evaluate",
+    "named_attacks",
     "transfer_matrix",
 ]

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._io import PathLike, atomic_write_text
-from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress
+from advlearn.attacks.ensemble import CLEAN_WRONG, AutoAttack, AutoAttackResult, EnsembleProgress
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +125,9 @@ class AutoAttackState:
         key = data_key(attack, model, x, y)
         state = self._load(attack)
         resume = None
-        if state is not None and key in state.get("entries", {}):
-            resume = self._progress(state["entries"][key], x)
+        if state is not None and key in state["entries"]:
+            resume = self._progress(state["entries"][key], x, len(attack.specs()))
+            self._check_points(attack, model, x, y, resume)
             logger.info("AutoAttack: resumed after %s from %s", ", ".join(resume.done), self.path)
 
         def save(progress: EnsembleProgress) -> None:
@@ -153,15 +154,89 @@ class AutoAttackState:
 
     # ------------------------------------------------------------------ the file
 
-    def _progress(self, entry: Mapping[str, Any], x: Tensor) -> EnsembleProgress:
-        broken_by = torch.tensor(entry["broken_by"], dtype=torch.int64, device=x.device)
-        index = torch.tensor(entry["index"], dtype=torch.int64, device=x.device)
-        attacked = torch.zeros(broken_by.shape[0], dtype=torch.bool, device=x.device)
-        x_adv = torch.zeros((broken_by.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)
-        if index.numel():
-            attacked[index] = True
-            x_adv[index] = _decode(entry["x_adv"]).to(device=x.device, dtype=x.dtype)
-        return EnsembleProgress(tuple(entry["done"]), broken_by, attacked, x_adv)
+    def _progress(self, entry: object, x: Tensor, members: int) -> EnsembleProgress:
+        """The entry as progress, after checking every field against the batch; a ValueError otherwise.
+
+        Checked: the types of every field; ``done`` names at most ``members`` members;
+        ``broken_by`` has one value per example, each in ``[-2, len(done))``; ``index`` lists
+        distinct positions in ``[0, B)``, exactly the examples the members attacked (all
+        classified correctly clean, once a member has run); the points' dtype, shape and byte
+        count. Whether the points lie in the threat set and agree with ``broken_by`` is checked
+        by :meth:`_check_points` once the model is at hand.
+        """
+        n = x.shape[0]
+
+        def bad(why: str) -> ValueError:
+            return ValueError(f"state_path={str(self.path)!r} has a corrupt entry for this batch: {why}")
+
+        if not isinstance(entry, Mapping) or set(entry) != {"done", "broken_by", "index", "x_adv"}:
+            raise bad("it must hold exactly done, broken_by, index and x_adv")
+        done, broken, index, blob = entry["done"], entry["broken_by"], entry["index"], entry["x_adv"]
+        if not isinstance(done, list) or not all(isinstance(d, str) for d in done) or len(done) > members:
+            raise bad(f"done must list at most {members} member names")
+
+        def ints(value: object) -> bool:
+            return isinstance(value, list) and all(type(v) is int for v in value)
+
+        if not ints(broken) or len(broken) != n:
+            raise bad(f"broken_by must hold {n} integers, one per example")
+        if any(not (CLEAN_WRONG <= b < len(done)) for b in broken):
+            raise bad(f"broken_by values must lie in [{CLEAN_WRONG}, {len(done)})")
+        if not ints(index) or any(not (0 <= i < n) for i in index) or len(set(index)) != len(index):
+            raise bad(f"index must list distinct positions in [0, {n})")
+        attacked_expected = [i for i, b in enumerate(broken) if b != CLEAN_WRONG] if done else []
+        if sorted(index) != attacked_expected:
+            raise bad("index must list exactly the examples the members attacked")
+        if not isinstance(blob, Mapping) or set(blob) != {"dtype", "shape", "data"}:
+            raise bad("x_adv must hold dtype, shape and data")
+        if blob["dtype"] != str(x.dtype).removeprefix("torch."):
+            raise bad(f"x_adv has dtype {blob['dtype']!r}, not x's {str(x.dtype).removeprefix('torch.')!r}")
+        if blob["shape"] != [len(index), *x.shape[1:]]:
+            raise bad(f"x_adv has shape {blob['shape']}, not {[len(index), *x.shape[1:]]}")
+        try:
+            points = _decode(blob)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise bad(f"x_adv does not decode ({err})") from None
+
+        broken_by = torch.tensor(broken, dtype=torch.int64, device=x.device)
+        where = torch.tensor(index, dtype=torch.int64, device=x.device)
+        attacked = torch.zeros(n, dtype=torch.bool, device=x.device)
+        x_adv = x.clone()
+        if where.numel():
+            attacked[where] = True
+            x_adv[where] = points.to(device=x.device, dtype=x.dtype)
+        return EnsembleProgress(tuple(done), broken_by, attacked, x_adv)
+
+    def _check_points(
+        self, attack: AutoAttack, model: nn.Module, x: Tensor, y: Tensor, progress: EnsembleProgress
+    ) -> None:
+        """Refuse stored points outside the threat set, or whose model prediction contradicts ``broken_by``.
+
+        A point a member broke must be misclassified, and the point kept for an example
+        still standing must be classified correctly; a file that says otherwise was edited.
+        """
+        attacked = progress.attacked
+        if not bool(attacked.any()):
+            return
+        points = progress.x_adv[attacked]
+        threat = attack.threat.select(attacked.nonzero().squeeze(1))
+        inside = threat.contains(points, x[attacked])
+        if not bool(inside.all()):
+            raise ValueError(
+                f"state_path={str(self.path)!r}: {int((~inside).sum())} stored point(s) lie outside the "
+                "threat set; the file was edited or written for other data; delete it to start over"
+            )
+        if any(getattr(member, "targeted", False) for _, member in attack.members()):
+            return  # a targeted member's "success" is not misclassification; nothing to compare
+        with torch.no_grad():
+            logits = model(points)
+        wrong = logits.argmax(dim=1) != y[attacked]
+        if not torch.equal(wrong, progress.broken_by[attacked] >= 0):
+            raise ValueError(
+                f"state_path={str(self.path)!r}: the stored points disagree with the recorded broken_by "
+                "(a point marked broken is classified correctly, or one marked robust is not); "
+                "delete the file to start over"
+            )
 
     def _load(self, attack: AutoAttack) -> dict[str, Any] | None:
         if not self.path.is_file():
@@ -174,6 +249,10 @@ class AutoAttackState:
             ) from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"state_path={str(self.path)!r} is not an AutoAttack state file (no {FORMAT!r})")
+        if not isinstance(state.get("entries"), dict):
+            raise ValueError(
+                f"state_path={str(self.path)!r} is corrupt: 'entries' must be a table of batches"
+            )
         config = json.loads(json.dumps(config_key(attack)))  # as it reads back from JSON
         if state.get("config") != config:
             raise ValueError(

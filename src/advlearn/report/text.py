@@ -121,6 +121,19 @@ def format_table(evaluations: Mapping[str, Evaluation]) -> str:
     header = ["model", "attack", "accuracy", "error", "conf. on errors", "n"]
     right = [False, False, True, True, True, True]
     body = [[_md_cell(cell) for cell in row] for row in _rows(evaluations)]
+    if any(getattr(ev, "max_perturbation", None) for ev in evaluations.values()):
+        # Beside each robust figure, as the reference AutoAttack prints: the largest ‖δ‖ scored
+        # (every point was checked to lie in the threat set) and how many outputs were NaN/Inf.
+        header, right = [*header, "max ‖δ‖", "NaN"], [*right, True, True]
+        extra = [
+            [
+                "—" if math.isnan(row["max_perturbation"]) else f"{row['max_perturbation']:.4g}",
+                str(row["nan_count"]) if row["attack"] in ev.nan_count else "—",
+            ]
+            for ev in evaluations.values()
+            for row in ev.table()
+        ]
+        body = [[*cells, *more] for cells, more in zip(body, extra, strict=True)]
     widths = [max(len(c) for c in column) for column in zip(header, *body, strict=True)]
 
     def line(cells: Sequence[str]) -> str:

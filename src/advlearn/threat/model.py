@@ -25,6 +25,21 @@ from torch import Tensor
 
 from advlearn.threat.norms import Norm, flat, get_norm, per_example
 
+#: input dtypes whose perturbations, projections and ε-ball tests are computed in float32
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def round_toward(x: Tensor, x0: Tensor) -> Tensor:
+    """``x`` (float32) in ``x0``'s dtype, each coordinate rounded toward ``x0`` rather than to nearest.
+
+    Rounding a point of ``S(x0)`` to nearest in bf16 can step out of the ball (``x0 + 0.1``
+    becomes ``x0 + 0.1016``). Rounding toward ``x0``, which is itself representable, only
+    shrinks every ``|xᵢ − x0ᵢ|``, so the point stays in every ℓp ball and in the box.
+    """
+    r = x.to(x0.dtype)
+    overshoot = (r.float() - x0.float()).abs() > (x - x0.float()).abs()
+    return torch.where(overshoot, torch.nextafter(r, x0), r)
+
 
 @dataclass(frozen=True, eq=False, init=False)
 class ThreatModel:
@@ -156,6 +171,9 @@ class ThreatModel:
         ``atol`` absorbs float rounding, both on the norm (``‖x − x0‖ ≤ ε + atol``)
         and on the box (``lo − atol ≤ x ≤ hi + atol``).
         """
+        if x.dtype in _LOW_PRECISION or x0.dtype in _LOW_PRECISION:
+            # The test is taken in float32: a difference of two bf16 numbers rounds in bf16.
+            x, x0 = x.float(), x0.float()
         in_ball = self.norm(x - x0) <= self.eps_for(x) + atol
         if self.bounds is None:
             return in_ball
@@ -221,6 +239,8 @@ class ThreatModel:
         used since Madry et al. (2018), though not in general the nearest point
         of the intersection.
         """
+        if x.dtype in _LOW_PRECISION:
+            return round_toward(self.project(x.float(), x0.float()), x0)
         x = x0 + self.project_ball(x - x0)
         if self.bounds is None:
             return x
@@ -271,6 +291,8 @@ class ThreatModel:
         ``ε·U^(1/D)``. ℓ1: ``ε·s·e₁..D / Σe₁..D+1`` with ``e`` i.i.d. Exp(1) and
         random signs ``s``, which is uniform on the ℓ1 ball.
         """
+        if x0.dtype in _LOW_PRECISION:
+            return round_toward(self.random_init(x0.float(), generator), x0)
         b, d = flat(x0).shape
         eps = self.eps_for(x0).unsqueeze(1)  # (B, 1)
         delta = self.norm.random_delta(b, d, eps, x0, generator)

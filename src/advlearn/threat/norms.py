@@ -91,7 +91,11 @@ class Norm(str):
         raise NotImplementedError
 
     def steepest_ascent(self, g: Tensor) -> Tensor:
-        """The unit-norm ``d`` maximizing ``⟨g, d⟩`` (eq. 62.1), shaped like ``g``; 0 where ``g`` is 0."""
+        """The unit-norm ``d`` maximizing ``⟨g, d⟩`` (eq. 62.1), shaped like ``g``; 0 where ``g`` is 0.
+
+        Never NaN: NaN entries of ``g`` count as 0, and a row with infinite entries gets
+        the limit direction, that of ``sign(g)`` on its infinite entries alone.
+        """
         raise NotImplementedError
 
     def random_delta(
@@ -122,7 +126,8 @@ class Linf(Norm):
         return torch.maximum(torch.minimum(delta, e), -e)
 
     def steepest_ascent(self, g: Tensor) -> Tensor:
-        return g.sign()
+        # sign(±inf) = ±1 already; only NaN needs a value (0: no information, no move).
+        return g.sign().nan_to_num_(nan=0.0)
 
     def random_delta(
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
@@ -147,7 +152,7 @@ class L2(Norm):
         return delta * per_example(scale, delta)
 
     def steepest_ascent(self, g: Tensor) -> Tensor:
-        rows = flat(g)  # (B, D)
+        rows = _finite_rows(flat(g))  # (B, D)
         # Rescale by the largest entry first: squaring entries of ~1e-25 underflows in float32,
         # and saturated softmax gives gradients that small. All-zero rows stay zero.
         scaled = rows / rows.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
@@ -198,7 +203,7 @@ class L1(Norm):
         return out.reshape(delta.shape)
 
     def steepest_ascent(self, g: Tensor) -> Tensor:
-        rows = flat(g)  # (B, D)
+        rows = _finite_rows(flat(g))  # (B, D)
         top = rows.abs().argmax(dim=1, keepdim=True)  # (B, 1)
         d = torch.zeros_like(rows).scatter_(1, top, rows.gather(1, top).sign())
         return d.reshape(g.shape)
@@ -210,6 +215,15 @@ class L1(Norm):
         e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
         signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
         return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
+
+
+def _finite_rows(rows: Tensor) -> Tensor:
+    """``rows`` ``(B, D)`` with NaN set to 0 and, in a row holding ±inf, ``sign`` on its infinite
+    entries and 0 elsewhere: the direction ``g/‖g‖`` tends to as those entries grow. Finite rows
+    come back unchanged (bit for bit)."""
+    inf = rows.isinf()
+    has_inf = inf.any(dim=1, keepdim=True)
+    return torch.where(has_inf, torch.where(inf, rows.sign(), 0.0), rows.nan_to_num(nan=0.0))
 
 
 def _as_tensor(eps: float | Tensor, like: Tensor) -> Tensor:

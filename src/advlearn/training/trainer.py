@@ -203,7 +203,7 @@ class Trainer:
         After each epoch the objective's :meth:`~Objective.end_epoch` measures its own
         metrics (the catastrophic-overfitting guard of Fast-AT) on a fixed batch: the
         first validation batch, or without a validation loader the first training
-        batch of the run (of the resumed part, after a resume).
+        batch of the run (kept in the checkpoint, so a resumed run measures on the same one).
         """
         if unlabeled_loader is not None and not self.objective.uses_unlabeled:
             raise ValueError(
@@ -221,6 +221,7 @@ class Trainer:
 
         history, best_state, bad_epochs, start_epoch = History(), None, 0, 0
         self.run_state = {}
+        self._monitor = None  # a resumed run gets back the batch the first part measured on
         if resume:
             loaded = self._load_state()
             if loaded is not None:
@@ -234,7 +235,6 @@ class Trainer:
                 self._write_metrics(history)
 
         unlabeled = _cycle(unlabeled_loader) if unlabeled_loader is not None else None
-        self._monitor = None
         for epoch in range(start_epoch, epochs if not history.stopped_early else start_epoch):
             started = time.perf_counter()
             objective = self.objective.at_epoch(epoch, epochs, history.records)
@@ -364,6 +364,7 @@ class Trainer:
             "bad_epochs": bad_epochs,
             "stopped_early": history.stopped_early,
             "objective_state": self.run_state,
+            "monitor": self._monitor,
         }
         atomic_torch_save(state, self.run_dir / self.STATE_FILE)
 
@@ -400,4 +401,7 @@ class Trainer:
             detail = err.args[0] if isinstance(err, KeyError) and err.args else err
             raise ValueError(f"cannot resume from {path}: {detail}") from None
         self.run_state = {str(k): v.to(self.device) for k, v in run_state.items()}
+        monitor = state.get("monitor")  # absent from files written before it was saved
+        if isinstance(monitor, tuple) and len(monitor) == 2 and all(isinstance(t, Tensor) for t in monitor):
+            self._monitor = (monitor[0].to(self.device), monitor[1].to(self.device))
         return history, state["best_state"], *progress
