@@ -1,0 +1,141 @@
+"""`advlearn reproduce`: the closed-form experiments against independent computations; registry and CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm as normal
+
+from advlearn.cli import main
+from advlearn.experiments.reproduce import EXPERIMENTS, Comparison, holder, reproduce, table_62_1
+from advlearn.experiments.reproduce._common import t_interval
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def test_verdict_rules():
+    """matches inside the interval; same direction outside when the claim holds; differs otherwise."""
+    values = (0.50, 0.52, 0.48, 0.51, 0.49)
+    assert Comparison("q", 0.50, values, holds=False, why=".").verdict == "matches"
+    assert Comparison("q", 0.90, values, holds=True, why=".").verdict == "same direction"
+    assert Comparison("q", 0.90, values, holds=False, why=".").verdict == "differs"
+    assert Comparison("q", None, values, holds=True, why=".").verdict == "no published figure"
+    # one seed: no interval, so nothing can match
+    assert Comparison("q", 0.5, (0.5,), holds=True, why=".").verdict == "same direction"
+
+
+def test_t_interval_against_scipy():
+    """The prediction interval of one run and the confidence interval of the mean, by hand."""
+    values = [1.0, 2.0, 4.0, 7.0]
+    n, mean, sd = 4, 3.5, float(np.std(values, ddof=1))
+    t = 3.182446305284263  # t_{0.975, 3}, from a printed table
+    lo, hi = t_interval(values, spread="mean")
+    assert lo == pytest.approx(mean - t * sd / math.sqrt(n), rel=1e-12)
+    assert hi == pytest.approx(mean + t * sd / math.sqrt(n), rel=1e-12)
+    lo, hi = t_interval(values, spread="run")
+    assert hi - lo == pytest.approx(2 * t * sd * math.sqrt(1 + 1 / n), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- holder (eq. 62.1)
+
+
+@pytest.mark.parametrize(("norm", "q"), [("linf", 1), ("l2", 2), ("l1", math.inf)])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_holder_fgsm_equals_the_dual_norm_to_machine_precision(norm: str, q: float, seed: int):
+    """The library's FGSM on a linear score gives gᵀδ = ε‖g‖_q, with g redrawn here independently."""
+    value, bound, best, random = holder._one_seed(seed, norm, draws=2000)
+    g = torch.randn(holder.DIM, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).numpy()
+    expected = holder.EPS * float(np.linalg.norm(g, ord=q))
+    assert abs(value - expected) <= 16 * np.finfo(np.float64).eps * expected
+    assert bound == expected
+    assert best < expected  # random points of the ball never reach the bound
+    assert random.shape == (2000,)
+
+
+# ----------------------------------------------------------------------------- table-62.1
+
+
+def test_bayes_accuracies_closed_form():
+    """Clean: Φ(√(μᵀΣ⁻¹μ)) with μᵀΣ⁻¹μ = 2/1.3 by hand; robust at ε = 1: chance, as z = μ is allowed."""
+    assert table_62_1.bayes_clean_accuracy() == pytest.approx(
+        float(normal.cdf(math.sqrt(2 / 1.3))), abs=1e-12
+    )
+    assert table_62_1.best_linear_robust_accuracy(1.0) == pytest.approx(0.5, abs=1e-12)
+    assert table_62_1.best_linear_robust_accuracy(0.0) == pytest.approx(
+        table_62_1.bayes_clean_accuracy(), abs=1e-7
+    )
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3, 0.6, 0.9])
+def test_robust_optimum_primal_equals_dual(eps: float):
+    """max over linear w of the robust margin SNR equals min over the ε-box of the Mahalanobis distance.
+
+    Along w = (1, 1)/√2 both sides are also known by hand: SNR = √2(1 − ε)/√1.3, and that w is optimal
+    by symmetry, since Σ's eigenvector (1, 1) is μ's direction.
+    """
+    primal = table_62_1.best_linear_robust_accuracy(eps)
+    dual = table_62_1.transport_robust_accuracy(eps)
+    by_hand = float(normal.cdf(math.sqrt(2) * (1 - eps) / math.sqrt(1.3)))
+    assert primal == pytest.approx(dual, abs=1e-6)
+    assert dual == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_table_62_1_one_seed_is_consistent():
+    """FGSM on the fitted LR is the closed-form point, and its accuracy the margin test's."""
+    out = table_62_1._one_seed(0)
+    assert out["fgsm_gap"] <= 1e-12
+    assert out["standard"][1] == out["margin_acc"]
+    clean, adversarial = out["standard"][:2]
+    assert 0.8 < clean < 0.97  # 160 test points around the Bayes accuracy 89.3%
+    assert adversarial < 0.65  # about chance
+
+
+# ----------------------------------------------------------------------------- registry and CLI
+
+
+def test_unknown_name_lists_the_known_ones(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(ValueError, match="holder") as info:
+        reproduce("no-such-experiment")
+    assert "table-62.1" in str(info.value)
+    assert main(["reproduce", "no-such-experiment"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-experiment" in err
+    assert all(name in err for name in EXPERIMENTS)
+
+
+def test_list_prints_every_experiment(capsys: pytest.CaptureFixture[str]):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name, experiment in EXPERIMENTS.items():
+        assert name in out
+        assert experiment.source in out
+
+
+def test_data_dir_refused_where_unused(tmp_path: Path):
+    with pytest.raises(ValueError, match="--data-dir applies only to"):
+        reproduce("holder", data_dir=tmp_path, out_dir=tmp_path)
+
+
+def test_quick_run_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`advlearn reproduce holder --quick` end to end: results.json, report.md, report.html, the PNG."""
+    assert main(["reproduce", "holder", "--quick", "--seeds", "3", "--out-dir", str(tmp_path)]) == 0
+    run_dir = tmp_path / "reproduce-holder"
+    for name in ("results.json", "report.md", "report.html", "holder.png"):
+        assert (run_dir / name).is_file(), name
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert "src='http" not in html
+    assert "published" in (run_dir / "report.md").read_text()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["seeds"] == [0, 1, 2]
+    assert all(c["passed"] for c in results["checks"])
+    linf = results["comparisons"][0]
+    assert linf["published"] == holder.PUBLISHED["fgsm"]
+    assert len(linf["values"]) == 3
+    assert linf["verdict"] in ("matches", "same direction", "differs")
+    assert "| quantity | published | ours |" in capsys.readouterr().out
