@@ -63,7 +63,9 @@ def run(context: Context) -> Outcome:
     details: dict[str, object] = {}
     for norm, symbol, dual in _NORMS:
         results = [_one_seed(seed, norm, draws) for seed in context.seeds]
-        value, bound, best = ([r[i] for r in results] for i in range(3))
+        value = [r[0] for r in results]
+        bound = [r[1] for r in results]
+        best = [r[2] for r in results]
         histograms[norm] = (results[0][3], results[0][1])
         ratio = [b / v for b, v in zip(best, bound, strict=True)]
         details[norm] = {"fgsm": value, "bound": bound, "best_random": best}
@@ -113,9 +115,9 @@ def run(context: Context) -> Outcome:
         )
     fig = figure(12, 3.4)
     for ax, (norm, symbol, dual) in zip(fig.subplots(1, 3), _NORMS, strict=True):
-        random, bound = histograms[norm]
+        random, first = histograms[norm]
         ax.hist(random, bins=80, color="C0", alpha=0.8, label=f"{draws:,} random δ")
-        ax.axvline(bound, color="C3", lw=2, label=f"FGSM = ε{dual} = {bound:.3f}")
+        ax.axvline(first, color="C3", lw=2, label=f"FGSM = ε{dual} = {first:.3f}")
         ax.set_title(f"{symbol} ball, ε = {EPS:g}, seed {context.seeds[0]}")
         ax.set_xlabel("gᵀδ")
         ax.legend(fontsize=8)
