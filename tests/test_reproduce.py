@@ -12,7 +12,7 @@ import torch
 from scipy.stats import norm as normal
 
 from advlearn.cli import main
-from advlearn.experiments.reproduce import EXPERIMENTS, Comparison, holder, reproduce, table_62_1
+from advlearn.experiments.reproduce import EXPERIMENTS, Comparison, holder, reproduce, table_62_1, tsipras
 from advlearn.experiments.reproduce._common import t_interval
 
 # ----------------------------------------------------------------------------- the verdict
@@ -139,3 +139,24 @@ def test_quick_run_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(linf["values"]) == 3
     assert linf["verdict"] in ("matches", "same direction", "differs")
     assert "| quantity | published | ours |" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- tsipras
+
+
+def test_tsipras_closed_forms_by_hand():
+    """η√d = 4 at every d; ε = 2η flips the weak means; x₁ survives iff ε = 8/√d < 1 (d > 64)."""
+    for d in tsipras.DIMS:
+        forms = tsipras.closed_forms(d)
+        assert forms["weak clean"] == pytest.approx(float(normal.cdf(4.0)), abs=1e-12)
+        assert forms["weak robust"] == pytest.approx(float(normal.cdf(-4.0)), abs=1e-12)
+        assert forms["robust clean"] == 0.95
+        assert forms["robust robust"] == (0.95 if d > 64 else 0.0)
+
+
+def test_tsipras_weak_classifier_monte_carlo():
+    """The weak-feature classifier on 40,000 fresh samples, within 5 binomial sd of Φ(±4)."""
+    clean, robust = tsipras.monte_carlo_weak(100, 40_000, seed=3)
+    sd = math.sqrt(normal.cdf(4.0) * normal.sf(4.0) / 40_000) + 1 / 40_000
+    assert abs(clean - normal.cdf(4.0)) < 5 * sd
+    assert abs(robust - normal.cdf(-4.0)) < 5 * sd

@@ -55,6 +55,20 @@ class Context:
     quiet: bool = True
 
 
+def wilson_interval(proportion: float, count: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion observed on ``count`` trials.
+
+    Example:
+        >>> lo, hi = wilson_interval(1.0, 1000)
+        >>> round(lo, 4), hi
+        (0.9962, 1.0)
+    """
+    z = 1.959963984540054  # the standard normal's 97.5% quantile
+    centre = (proportion + z * z / (2 * count)) / (1 + z * z / count)
+    half = z / (1 + z * z / count) * math.sqrt(proportion * (1 - proportion) / count + z * z / (4 * count**2))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def t_interval(values: Sequence[float], spread: Spread = "run") -> tuple[float, float]:
     """The 95% Student-t interval of ``values``: of one more run (``"run"``) or of their mean (``"mean"``).
 
@@ -87,6 +101,7 @@ class Comparison:
         percent: format the numbers as percentages.
         spread: ``"run"`` when the published figure is one run, ``"mean"`` when it is an average
             or an expectation (see the module docs).
+        count: the test points per seed an accuracy was measured on (adds the Wilson interval).
     """
 
     quantity: str
@@ -96,6 +111,7 @@ class Comparison:
     why: str
     percent: bool = False
     spread: Spread = "run"
+    count: int | None = None
 
     @property
     def mean(self) -> float:
@@ -105,6 +121,9 @@ class Comparison:
     def interval(self) -> tuple[float, float]:
         """The t-interval; a proportion's is cut to ``[0, 1]`` (the report says so)."""
         lo, hi = t_interval(self.values, self.spread)
+        if self.count is not None:
+            w_lo, w_hi = wilson_interval(min(1.0, max(0.0, self.mean)), self.count * len(self.values))
+            lo, hi = (w_lo, w_hi) if math.isnan(lo) else (min(lo, w_lo), max(hi, w_hi))
         return (max(lo, 0.0), min(hi, 1.0)) if self.percent else (lo, hi)
 
     @property
@@ -135,9 +154,16 @@ class Comparison:
             "ours": self.mean,
             "values": list(self.values),
             "interval": None if math.isnan(lo) else [lo, hi],
-            "interval_kind": f"{LEVEL:.0%} t-interval of one run"
-            if self.spread == "run"
-            else f"{LEVEL:.0%} t-interval of the mean",
+            "interval_kind": (
+                f"{LEVEL:.0%} t-interval of one run"
+                if self.spread == "run"
+                else f"{LEVEL:.0%} t-interval of the mean"
+            )
+            + (
+                ""
+                if self.count is None
+                else f", spanning the Wilson interval of {self.count} points per seed"
+            ),
             "verdict": self.verdict,
             "why": self.why,
         }
@@ -240,7 +266,8 @@ def write_run(experiment: Experiment, context: Context, outcome: Outcome, second
     intervals = (
         "Intervals are 95% Student-t intervals over the seeds: of one run where the published "
         "figure is one run, of the mean where it is an average or an expectation (accuracies' "
-        "intervals cut to [0, 100%]). "
+        "intervals cut to [0, 100%], and never narrower than the Wilson interval of the pooled test "
+        "points). "
         "'matches': the published figure lies in our interval; 'same direction': it does not, but "
         "the qualitative claim holds; 'differs': neither."
     )

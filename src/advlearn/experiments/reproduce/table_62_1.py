@@ -87,7 +87,7 @@ def _one_seed(seed: int) -> dict[str, object]:
     standard = AdversarialLogisticRegression(plain).fit(x, y)
     x_aug = _fgsm(standard, x, y, threat)  # from the clean model's parameters
     adversarial = AdversarialLogisticRegression(plain).fit(torch.cat([x, x_aug]), torch.cat([y, y]))
-    closed = AdversarialLogisticRegression(threat).fit(x, y)
+    closed = AdversarialLogisticRegression(threat, solver="lbfgsb").fit(x, y)
     out: dict[str, object] = {"split": split}
     for label, model in (("standard", standard), ("adversarial", adversarial), ("closed-form", closed)):
         x_adv = _fgsm(model, xt, yt, threat)
@@ -171,6 +171,7 @@ def run(context: Context) -> Outcome:
             holds=abs(mean - bayes_clean) < 0.03,
             why=f"{one}; ours averages {mean:.1%} against the Bayes accuracy {bayes_clean:.1%}.",
             percent=True,
+            count=N_TEST,
         ),
         Comparison(
             "standard LR, FGSM accuracy",
@@ -179,6 +180,7 @@ def run(context: Context) -> Outcome:
             holds=float(np.mean(std_adv)) < 0.6,
             why=f"{one}; FGSM at ε = 1 drives it to about chance, the robust optimum here.",
             percent=True,
+            count=N_TEST,
         ),
         Comparison(
             "adversarially trained LR, clean accuracy",
@@ -187,6 +189,7 @@ def run(context: Context) -> Outcome:
             holds=float(np.mean(at_clean)) >= float(np.mean(std_clean)) - 0.03,
             why=f"{one}; augmenting with FGSM points costs little clean accuracy on this data.",
             percent=True,
+            count=N_TEST,
         ),
         Comparison(
             "adversarially trained LR, FGSM accuracy",
@@ -195,6 +198,7 @@ def run(context: Context) -> Outcome:
             holds=abs(float(np.mean(at_adv)) - 0.5) < 0.1,
             why=f"{one}; no classifier beats chance at ε = 1, so neither can adversarial training.",
             percent=True,
+            count=N_TEST,
         ),
         Comparison(
             "closed-form adversarial LR (advlearn.linear), clean accuracy",
@@ -204,6 +208,7 @@ def run(context: Context) -> Outcome:
             why="at ε = 1 ≈ ‖mean(y·x)‖_∞ the robust optimum of the logistic loss is w near 0, "
             "so clean accuracy collapses where w = 0 exactly.",
             percent=True,
+            count=N_TEST,
         ),
         Comparison(
             "closed-form adversarial LR, FGSM accuracy",
@@ -212,6 +217,7 @@ def run(context: Context) -> Outcome:
             holds=True,
             why="FGSM is the exact worst case of a linear model, so this is its true robust accuracy.",
             percent=True,
+            count=N_TEST,
         ),
         Comparison(
             "Bayes-optimal clean accuracy Φ(‖μ‖_Σ⁻¹)",
