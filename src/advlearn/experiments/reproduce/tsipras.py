@@ -29,7 +29,7 @@ from scipy.stats import norm as normal
 from advlearn.attacks import fgsm
 from advlearn.data import tsipras
 from advlearn.experiments.reproduce._common import Check, Comparison, Context, Experiment, Outcome
-from advlearn.linear import AdversarialLogisticRegression
+from advlearn.linear import AdversarialLogisticRegression, Solver
 from advlearn.report.page import Section, figure, png
 from advlearn.threat import ThreatModel
 
@@ -60,7 +60,7 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
 
 def _fit(threat: ThreatModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.nn.Module, bool]:
     # the robust fit's penalty ε‖w‖₁ has a kink at every zero weight: L-BFGS-B on w = u − v
-    solver = "lbfgsb" if float(threat.eps) > 0 else "lbfgs"
+    solver: Solver = "lbfgsb" if float(threat.eps) > 0 else "lbfgs"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         fitted = AdversarialLogisticRegression(
