@@ -12,7 +12,15 @@ import torch
 from scipy.stats import norm as normal
 
 from advlearn.cli import main
-from advlearn.experiments.reproduce import EXPERIMENTS, Comparison, holder, reproduce, table_62_1, tsipras
+from advlearn.experiments.reproduce import (
+    EXPERIMENTS,
+    Comparison,
+    gan_theory,
+    holder,
+    reproduce,
+    table_62_1,
+    tsipras,
+)
 from advlearn.experiments.reproduce._common import t_interval
 
 # ----------------------------------------------------------------------------- the verdict

@@ -303,14 +303,15 @@ def _reproduce(args: argparse.Namespace) -> int:
     names = list(EXPERIMENTS) if args.name == "all" else [EXPERIMENTS.lookup(args.name).name]
     for name in names:
         reads = EXPERIMENTS[name].reads_data_dir
-        experiment, outcome, run_dir = reproduce(
-            name,
-            quick=args.quick,
-            seeds=args.seeds,
-            data_dir=args.data_dir if (reads or args.name != "all") else None,
-            out_dir=args.out_dir,
-            quiet=args.quiet,
-        )
+        with _torch_threads(args.threads):
+            experiment, outcome, run_dir = reproduce(
+                name,
+                quick=args.quick,
+                seeds=args.seeds,
+                data_dir=args.data_dir if (reads or args.name != "all") else None,
+                out_dir=args.out_dir,
+                quiet=args.quiet,
+            )
         print(f"== {name}: {experiment.source}")
         print(outcome.header)
         print("| quantity | published | ours | interval over seeds | verdict |")
@@ -497,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seeds", type=_positive_int, help="how many seeds (default: per experiment)")
     reproduce.add_argument("--data-dir", help="a folder with the full MNIST IDX files (MNIST experiments)")
     reproduce.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
+    reproduce.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(func=_reproduce)
     return parser
