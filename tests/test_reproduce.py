@@ -168,3 +168,15 @@ def test_tsipras_weak_classifier_monte_carlo():
     sd = math.sqrt(normal.cdf(4.0) * normal.sf(4.0) / 40_000) + 1 / 40_000
     assert abs(clean - normal.cdf(4.0)) < 5 * sd
     assert abs(robust - normal.cdf(-4.0)) < 5 * sd
+
+
+# ----------------------------------------------------------------------------- gan-theory
+
+
+@pytest.mark.parametrize("p_g", gan_theory.GENERATORS[1:])
+def test_gan_value_by_monte_carlo_matches_the_integral(p_g):
+    """V(G, D*) from fresh samples (no quadrature) against −log 4 + 2·JSD (Simpson), 5 standard errors."""
+    from advlearn.games.theory import jensen_shannon
+
+    mc, se = gan_theory.monte_carlo_value(gan_theory.P_DATA, p_g, 100_000, seed=4)
+    assert abs(mc - (-math.log(4) + 2 * jensen_shannon(gan_theory.P_DATA, p_g))) < 5 * se
