@@ -18,6 +18,7 @@ import torch
 from advlearn.experiments.reproduce._common import Check, Comparison, Context, Experiment, Outcome
 from advlearn.games.theory import (
     Gaussian,
+    OptimalDiscriminatorCheck,
     check_optimal_discriminator,
     gan_value,
     jensen_shannon,
@@ -48,7 +49,7 @@ def run(context: Context) -> Outcome:
     generators = GENERATORS[:3] if context.quick else GENERATORS
     comparisons: list[Comparison] = []
     checks: list[Check] = []
-    first: dict[str, object] = {}
+    first: dict[str, OptimalDiscriminatorCheck] = {}
     for p_g in generators:
         fits = [check_optimal_discriminator(P_DATA, p_g, steps=steps, seed=seed) for seed in context.seeds]
         fit = fits[0]
@@ -110,8 +111,8 @@ def run(context: Context) -> Outcome:
     fig = figure(3.4 * len(generators), 3.2)
     for ax, p_g in zip(fig.subplots(1, len(generators)), generators, strict=True):
         fit = first[_name(p_g)]
-        ax.plot(fit.x, fit.d_optimal, "k-", lw=2, label="D* (eq. 62.4)")  # type: ignore[attr-defined]
-        ax.plot(fit.x, fit.d_fitted, "C1--", lw=1.5, label=f"trained D, seed {context.seeds[0]}")  # type: ignore[attr-defined]
+        ax.plot(fit.x, fit.d_optimal, "k-", lw=2, label="D* (eq. 62.4)")
+        ax.plot(fit.x, fit.d_fitted, "C1--", lw=1.5, label=f"trained D, seed {context.seeds[0]}")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"p_data = N(0, 1), p_g = {_name(p_g)}", fontsize=9)
         ax.set_xlabel("x")
