@@ -15,6 +15,8 @@ from advlearn.cli import main
 from advlearn.experiments.reproduce import (
     EXPERIMENTS,
     Comparison,
+    _common,
+    _mnist,
     gan_theory,
     holder,
     reproduce,
@@ -180,3 +182,39 @@ def test_gan_value_by_monte_carlo_matches_the_integral(p_g):
 
     mc, se = gan_theory.monte_carlo_value(gan_theory.P_DATA, p_g, 100_000, seed=4)
     assert abs(mc - (-math.log(4) + 2 * jensen_shannon(gan_theory.P_DATA, p_g))) < 5 * se
+
+
+# ----------------------------------------------------------------------------- MNIST data
+
+
+def test_data_dir_without_files_names_what_it_looked_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """An empty --data-dir: the error lists the four IDX files, before any training starts."""
+    with pytest.raises(FileNotFoundError) as info:
+        reproduce("goodfellow", data_dir=tmp_path, out_dir=tmp_path)
+    for name in _mnist.IDX_FILES:
+        assert name in str(info.value)
+    assert main(["reproduce", "figure-7.8", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "t10k-labels-idx1-ubyte" in err
+    assert "Traceback" not in err
+
+
+def test_data_dir_with_idx_files_is_read(tmp_path: Path):
+    """Four small IDX files (written here, two gzipped) are what the MNIST experiments train on."""
+    import gzip
+    import struct
+
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 30), ("t10k", 10)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (tmp_path / f"{stem}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+        )
+        with gzip.open(tmp_path / f"{stem}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    context = _common.Context(quick=True, seeds=(0,), data_dir=tmp_path, run_dir=tmp_path / "run")
+    split, described = _mnist.load(context)
+    assert (len(split.train), len(split.test)) == (30, 10)
+    assert "full MNIST" in described
+    assert split.train.x.max() <= 1.0
