@@ -19,11 +19,19 @@ from pathlib import Path
 
 from advlearn._checks import check_positive_int
 from advlearn._registry import Registry
-from advlearn.experiments.reproduce import figure_7_8, gan_theory, goodfellow, holder, table_62_1, tsipras
+from advlearn.experiments.reproduce import (
+    figure_7_8,
+    gan_theory,
+    goodfellow,
+    holder,
+    madry_mnist,
+    table_62_1,
+    tsipras,
+)
 from advlearn.experiments.reproduce._common import Check, Comparison, Context, Experiment, Outcome, write_run
 
 EXPERIMENTS: Registry[Experiment] = Registry("reproduce experiment")
-for _module in (holder, table_62_1, tsipras, gan_theory, figure_7_8, goodfellow):
+for _module in (holder, table_62_1, tsipras, gan_theory, figure_7_8, goodfellow, madry_mnist):
     EXPERIMENTS.register(_module.EXPERIMENT.name)(_module.EXPERIMENT)
 
 

@@ -56,16 +56,23 @@ def fit(
     seed: int,
     lr: float = 1e-3,
     batch_size: int = 128,
+    schedule: str = "constant",
     quiet: bool = True,
 ) -> nn.Module:
-    """Train a fresh model on ``data`` with the library's :class:`Trainer` (Adam, constant rate).
+    """Train a fresh model on ``data`` with the library's :class:`Trainer` (Adam, ``schedule``).
 
     Returns the model in eval mode.
     """
     torch.manual_seed(seed)
     model = make_model()
     trainer = Trainer(
-        model, objective, torch.optim.Adam(model.parameters(), lr=lr), device="cpu", seed=seed, quiet=quiet
+        model,
+        objective,
+        torch.optim.Adam(model.parameters(), lr=lr),
+        schedule=schedule,
+        device="cpu",
+        seed=seed,
+        quiet=quiet,
     )
     trainer.fit(data.loader(batch_size, shuffle=True), epochs=epochs)
     return model.eval()
