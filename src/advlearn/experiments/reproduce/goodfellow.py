@@ -254,7 +254,7 @@ EXPERIMENT = Experiment(
     source="Goodfellow, Shlens & Szegedy 2015 (ICLR), the MNIST results of §4, §6 and §7",
     claim="FGSM fools linear and maxout models confidently; FGSM-blend adversarial training resists it "
     "and transfers asymmetrically; noise training does not.",
-    cost="quick ~2 min (1 seed), full not yet timed (5 seeds)",
+    cost="quick 100 s (1 seed, wall at load ~9), full (5 seeds) not timed",
     run=run,
     seeds=(1, 5),
     reads_data_dir=True,
