@@ -218,3 +218,42 @@ def test_data_dir_with_idx_files_is_read(tmp_path: Path):
     assert (len(split.train), len(split.test)) == (30, 10)
     assert "full MNIST" in described
     assert split.train.x.max() <= 1.0
+
+
+def test_all_runs_each_in_order_and_gives_data_dir_only_to_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """`reproduce all --data-dir DIR`: every experiment runs, in order; DIR reaches only its readers."""
+    import advlearn.experiments.reproduce as package
+    from advlearn._registry import Registry
+
+    seen: dict[str, object] = {}
+
+    def reader(context: _common.Context) -> _common.Outcome:
+        seen["data_dir"] = context.data_dir
+        return _common.Outcome("a stand-in.", [Comparison("q", 1.0, (1.0, 1.0), True, ".")])
+
+    fake: Registry[_common.Experiment] = Registry("reproduce experiment")
+    fake["holder"] = EXPERIMENTS["holder"]
+    fake["reader"] = _common.Experiment(
+        "reader", "a test", "records data_dir.", "0 s", reader, reads_data_dir=True
+    )
+    monkeypatch.setattr(package, "EXPERIMENTS", fake)
+    args = [
+        "reproduce",
+        "all",
+        "--quick",
+        "--seeds",
+        "2",
+        "--data-dir",
+        str(tmp_path),
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.index("== holder") < out.index("== reader")
+    assert seen["data_dir"] == tmp_path
+    assert (tmp_path / "reproduce-holder" / "report.html").is_file()
+    results = json.loads((tmp_path / "reproduce-reader" / "results.json").read_text())
+    assert results["comparisons"][0]["verdict"] == "matches"
