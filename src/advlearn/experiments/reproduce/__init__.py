@@ -20,6 +20,7 @@ from pathlib import Path
 from advlearn._checks import check_positive_int
 from advlearn._registry import Registry
 from advlearn.experiments.reproduce import (
+    claim_smoothing,
     figure_7_8,
     gan_theory,
     goodfellow,
@@ -31,7 +32,16 @@ from advlearn.experiments.reproduce import (
 from advlearn.experiments.reproduce._common import Check, Comparison, Context, Experiment, Outcome, write_run
 
 EXPERIMENTS: Registry[Experiment] = Registry("reproduce experiment")
-for _module in (holder, table_62_1, tsipras, gan_theory, figure_7_8, goodfellow, madry_mnist):
+for _module in (
+    holder,
+    table_62_1,
+    tsipras,
+    gan_theory,
+    figure_7_8,
+    goodfellow,
+    madry_mnist,
+    claim_smoothing,
+):
     EXPERIMENTS.register(_module.EXPERIMENT.name)(_module.EXPERIMENT)
 
 
