@@ -295,10 +295,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.list or args.name is None:
         if not args.list:
             raise ValueError("name an experiment, 'all', or pass --list to see them")
+        width = max(map(len, EXPERIMENTS)) + 1
         for experiment in EXPERIMENTS.values():
-            print(f"{experiment.name:<12} {experiment.source}")
-            print(f"{'':<12} checks: {experiment.claim}")
-            print(f"{'':<12} time on 2 CPU cores: {experiment.cost}")
+            print(f"{experiment.name:<{width}} {experiment.source}")
+            print(f"{'':<{width}} checks: {experiment.claim}")
+            print(f"{'':<{width}} time on 2 CPU cores: {experiment.cost}")
         return 0
     names = list(EXPERIMENTS) if args.name == "all" else [EXPERIMENTS.lookup(args.name).name]
     for name in names:

@@ -33,10 +33,10 @@ def load(context: Context) -> tuple[DataSplit, str]:
     root = Path(context.data_dir)
     missing = [f for f in IDX_FILES if not ((root / f).is_file() or (root / f"{f}.gz").is_file())]
     if missing:
-        raise FileNotFoundError(
-            f"--data-dir {root} lacks {', '.join(missing)}; it looked for the four MNIST IDX files "
-            f"{', '.join(IDX_FILES)} (each raw or .gz)"
-        )
+        looked = f"the four MNIST IDX files {', '.join(IDX_FILES)} (each raw or .gz)"
+        if len(missing) == len(IDX_FILES):
+            raise FileNotFoundError(f"--data-dir {root} holds none of {looked}")
+        raise FileNotFoundError(f"--data-dir {root} lacks {', '.join(missing)}; it looks for {looked}")
     split = load_mnist_idx(root)
     return split, f"full MNIST from {root} ({len(split.train):,} train / {len(split.test):,} test)"
 
