@@ -257,3 +257,18 @@ def test_all_runs_each_in_order_and_gives_data_dir_only_to_readers(
     assert (tmp_path / "reproduce-holder" / "report.html").is_file()
     results = json.loads((tmp_path / "reproduce-reader" / "results.json").read_text())
     assert results["comparisons"][0]["verdict"] == "matches"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["figure-7.8", "claim-smoothing"])
+def test_trained_experiments_quick_end_to_end(name: str, tmp_path: Path):
+    """The experiments that train networks, --quick, end to end (about a minute each on 2 cores)."""
+    experiment, outcome, run_dir = reproduce(name, quick=True, out_dir=tmp_path)
+    assert experiment.name == name
+    assert (run_dir / "report.html").is_file()
+    assert list(run_dir.glob("*.png"))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["comparisons"]) == len(outcome.comparisons) > 0
+    for row in results["comparisons"]:
+        assert row["verdict"] in ("matches", "same direction", "differs", "no published figure")
+        assert all(0.0 <= v <= 1.0 for v in row["values"]) or "radius" in row["quantity"]
