@@ -272,3 +272,15 @@ def test_trained_experiments_quick_end_to_end(name: str, tmp_path: Path):
     for row in results["comparisons"]:
         assert row["verdict"] in ("matches", "same direction", "differs", "no published figure")
         assert all(0.0 <= v <= 1.0 for v in row["values"]) or "radius" in row["quantity"]
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_every_registered_experiment_is_complete(name: str):
+    """Conformance over the registry: named as registered, described, with positive seed counts."""
+    experiment = EXPERIMENTS[name]
+    assert experiment.name == name
+    assert experiment.source.strip()
+    assert experiment.claim.strip()
+    assert experiment.cost.strip()
+    assert callable(experiment.run)
+    assert all(isinstance(s, int) and s >= 1 for s in experiment.seeds)
