@@ -338,6 +338,47 @@ def _dann(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from advlearn.experiments.reproduce import EXPERIMENTS, reproduce
+
+    if args.list or args.name is None:
+        if not args.list:
+            raise ValueError("name an experiment, 'all', or pass --list to see them")
+        width = max(map(len, EXPERIMENTS)) + 1
+        for experiment in EXPERIMENTS.values():
+            print(f"{experiment.name:<{width}} {experiment.source}")
+            print(f"{'':<{width}} checks: {experiment.claim}")
+            print(f"{'':<{width}} time on 2 CPU cores: {experiment.cost}")
+        return 0
+    names = list(EXPERIMENTS) if args.name == "all" else [EXPERIMENTS.lookup(args.name).name]
+    for name in names:
+        reads = EXPERIMENTS[name].reads_data_dir
+        with _torch_threads(args.threads):
+            experiment, outcome, run_dir = reproduce(
+                name,
+                quick=args.quick,
+                seeds=args.seeds,
+                data_dir=args.data_dir if (reads or args.name != "all") else None,
+                out_dir=args.out_dir,
+                quiet=args.quiet,
+            )
+        print(f"== {name}: {experiment.source}")
+        print(outcome.header)
+        print("| quantity | published | ours | interval over seeds | verdict |")
+        print("|---|---|---|---|---|")
+        for comparison in outcome.comparisons:
+            print("| " + " | ".join(comparison.row()) + " |")
+        failed = [c.quantity for c in outcome.checks if not c.passed]
+        if outcome.checks:
+            passed = len(outcome.checks) - len(failed)
+            print(f"checks against independent computations: {passed}/{len(outcome.checks)} pass")
+        for quantity in failed:
+            print(f"CHECK FAILED: {quantity}")
+        print(f"wrote {run_dir}/; open {run_dir / 'report.html'}")
+        print()
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 _NORM_NAMES = [norm.name for norm in NORMS]
@@ -501,6 +542,22 @@ def build_parser() -> argparse.ArgumentParser:
     dann.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     dann.add_argument("--quiet", action="store_true", help="no progress bars")
     dann.set_defaults(func=_dann)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="re-run a classic published result beside the published figure (--list shows them)",
+        description="Re-run one published result (or 'all') and write OUT/reproduce-NAME/ with "
+        "results.json, report.md, report.html and the PNGs: published | ours | interval | verdict.",
+    )
+    reproduce.add_argument("name", nargs="?", metavar="NAME", help="an experiment from --list, or 'all'")
+    reproduce.add_argument("--list", action="store_true", help="list the experiments and exit")
+    reproduce.add_argument("--quick", action="store_true", help="the smoke-sized budget (under 2 min each)")
+    reproduce.add_argument("--seeds", type=_positive_int, help="how many seeds (default: per experiment)")
+    reproduce.add_argument("--data-dir", help="a folder with the full MNIST IDX files (MNIST experiments)")
+    reproduce.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
+    reproduce.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reproduce.set_defaults(func=_reproduce)
     return parser
 
 

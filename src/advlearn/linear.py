@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.threat import ThreatModel, per_example
 
-Solver = Literal["lbfgs", "gd"]
+Solver = Literal["lbfgs", "gd", "lbfgsb"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -229,7 +229,12 @@ class AdversarialLogisticRegression:
         threat: the ball trained against (its box is ignored, see the module docs).
         weight_decay: ``λ ≥ 0``, an extra ℓ2 penalty on ``w`` (not on ``b``).
         fit_intercept: learn ``b``; otherwise ``b = 0``.
-        solver: ``"lbfgs"`` or ``"gd"`` (full-batch gradient descent with step ``lr``).
+        solver: ``"lbfgs"``, ``"gd"`` (full-batch gradient descent with step ``lr``) or
+            ``"lbfgsb"`` (ℓ∞ threats only: SciPy's L-BFGS-B on ``w = u − v``, ``u, v ≥ 0``, where
+            ``ε‖w‖₁ = ε·Σ(u + v)`` at the optimum, so the objective is smooth and the kinks of
+            ``‖w‖₁`` are bounds; exact where ``"lbfgs"`` stalls. ``"lbfgs"`` starts at ``w = 0``,
+            every coordinate on a kink, and when ε exceeds most coordinates' data gradient its
+            line search fails at once and it returns ``w = 0``, which need not be optimal.)
         max_iter: iterations at most.
         lr: the gradient-descent step (``solver="gd"`` only).
         tol: stop once the largest gradient entry falls below it; L-BFGS also stops when
@@ -270,8 +275,12 @@ class AdversarialLogisticRegression:
     ) -> None:
         if not isinstance(threat, ThreatModel):
             raise ValueError(f"threat must be a ThreatModel, got {type(threat).__name__}")
-        if solver not in ("lbfgs", "gd"):
-            raise ValueError(f"solver must be 'lbfgs' or 'gd', got {solver!r}")
+        if solver not in ("lbfgs", "gd", "lbfgsb"):
+            raise ValueError(f"solver must be 'lbfgs', 'gd' or 'lbfgsb', got {solver!r}")
+        if solver == "lbfgsb" and threat.dual_ord != 1.0:
+            raise ValueError(
+                f"solver='lbfgsb' needs an l-inf threat (its penalty is ||w||_1), got {threat.norm}"
+            )
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
         self.threat = threat
@@ -318,7 +327,12 @@ class AdversarialLogisticRegression:
             return loss
 
         with torch.enable_grad():
-            if self.solver == "lbfgs":
+            if self.solver == "lbfgsb":
+                w_fit, b_fit = self._fit_lbfgsb(flat, sign)
+                with torch.no_grad():
+                    w.copy_(w_fit)
+                    b.copy_(b_fit)
+            elif self.solver == "lbfgs":
                 optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
                     params,
                     lr=1.0,
@@ -352,6 +366,46 @@ class AdversarialLogisticRegression:
         with torch.no_grad():
             self.loss_ = float(self.objective(self.coef_, self.intercept_, flat, sign))
         return self
+
+    def _fit_lbfgsb(self, flat: Tensor, sign: Tensor) -> tuple[Tensor, Tensor]:
+        """``min_{u, v ≥ 0, b} mean ζ(−y((u − v)ᵀx + b) + ε·Σ(u + v)) + λ/2‖u − v‖²`` by L-BFGS-B.
+
+        At the optimum ``min(uᵢ, vᵢ) = 0`` (lowering both by the same amount lowers the
+        penalty and leaves ``w`` alone), so ``Σ(u + v) = ‖w‖₁`` and this is the closed-form
+        objective exactly, now smooth with bound constraints.
+        """
+        import numpy as np
+        from scipy.optimize import minimize
+
+        d = flat.shape[1]
+
+        def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            t = torch.tensor(z, dtype=self.dtype, device=flat.device, requires_grad=True)
+            u, v = t[:d], t[d : 2 * d]
+            b = t[2 * d] if self.fit_intercept else torch.zeros((), dtype=self.dtype)
+            w = u - v
+            margin = sign.to(self.dtype) * (flat @ w + b)  # (N,)
+            penalty = self.threat.eps_for(margin.unsqueeze(1)) * (u + v).sum()
+            loss = F.softplus(-margin + penalty).mean()
+            if self.weight_decay > 0:
+                loss = loss + 0.5 * self.weight_decay * w.pow(2).sum()
+            (grad,) = torch.autograd.grad(loss, t)
+            return float(loss.detach()), grad.cpu().double().numpy()
+
+        size = 2 * d + int(self.fit_intercept)
+        bounds = [(0.0, None)] * (2 * d) + [(None, None)] * int(self.fit_intercept)
+        result = minimize(
+            fun,
+            np.zeros(size),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-15},
+        )
+        self.n_iter_ = int(result.nit)
+        z = torch.tensor(result.x, dtype=self.dtype, device=flat.device)
+        b = z[2 * d] if self.fit_intercept else torch.zeros((), dtype=self.dtype, device=flat.device)
+        return z[:d] - z[d : 2 * d], b
 
     def _weights(self) -> tuple[Tensor, Tensor]:
         if self.coef_ is None or self.intercept_ is None:

