@@ -18,6 +18,7 @@ Example:
     True
 """
 
+from advlearn.certify.crown import crown_bounds, crown_margin_bounds
 from advlearn.certify.gap import certified_accuracies
 from advlearn.certify.ibp import (
     Verification,
@@ -47,6 +48,8 @@ __all__ = [
     "certified_accuracy",
     "certify_dataset",
     "check_ibp_supported",
+    "crown_bounds",
+    "crown_margin_bounds",
     "ibp_bounds",
     "ibp_margin_bounds",
     "ibp_radius",
