@@ -41,9 +41,18 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlearn.certify.ibp import Bounds, _layer_bounds, _leaves, _unsupported, ibp_margin_bounds, input_box
+from advlearn.certify.ibp import (
+    Bounds,
+    _layer_bounds,
+    _leaves,
+    _propagate,
+    _unsupported,
+    ibp_margin_bounds,
+    input_box,
+)
 from advlearn.models import Normalize
 from advlearn.threat import ThreatModel
 
@@ -87,6 +96,8 @@ def _backward_affine(layer: nn.Module, lam: Tensor, in_shape: tuple[int, ...]) -
     if isinstance(layer, nn.Linear):
         const = lam @ layer.bias if layer.bias is not None else lam.new_zeros(batch, rows)
         return lam @ layer.weight, const
+    if isinstance(layer, nn.Conv2d) and not isinstance(layer.padding, str):  # "same": the generic path
+        return _backward_conv2d(layer, lam, in_shape)
     if isinstance(layer, (nn.Identity, nn.Dropout)):
         return lam, lam.new_zeros(batch, rows)
     if isinstance(layer, nn.Flatten):
@@ -105,6 +116,33 @@ def _backward_affine(layer: nn.Module, lam: Tensor, in_shape: tuple[int, ...]) -
         )
     if not torch.is_grad_enabled():
         pulled = pulled.detach()
+    return pulled.reshape(batch, rows, *in_shape), const
+
+
+def _backward_conv2d(layer: nn.Conv2d, lam: Tensor, in_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Conv2d's transpose (zero padding): ``Λ·W`` by ``conv_transpose2d``, the constant ``Σ Λ·b``."""
+    batch, rows = lam.shape[:2]
+    out_shape = lam.shape[2:]
+    stride, padding, dilation = layer.stride, tuple(int(p) for p in layer.padding), layer.dilation
+    kernel = layer.weight.shape[2:]
+    output_padding = tuple(
+        in_shape[1 + d]
+        - ((out_shape[1 + d] - 1) * stride[d] - 2 * padding[d] + dilation[d] * (kernel[d] - 1) + 1)
+        for d in range(2)
+    )
+    pulled = F.conv_transpose2d(
+        lam.reshape(batch * rows, *out_shape),
+        layer.weight,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        groups=layer.groups,
+        dilation=dilation,
+    )
+    if layer.bias is not None:
+        const = (lam.sum(dim=(3, 4)) * layer.bias).sum(-1)  # (B, S): Σ_c b_c Σ_hw Λ_chw
+    else:
+        const = lam.new_zeros(batch, rows)
     return pulled.reshape(batch, rows, *in_shape), const
 
 
@@ -226,11 +264,16 @@ def crown_bounds(
         True
     """
     layers = _crown_layers(model)
-    relu_bounds, (ibp_lower, ibp_upper), shapes, box = _intermediate_bounds(layers, x, threat, intermediate)
-    spec = _identity_spec(x.shape[0], (ibp_lower.shape[1],), x)
+    relu_bounds, (lower, upper), shapes, box = _intermediate_bounds(layers, x, threat, intermediate)
+    # IBP through the original boxes too: in exact arithmetic the tightened boxes give bounds inside
+    # these, in floating point only up to rounding, and "never looser than IBP" should hold exactly.
+    ibp_lower, ibp_upper = _propagate(layers, *box)
+    spec = _identity_spec(x.shape[0], (lower.shape[1],), x)
     bound = _backward(layers, shapes, relu_bounds, torch.cat([spec, -spec], dim=1), box)
     n = spec.shape[1]
-    return torch.maximum(ibp_lower, bound[:, :n]), torch.minimum(ibp_upper, -bound[:, n:])
+    lower = torch.maximum(torch.maximum(lower, ibp_lower), bound[:, :n])
+    upper = torch.minimum(torch.minimum(upper, ibp_upper), -bound[:, n:])
+    return lower, upper
 
 
 def margin_spec(y: Tensor, num_classes: int, like: Tensor) -> Tensor:

@@ -226,4 +226,62 @@ def small_cnn(
     return _with_normalize(nn.Sequential(OrderedDict(layers)), mean, std)
 
 
-__all__ = ["logreg", "maxout", "mlp", "small_cnn"]
+# ----------------------------------------------------------------------------- the certified-training CNN
+
+
+@register_model("ibp_cnn")
+def ibp_cnn(
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    channels: tuple[int, int] = (16, 32),
+    hidden: int = 100,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> nn.Module:
+    """The "small" network of Gowal et al. (2018) for IBP and CROWN-IBP training: strided convs, no pooling.
+
+    ``conv4×4(C→16, stride 2) → ReLU → conv4×4(16→32, stride 1) → ReLU → flatten →
+    linear(hidden) → ReLU → linear(num_classes)``, no padding, no BatchNorm, no
+    pooling, so IBP and CROWN (:func:`advlearn.certify.crown_bounds`) pass every
+    layer. On 28×28 MNIST: 13×13 then 10×10 feature maps, 0.33 M parameters.
+
+    Args:
+        in_shape: ``(C, H, W)`` with ``H, W >= 10``.
+        num_classes: the number of logits.
+        channels: the two conv layers' output channels.
+        hidden: the width of the hidden linear layer.
+        mean, std: if given, a :class:`Normalize` layer is prepended.
+
+    References:
+        Gowal et al. On the effectiveness of interval bound propagation for training
+        verifiably robust models. arXiv:1810.12715, 2018, Table 1 ("small").
+
+    Example:
+        >>> net = ibp_cnn((1, 28, 28), 10)
+        >>> net(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    shape = _check_shape(in_shape, num_classes, image=True)
+    if len(channels) != 2:
+        raise ValueError(f"channels must be two positive ints (the two conv layers), got {channels!r}")
+    first, second = _check_widths(channels, "channels", allow_empty=False)
+    (hidden,) = _check_widths((hidden,), "hidden")
+    in_channels, height, width = shape
+    if height < 10 or width < 10:
+        raise ValueError(f"in_shape {shape} is too small for ibp_cnn: it needs H, W >= 10")
+    height, width = (height - 4) // 2 + 1 - 3, (width - 4) // 2 + 1 - 3
+    layers = [
+        ("conv1", nn.Conv2d(in_channels, first, 4, stride=2)),
+        ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(first, second, 4, stride=1)),
+        ("relu2", nn.ReLU()),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(second * height * width, hidden)),  # (B, 32·10·10) -> (B, hidden) on MNIST
+        ("relu", nn.ReLU()),
+        ("logits", nn.Linear(hidden, num_classes)),
+    ]
+    return _with_normalize(nn.Sequential(OrderedDict(layers)), mean, std)
+
+
+__all__ = ["ibp_cnn", "logreg", "maxout", "mlp", "small_cnn"]
