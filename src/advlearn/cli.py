@@ -75,7 +75,11 @@ def _load_config(args: argparse.Namespace) -> Any:
     from advlearn.config import load_config
     from advlearn.experiments.main_job import default_config
 
-    cfg = load_config(args.config) if args.config else default_config(quick=getattr(args, "quick", False))
+    cfg = (
+        load_config(args.config)
+        if args.config
+        else default_config(quick=getattr(args, "quick", False), certified=getattr(args, "certified", False))
+    )
     if getattr(args, "name", None):
         cfg = dataclasses.replace(cfg, name=args.name)
     if getattr(args, "out_dir", None):
@@ -346,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--quick", action="store_true", help="a sub-minute smoke run of the main job")
+    run.add_argument("--certified", action="store_true", help="also train an IBP model (certified row)")
     run.set_defaults(func=_run)
     train.set_defaults(func=_train)
 
