@@ -69,6 +69,7 @@ _CROWN_AFFINE: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
 )
+_ROWS = 256  # specification rows per backward pass of the intermediate bounds
 _MIXING: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d, nn.AvgPool2d)
 CROWN_SUPPORTED = (
     "Linear, Conv2d (zero padding), ReLU, Flatten, AvgPool2d, advlearn Normalize, Identity, Dropout and "
@@ -217,11 +218,14 @@ def _intermediate_bounds(
             # Before the first ReLU with at most one mixing layer, IBP is already exact.
             if intermediate == "crown" and (seen_relu or mixing > 1):
                 spec = _identity_spec(x.shape[0], shapes[i], x)
-                both = torch.cat([spec, -spec], dim=1)  # lower bounds of h and of −h in one pass
-                bound = _backward(layers[:i], shapes, relu_bounds, both, box)
-                n = spec.shape[1]
-                c_lower = bound[:, :n].reshape(lower.shape)
-                c_upper = (-bound[:, n:]).reshape(upper.shape)
+                # Lower bounds of h and of −h, in chunks of rows so that memory stays at
+                # B·ROWS·d floats however wide the layer is.
+                parts = [
+                    _backward(layers[:i], shapes, relu_bounds, torch.cat([rows, -rows], dim=1), box)
+                    for rows in spec.split(_ROWS, dim=1)
+                ]
+                c_lower = torch.cat([p[:, : p.shape[1] // 2] for p in parts], dim=1).reshape(lower.shape)
+                c_upper = torch.cat([-p[:, p.shape[1] // 2 :] for p in parts], dim=1).reshape(upper.shape)
                 lower, upper = torch.maximum(lower, c_lower), torch.minimum(upper, c_upper)
             relu_bounds[i] = (lower, upper)
             seen_relu = True
