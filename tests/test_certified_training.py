@@ -133,3 +133,18 @@ def test_ibp_init_keeps_the_bound_width_from_exploding_with_depth():
     std = float(deep[1].weight.detach().std())
     assert std == pytest.approx(math.sqrt(2 * math.pi) / 256, rel=0.02)
     assert width(deep) < default
+
+
+def test_the_main_job_flag_adds_an_ibp_model_and_is_off_by_default():
+    from advlearn.config import dumps, parse_config, parse_toml
+    from advlearn.experiments.main_job import default_config
+
+    assert [t.label for t in default_config().train] == ["standard", "pgd-at"]
+    for quick in (False, True):
+        cfg = default_config(quick=quick, certified=True)
+        assert [t.label for t in cfg.train] == ["standard", "pgd-at", "ibp"]
+        ibp = cfg.train[2]
+        objective = build_objective(ibp.objective.name, cfg.threat, **ibp.objective.options)
+        assert isinstance(objective, IBPTraining)
+        assert float(objective.target.eps) == pytest.approx(0.4)  # trained above the test eps 0.3
+        assert parse_config(parse_toml(dumps(cfg))) == cfg  # the config round-trips through TOML
