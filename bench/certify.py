@@ -5,12 +5,18 @@ What it measures
     in batches of B (N = 10,000, B = 1,000), in noise samples per second, against the physical limit:
     the same number of batched forward passes of the same model on the same noisy batches, drawn
     beforehand (no sampling, no argmax, no counting). "x limit" = limit time / smoothing time (goal
-    >= 0.9). Models: small_cnn (16, 32, 256) trained below, and an MLP 784-256-256-10 (untrained; the
+    >= 0.9). "batched": Smooth.sample_counts_many on 20 inputs (--examples) with N/20 copies each, the
+    same total, batched across examples (what certify_dataset uses). Models: small_cnn (16, 32, 256)
+    trained below, and an MLP 784-256-256-10 (untrained; the
     cost does not depend on the weights). The two are interleaved round-robin; medians of R rounds
     after W warm-up rounds.
     Table 2 (IBP cost): ibp_bounds (logit bounds) and ibp_margin_bounds (the margins through the last
     layer, what verified_accuracy uses) on one batch of 256 digits at l-inf eps = 0.1, as a multiple
     of one forward pass of the same batch (goal <= 3x), all under torch.no_grad().
+    Table 4 (bound tightness): mean width of the logit bounds of IBP, CROWN-IBP (IBP pre-activation
+    bounds) and CROWN on 8 digits at l-inf eps 0.01, 0.05, 0.1, ibp_cnn and the MLP (untrained), and
+    each one's time as a multiple of a forward pass; auto_LiRPA's CROWN beside them when it imports
+    (PyPI's auto-lirpa 0.3 pins torch < 1.13 and fails to import on numpy 2: skipped, reason recorded).
     Table 3 (certified accuracy, not a timing): small_cnn (16, 32, 256) trained with
     advlearn.training.GaussianAugment at sigma = 0.25 and at 0.5 (E epochs of Adam, lr 1e-3, batch 128,
     on the 4,000 training digits; weights cached in bench/.cache/ under a hash of the settings), then
@@ -152,14 +158,22 @@ def smoothing_throughput(
     def smoothing() -> None:
         smooth.sample_counts(x, num, batch, generator)
 
-    t = median_times(
-        {"limit": limit, "smoothing": smoothing}, args.reps, args.warmup, sync, CLOCKS[args.clock]
-    )
+    # Batched across examples: `examples` digits, num / examples copies each, the same total.
+    xs = x.unsqueeze(0).repeat(args.examples, *([1] * x.dim()))
+    per = num // args.examples
+
+    def batched() -> None:
+        smooth.sample_counts_many(xs, per, batch, generator)
+
+    fns = {"limit": limit, "smoothing": smoothing, "batched": batched}
+    t = median_times(fns, args.reps, args.warmup, sync, CLOCKS[args.clock])
     return {
-        "model": label, "samples": num, "batch_size": batch,
-        "limit_s": t["limit"], "smoothing_s": t["smoothing"],
+        "model": label, "samples": num, "batch_size": batch, "examples_batched": args.examples,
+        "limit_s": t["limit"], "smoothing_s": t["smoothing"], "batched_s": t["batched"],
         "limit_samples_per_s": num / t["limit"], "smoothing_samples_per_s": num / t["smoothing"],
+        "batched_samples_per_s": per * args.examples / t["batched"],
         "x_limit": t["limit"] / t["smoothing"],
+        "batched_x_limit": t["limit"] / t["batched"] * per * args.examples / num,
     }  # fmt: skip
 
 
@@ -185,6 +199,53 @@ def ibp_cost(
         "ibp_bounds_x_forward": t["ibp_bounds"] / t["forward"],
         "ibp_margin_bounds_x_forward": t["ibp_margin_bounds"] / t["forward"],
     }  # fmt: skip
+
+
+def auto_lirpa_status() -> tuple[Any, str]:
+    """auto_LiRPA's module, or None and why not (PyPI's 0.3 pins torch < 1.13 and imports
+    numpy.lib.arraysetops, which numpy 2 removed)."""
+    try:
+        import auto_LiRPA  # type: ignore[import-not-found]
+    except Exception as err:  # any import failure means: skip the peer
+        return None, f"skipped: auto_LiRPA does not import here ({type(err).__name__}: {err})"
+    return auto_LiRPA, f"auto_LiRPA {getattr(auto_LiRPA, '__version__', '?')}"
+
+
+def _lirpa_crown(lirpa: Any, model: nn.Module, x: Tensor, threat: al.ThreatModel) -> Callable[[], Any]:
+    bounded = lirpa.BoundedModule(model, torch.empty_like(x))
+    low, high = threat.enclosing_box(x)
+    bx = lirpa.BoundedTensor(x, lirpa.PerturbationLpNorm(norm=float("inf"), x_L=low, x_U=high))
+    return partial(bounded.compute_bounds, x=(bx,), method="CROWN")
+
+
+def crown_tightness(
+    label: str, model: nn.Module, x: Tensor, args: argparse.Namespace, sync: Callable[[], None]
+) -> list[dict[str, Any]]:
+    """Mean logit-bound width and time of IBP, CROWN-IBP and CROWN (and auto_LiRPA's CROWN if it imports)."""
+    from advlearn.certify import crown_bounds
+
+    rows = []
+    lirpa, status = auto_lirpa_status()
+    for eps in (0.01, 0.05, 0.1):
+        threat = al.ThreatModel("linf", eps)
+        methods: dict[str, Callable[[], Any]] = {
+            "ibp": partial(ibp_bounds, model, x, threat),
+            "crown-ibp": partial(crown_bounds, model, x, threat, intermediate="ibp"),
+            "crown": partial(crown_bounds, model, x, threat, intermediate="crown"),
+        }
+        if lirpa is not None:
+            methods["auto_LiRPA crown"] = _lirpa_crown(lirpa, model, x, threat)
+        with torch.no_grad():
+            widths = {name: float((fn()[1] - fn()[0]).mean()) for name, fn in methods.items()}
+            timed = {"forward": partial(model, x), **methods}
+            times = median_times(timed, args.reps, 1, sync, CLOCKS[args.clock])
+        for name in methods:
+            rows.append({
+                "model": label, "eps": eps, "method": name, "mean_width": widths[name],
+                "width_x_ibp": widths[name] / widths["ibp"], "ms": 1e3 * times[name],
+                "x_forward": times[name] / times["forward"], "peer": status,
+            })  # fmt: skip
+    return rows
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -283,6 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--batch-size", type=int, default=1000, help="noisy copies per forward pass (1000)")
+    p.add_argument("--examples", type=int, default=20, help="inputs certify_many batches together (20)")
     p.add_argument("--epochs", type=int, default=None, help="noise-training epochs (default 10; quick 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on CPU (default 2)")
@@ -331,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
             "limit samples/s": lambda r: f"{r['limit_samples_per_s']:,.0f}",
             "smoothing samples/s": lambda r: f"{r['smoothing_samples_per_s']:,.0f}",
             "x limit": lambda r: f"{r['x_limit']:.3f}",
+            "batched samples/s": lambda r: f"{r['batched_samples_per_s']:,.0f}",
+            "batched x limit": lambda r: f"{r['batched_x_limit']:.3f}",
         })  # fmt: skip
         print(report["tables"]["smoothing_throughput"])
 
@@ -347,6 +411,25 @@ def main(argv: list[str] | None = None) -> None:
             "x forward ": lambda r: f"{r['ibp_margin_bounds_x_forward']:.2f}",
         })  # fmt: skip
         print(report["tables"]["ibp_cost"])
+
+    if not args.skip_timing:
+        print("\nTable 4: bound tightness and time, IBP vs CROWN-IBP vs CROWN, 8 digits, untrained nets")
+        xb = split.test.x[:8].to(device)
+        torch.manual_seed(SEED)
+        nets = {
+            "ibp_cnn": build_model("ibp_cnn", in_shape=(1, 28, 28), num_classes=10).to(device).eval(),
+            "mlp": make_mlp().to(device).eval(),
+        }
+        rows4 = [row for name, m in nets.items() for row in crown_tightness(name, m, xb, args, sync)]
+        report["crown_tightness"] = rows4
+        print(f"  peer: {rows4[0]['peer']}")
+        report["tables"]["crown_tightness"] = table(rows4, {
+            "model": lambda r: r["model"], "eps": lambda r: f"{r['eps']}", "method": lambda r: r["method"],
+            "mean width": lambda r: f"{r['mean_width']:.4g}",
+            "x IBP width": lambda r: f"{r['width_x_ibp']:.3f}",
+            "ms": lambda r: f"{r['ms']:.1f}", "x forward": lambda r: f"{r['x_forward']:.1f}",
+        })  # fmt: skip
+        print(report["tables"]["crown_tightness"])
 
     if not args.skip_accuracy:
         print(

@@ -25,6 +25,7 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": (16, 8)},
     "maxout": {"hidden": (12, 12), "pieces": 3},
     "small_cnn": {"channels": (4, 8), "hidden": 16},
+    "ibp_cnn": {"channels": (4, 8), "hidden": 16, "padding": 1},
     "preact_resnet18": {"width": 4},
     "wide_resnet": {"depth": 10, "width": 1},
 }

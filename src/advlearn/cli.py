@@ -75,13 +75,18 @@ def _load_config(args: argparse.Namespace) -> Any:
     from advlearn.config import check_config, load_config
     from advlearn.experiments.main_job import default_config
 
-    if args.config and getattr(args, "quick", False):
-        # --quick is the built-in main job's smoke run; it has no meaning for a user's config
-        raise ValueError(
-            "--quick shrinks the built-in main job only; drop CONFIG for the smoke run, "
-            "or lower epochs and evaluate.num_examples in CONFIG (configs/digits_quick.toml is small)"
-        )
-    cfg = load_config(args.config) if args.config else default_config(quick=getattr(args, "quick", False))
+    for flag in ("quick", "certified"):
+        if args.config and getattr(args, flag, False):
+            # both shape the built-in main job only; they have no meaning for a user's config
+            raise ValueError(
+                f"--{flag} changes the built-in main job only; drop CONFIG to use it, or edit CONFIG "
+                "(lower epochs and evaluate.num_examples for a smoke run; configs/digits_quick.toml is small)"
+            )
+    cfg = (
+        load_config(args.config)
+        if args.config
+        else default_config(quick=getattr(args, "quick", False), certified=getattr(args, "certified", False))
+    )
     if getattr(args, "name", None) is not None:
         cfg = dataclasses.replace(cfg, name=args.name)
     if getattr(args, "out_dir", None) is not None:
@@ -442,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--quick", action="store_true", help="a sub-minute smoke run of the main job (not with CONFIG)"
+    )
+    run.add_argument(
+        "--certified", action="store_true", help="also train an IBP model: a certified row (not with CONFIG)"
     )
     run.set_defaults(func=_run)
     train.set_defaults(func=_train)

@@ -3,10 +3,11 @@
 An attack that fails proves nothing; a certificate can be loose but never wrong.
 :class:`Smooth` certifies an ℓ2 radius for a Gaussian-smoothed classifier with
 probability ``1 − α`` (Cohen et al. 2019); :func:`ibp_bounds` bounds a network's
-logits over an ℓ∞ box deterministically (Gowal et al. 2018), and
-:func:`verified_accuracy` counts the examples whose label no perturbation can change.
+logits over an ℓ∞ box deterministically (Gowal et al. 2018), :func:`crown_bounds`
+bounds them more tightly with CROWN's backward linear bounds (never looser than IBP),
+and :func:`verified_accuracy` counts the examples whose label no perturbation can change.
 The objectives that train for certification (``GaussianAugment``, ``IBPTraining``,
-``ibp_loss``) live in :mod:`advlearn.training`, which builds on these bounds;
+``CROWNIBPTraining``, ``ibp_loss``) live in :mod:`advlearn.training`, which builds on these bounds;
 certify imports nothing from training.
 
 Example:
@@ -18,6 +19,7 @@ Example:
     True
 """
 
+from advlearn.certify.crown import crown_bounds, crown_margin_bounds
 from advlearn.certify.gap import certified_accuracies
 from advlearn.certify.ibp import (
     Verification,
@@ -47,6 +49,8 @@ __all__ = [
     "certified_accuracy",
     "certify_dataset",
     "check_ibp_supported",
+    "crown_bounds",
+    "crown_margin_bounds",
     "ibp_bounds",
     "ibp_margin_bounds",
     "ibp_radius",

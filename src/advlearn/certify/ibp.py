@@ -44,7 +44,8 @@ from advlearn.threat import ThreatModel
 
 Bounds = tuple[Tensor, Tensor]
 
-# Element-wise non-decreasing activations: the box maps to [h(l), h(u)].
+# Element-wise non-decreasing activations: the box maps to [h(l), h(u)]. Exact types only (a
+# subclass may override ``forward``); the parameters each rule assumes are checked in _check_layer.
 _MONOTONE: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
@@ -54,6 +55,7 @@ _MONOTONE: tuple[type[nn.Module], ...] = (
     nn.Hardtanh,
     nn.Hardsigmoid,
     nn.ELU,
+    nn.LeakyReLU,
 )
 # Maps that act on each corner alone and are non-decreasing: pooling, reshapes, Normalize (std > 0).
 _CORNERWISE: tuple[type[nn.Module], ...] = (
@@ -68,21 +70,53 @@ _CORNERWISE: tuple[type[nn.Module], ...] = (
     nn.Identity,
     Normalize,
 )
+_BATCHNORM: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_AFFINE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_SUPPORTED_TYPES: frozenset[type[nn.Module]] = frozenset(
+    (*_AFFINE, *_MONOTONE, *_CORNERWISE, *_BATCHNORM, nn.Dropout, Maxout)
+)
 
 SUPPORTED = (
-    "Linear, Conv2d, ReLU, ReLU6, LeakyReLU (slope >= 0), ELU, Tanh, Sigmoid, Softplus, Hardtanh, "
-    "Hardsigmoid, MaxPool, AvgPool, AdaptiveAvgPool2d, AdaptiveMaxPool2d, Flatten, Unflatten, Identity, "
-    "BatchNorm (eval mode), Dropout (eval mode), advlearn Normalize and Maxout, nested nn.Sequential"
+    "Linear, Conv1d, Conv2d, ReLU, ReLU6, LeakyReLU (slope >= 0), ELU (alpha >= 0), Tanh, Sigmoid, "
+    "Softplus (beta > 0), Hardtanh, Hardsigmoid, MaxPool, AvgPool (divisor_override None or > 0), "
+    "AdaptiveAvgPool2d, AdaptiveMaxPool2d, Flatten, Unflatten, Identity, BatchNorm (eval mode), "
+    "Dropout (eval mode), advlearn Normalize (std > 0) and Maxout, nested nn.Sequential; each of exactly "
+    "that type (not a subclass) and without forward hooks"
 )
 
 
+def _has_forward_hooks(module: nn.Module, *, recurse: bool = True) -> bool:
+    """Whether ``module`` (or, with ``recurse``, one of its submodules, e.g. Maxout's Linear) has hooks."""
+    modules = module.modules() if recurse else (module,)
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as module_mod
+
+    return bool(module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks)
+
+
 def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The layers of ``model`` in order, nested Sequentials flattened, each with its dotted name."""
-    if isinstance(model, nn.Sequential):
+    """The layers of ``model`` in order, nested Sequentials flattened, each with its dotted name.
+
+    Every container and layer is checked (:func:`_check_layer`): a module is passed only if its exact
+    type has a bound rule, it has no forward hooks and its parameters satisfy what the rule assumes.
+    """
+    if prefix == "" and _global_hooks():
+        raise ValueError(
+            "interval bound propagation cannot pass a model while global forward hooks are registered "
+            "(torch.nn.modules.module.register_module_forward_hook): they may change any layer's output; "
+            "remove them first"
+        )
+    if type(model) is nn.Sequential:
+        if _has_forward_hooks(model, recurse=False):
+            raise _unsupported(prefix, model, "has forward hooks or pre-hooks, which may change its output")
         out: list[tuple[str, nn.Module]] = []
         for name, child in model.named_children():
             out += _leaves(child, f"{prefix}.{name}" if prefix else name)
         return out
+    _check_layer(prefix, model)
     return [(prefix, model)]
 
 
@@ -93,6 +127,52 @@ def _unsupported(name: str, layer: nn.Module, why: str = "") -> ValueError:
         f"interval bound propagation cannot pass {where}: it {reason}. IBP walks an nn.Sequential "
         f"(nested ones too) of these layers: {SUPPORTED}"
     )
+
+
+def _check_layer(name: str, layer: nn.Module) -> None:
+    """Raise unless ``layer``'s exact type has a rule, it has no hooks, and the rule's assumptions hold."""
+    kind = type(layer)
+    if kind not in _SUPPORTED_TYPES:
+        if isinstance(layer, nn.Sequential):
+            raise _unsupported(
+                name,
+                layer,
+                "is a subclass of nn.Sequential with its own forward (a residual block?), which IBP "
+                "cannot follow; residual connections are not supported",
+            )
+        supported_base = next((t for t in _SUPPORTED_TYPES if isinstance(layer, t)), None)
+        if supported_base is not None:
+            raise _unsupported(
+                name,
+                layer,
+                f"is a subclass of {supported_base.__name__}, whose forward may differ from the "
+                f"{supported_base.__name__} rule; use {supported_base.__name__} itself",
+            )
+        raise _unsupported(name, layer)
+    if _has_forward_hooks(layer):
+        raise _unsupported(name, layer, "has forward hooks or pre-hooks, which may change its output")
+    if isinstance(layer, nn.LeakyReLU) and not layer.negative_slope >= 0:
+        raise _unsupported(name, layer, f"is not monotone with negative_slope={layer.negative_slope}")
+    if isinstance(layer, nn.ELU) and not layer.alpha >= 0:
+        raise _unsupported(name, layer, f"is not monotone with alpha={layer.alpha} (needs alpha >= 0)")
+    if isinstance(layer, nn.Softplus) and not layer.beta > 0:
+        raise _unsupported(name, layer, f"is not monotone with beta={layer.beta} (needs beta > 0)")
+    if isinstance(layer, nn.Hardtanh) and not layer.min_val <= layer.max_val:
+        raise _unsupported(name, layer, f"has min_val={layer.min_val} > max_val={layer.max_val}")
+    if isinstance(layer, (nn.AvgPool1d, nn.AvgPool2d)):
+        divisor = getattr(layer, "divisor_override", None)
+        if divisor is not None and not divisor > 0:
+            raise _unsupported(name, layer, f"divides by divisor_override={divisor} (needs None or > 0)")
+    if getattr(layer, "return_indices", False):
+        raise _unsupported(name, layer, "returns indices (return_indices=True)")
+    if isinstance(layer, Normalize):
+        finite = bool(torch.isfinite(layer.mean).all()) and bool(torch.isfinite(layer.std).all())
+        if not finite or not bool((layer.std > 0).all()):
+            raise _unsupported(name, layer, "has a std entry <= 0 or a non-finite mean or std")
+    if isinstance(layer, _BATCHNORM):
+        var = getattr(layer, "running_var", None)
+        if var is not None and not bool((var + layer.eps > 0).all()):
+            raise _unsupported(name, layer, "has running_var + eps <= 0 (the scale is not defined)")
 
 
 def _affine(
@@ -130,20 +210,12 @@ def _batchnorm(name: str, layer: nn.modules.batchnorm._BatchNorm, lower: Tensor,
 
 
 def _layer_bounds(name: str, layer: nn.Module, lower: Tensor, upper: Tensor) -> Bounds:
-    """The box that contains ``layer``'s image of the box ``[lower, upper]``."""
+    """The box that holds ``layer``'s image of ``[lower, upper]`` (``layer`` checked by _leaves)."""
     if isinstance(layer, nn.Linear):
         return _affine(lower, upper, F.linear, layer.weight, layer.bias)
-    if isinstance(layer, nn.Conv2d):
-        return _affine(lower, upper, layer._conv_forward, layer.weight, layer.bias)
-    if isinstance(layer, nn.Conv1d):
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
         return _affine(lower, upper, layer._conv_forward, layer.weight, layer.bias)
     if isinstance(layer, (_MONOTONE, _CORNERWISE)):
-        if getattr(layer, "return_indices", False):
-            raise _unsupported(name, layer, "returns indices (return_indices=True)")
-        return layer(lower), layer(upper)
-    if isinstance(layer, nn.LeakyReLU):
-        if layer.negative_slope < 0:
-            raise _unsupported(name, layer, "is not monotone with a negative slope")
         return layer(lower), layer(upper)
     if isinstance(layer, nn.modules.batchnorm._BatchNorm):
         return _batchnorm(name, layer, lower, upper)
@@ -160,24 +232,13 @@ def _layer_bounds(name: str, layer: nn.Module, lower: Tensor, upper: Tensor) -> 
 
 def check_ibp_supported(model: nn.Module) -> None:
     """Raise a ValueError naming the first layer of ``model`` that IBP cannot pass (training-mode checks
-    happen when bounds are computed)."""
-    for name, layer in _leaves(model):
-        supported = isinstance(
-            layer,
-            (
-                nn.Linear,
-                nn.Conv1d,
-                nn.Conv2d,
-                nn.LeakyReLU,
-                nn.modules.batchnorm._BatchNorm,
-                nn.Dropout,
-                Maxout,
-                *_MONOTONE,
-                *_CORNERWISE,
-            ),
-        )
-        if not supported:
-            raise _unsupported(name, layer)
+    happen when bounds are computed).
+
+    A layer passes only if its exact type has a rule (a subclass of ``nn.ReLU`` or ``nn.Sequential``
+    with its own ``forward`` is refused), it carries no forward hooks or pre-hooks, and its
+    parameters satisfy the rule's assumptions (monotone activations, positive divisors and std).
+    """
+    _leaves(model)
 
 
 def input_box(x: Tensor, threat: ThreatModel) -> Bounds:

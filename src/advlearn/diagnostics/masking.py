@@ -257,17 +257,37 @@ def _check_gradients(
     norms = _in_batches(dual_norms, batch_size, x, y)  # (N,)
     # ε·‖∇‖_q is the most the loss can rise inside the ball to first order (Hölder).
     gain = norms * threat.eps_for(x)
-    m = int(correct.sum())
+    # NaN/Inf gradients carry no direction (NaN ≤ tol is False, so test them apart): they fail the
+    # check wherever they occur, and count in its figure beside the vanishing ones.
+    nonfinite = ~torch.isfinite(gain)
     vanishing = (gain <= grad_tol) & correct
-    fraction = float(vanishing.sum()) / m if m else math.nan
+    flagged, examined = vanishing | nonfinite, correct | nonfinite
+    m, bad = int(examined.sum()), int(nonfinite.sum())
+    fraction = float(flagged.sum()) / m if m else math.nan
     q = threat.norm.dual_symbol[1:]  # "ℓ₁" → "₁"
+    finite_correct = gain[correct & ~nonfinite]
+    median = float(finite_correct.median()) if finite_correct.numel() else math.nan
+    correct_count = int(correct.sum())
     detail = (
-        f"{int(vanishing.sum())} of {m} correctly classified inputs ({_pct(fraction)}) have "
-        f"ε·‖∇ₓL‖{q} ≤ {grad_tol:g} (median {float(gain[correct].median()) if m else math.nan:.3g})"
+        f"{int(vanishing.sum())} of {correct_count} correctly classified inputs "
+        f"({_pct(int(vanishing.sum()) / correct_count if correct_count else math.nan)}) have "
+        f"ε·‖∇ₓL‖{q} ≤ {grad_tol:g} (median {median:.3g})"
     )
+    if bad:
+        detail += (
+            f"; {bad} of {len(gain)} inputs ({_pct(bad / len(gain))}) have NaN or Inf gradients "
+            f"({_pct(fraction)} of the {m} inputs examined flagged)"
+        )
     if m == 0:
         status: Status = "not run"
         meaning = "No input is classified correctly, so there is no gradient to inspect."
+    elif bad:
+        status = "fail"
+        meaning = (
+            "The loss has NaN or Inf gradients (an overflowing log-softmax, a division by zero): gradient "
+            "attacks take no step there, so their robust accuracy is an artefact; compute the loss stably "
+            "(log_softmax of the logits), attack the logits (CW/DLR loss) or use a black-box attack."
+        )
     elif fraction > grad_fraction:
         status = "fail"
         meaning = (

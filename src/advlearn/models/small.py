@@ -226,4 +226,69 @@ def small_cnn(
     return _with_normalize(nn.Sequential(OrderedDict(layers)), mean, std)
 
 
-__all__ = ["logreg", "maxout", "mlp", "small_cnn"]
+# ----------------------------------------------------------------------------- the certified-training CNN
+
+
+@register_model("ibp_cnn")
+def ibp_cnn(
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    channels: tuple[int, int] = (16, 32),
+    hidden: int = 100,
+    padding: int = 0,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> nn.Module:
+    """The "small" network of Gowal et al. (2018) for IBP and CROWN-IBP training: strided convs, no pooling.
+
+    ``conv4×4(C→16, stride 2) → ReLU → conv4×4(16→32, stride 1) → ReLU → flatten →
+    linear(hidden) → ReLU → linear(num_classes)``, no padding (by default), no BatchNorm, no
+    pooling, so IBP and CROWN (:func:`advlearn.certify.crown_bounds`) pass every
+    layer. On 28×28 MNIST: 13×13 then 10×10 feature maps, 0.33 M parameters.
+
+    Args:
+        in_shape: ``(C, H, W)`` with ``H, W >= 10`` (``>= 6`` with ``padding=1``).
+        num_classes: the number of logits.
+        channels: the two conv layers' output channels.
+        hidden: the width of the hidden linear layer.
+        padding: zero padding of both convs (0 as in the bench runs; 1 lets small inputs through).
+        mean, std: if given, a :class:`Normalize` layer is prepended.
+
+    References:
+        Gowal et al. On the effectiveness of interval bound propagation for training
+        verifiably robust models. arXiv:1810.12715, 2018, Table 1 ("small").
+
+    Example:
+        >>> net = ibp_cnn((1, 28, 28), 10)
+        >>> net(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    shape = _check_shape(in_shape, num_classes, image=True)
+    if len(channels) != 2:
+        raise ValueError(f"channels must be two positive ints (the two conv layers), got {channels!r}")
+    first, second = _check_widths(channels, "channels", allow_empty=False)
+    (hidden,) = _check_widths((hidden,), "hidden")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding not in (0, 1):
+        raise ValueError(f"padding must be 0 or 1, got {padding!r}")
+    in_channels, height, width = shape
+    height, width = ((side + 2 * padding - 4) // 2 + 1 + 2 * padding - 3 for side in (height, width))
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"in_shape {shape} is too small for ibp_cnn: it needs H, W >= {10 - 4 * padding} "
+            f"with padding={padding}"
+        )
+    layers = [
+        ("conv1", nn.Conv2d(in_channels, first, 4, stride=2, padding=padding)),
+        ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(first, second, 4, stride=1, padding=padding)),
+        ("relu2", nn.ReLU()),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(second * height * width, hidden)),  # (B, 32·10·10) -> (B, hidden) on MNIST
+        ("relu", nn.ReLU()),
+        ("logits", nn.Linear(hidden, num_classes)),
+    ]
+    return _with_normalize(nn.Sequential(OrderedDict(layers)), mean, std)
+
+
+__all__ = ["ibp_cnn", "logreg", "maxout", "mlp", "small_cnn"]

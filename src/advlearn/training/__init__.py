@@ -9,7 +9,13 @@ Example:
 
 from advlearn.losses import jensen_shannon, mart_loss, trades_loss
 from advlearn.training.augment import random_translate
-from advlearn.training.certified import GaussianAugment, IBPTraining, ibp_loss
+from advlearn.training.certified import (
+    CROWNIBPTraining,
+    GaussianAugment,
+    IBPTraining,
+    certified_loss,
+    ibp_loss,
+)
 from advlearn.training.defenses import (
     AWP,
     MART,
@@ -45,6 +51,7 @@ __all__ = [
     "TRADES",
     "VAT",
     "AdversarialObjective",
+    "CROWNIBPTraining",
     "ConsistencyAT",
     "FGSMBlend",
     "FastAT",
@@ -63,6 +70,7 @@ __all__ = [
     "Trainer",
     "awp_perturbation",
     "build_objective",
+    "certified_loss",
     "early_stop_then_refit",
     "hidden_perturbation",
     "ibp_loss",

@@ -31,6 +31,7 @@ from advlearn.attacks import FGSM, PGD, Attack, SignNoise, UniformNoise, pgd_max
 from advlearn.losses import jensen_shannon, kl_divergence, mart_loss, trades_loss
 from advlearn.threat import ThreatModel
 from advlearn.training.augment import random_hflip, random_translate
+from advlearn.training.modes import eval_mode, frozen_batchnorm_stats
 from advlearn.training.objectives import (
     AdversarialObjective,
     InnerPGDObjective,
@@ -334,20 +335,22 @@ class FreeAT(AdversarialObjective):
 def _trades_point(
     model: nn.Module, x: Tensor, threat: ThreatModel, steps: int, step_size: float | None
 ) -> Tensor:
-    """TRADES's inner max: PGD on ``KL(f(x) ‖ f(x'))`` from ``x + 0.001·N(0, I)`` (Zhang et al.)."""
-    with torch.no_grad():
-        reference = model(x)
-    start = x + 0.001 * torch.randn_like(x)
-    return pgd_maximize(
-        model,
-        x,
-        reference,
-        threat,
-        lambda logits, ref: kl_divergence(ref, logits),
-        steps=steps,
-        step_size=step_size,
-        x_start=start,
-    )
+    """TRADES's inner max: PGD on ``KL(f(x) ‖ f(x'))`` from ``x + 0.001·N(0, I)`` (Zhang et al.),
+    with the model in eval mode as in the reference code (the mode it had is restored)."""
+    with eval_mode(model):
+        with torch.no_grad():
+            reference = model(x)
+        start = x + 0.001 * torch.randn_like(x)
+        return pgd_maximize(
+            model,
+            x,
+            reference,
+            threat,
+            lambda logits, ref: kl_divergence(ref, logits),
+            steps=steps,
+            step_size=step_size,
+            x_start=start,
+        )
 
 
 @register_objective("trades")
@@ -364,6 +367,13 @@ class TRADES(InnerPGDObjective):
     ``x + 0.001·N(0, I)``; the outer gradient flows through both ``f(x)`` and
     ``f(x')``. ``β`` trades clean accuracy for robustness (6 in the paper).
 
+    As in the reference code, the inner maximization (and the clean prediction it
+    starts from) runs in eval mode and the outer loss in the mode the model had
+    (train mode under the Trainer): BatchNorm's running statistics are updated by
+    the two outer forward passes only, on ``x`` and ``x'``, never by the attack's
+    iterates. Cost: ``steps + 1`` forward and ``steps`` backward passes for the
+    attack, plus two forward passes and one backward pass for the loss.
+
     Args:
         threat: the ε-ball.
         beta: weight of the robust (KL) term.
@@ -373,7 +383,8 @@ class TRADES(InnerPGDObjective):
 
     References:
         Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan. Theoretically principled
-        trade-off between robustness and accuracy. ICML 2019, eq. (5) and Algorithm 1.
+        trade-off between robustness and accuracy. ICML 2019, eq. (5) and Algorithm 1;
+        code: github.com/yaodongyu/TRADES, ``trades.py`` (``model.eval()`` / ``model.train()``).
     """
 
     threat: ThreatModel
@@ -402,6 +413,10 @@ class MART(InnerPGDObjective):
     class, plus ``λ·KL(p(x) ‖ p(x'))`` weighted by ``1 − p_y(x)`` so that the
     examples the model misclassifies count more.
 
+    As in the reference code, the PGD attack runs in eval mode and the loss in
+    the mode the model had (train mode under the Trainer), so BatchNorm's running
+    statistics see the two outer forward passes (``x`` and ``x'``) only.
+
     Args:
         threat: the ε-ball.
         lambda_: weight of the KL term (6 in the paper; ``lambda`` is a Python keyword).
@@ -411,7 +426,8 @@ class MART(InnerPGDObjective):
 
     References:
         Wang, Zou, Yi, Bailey, Ma & Gu. Improving adversarial robustness requires
-        revisiting misclassified examples. ICLR 2020, eq. (9).
+        revisiting misclassified examples. ICLR 2020, eq. (9); code:
+        github.com/YisenWang/MART, ``mart.py`` (``model.eval()`` for the attack).
     """
 
     threat: ThreatModel
@@ -426,7 +442,8 @@ class MART(InnerPGDObjective):
         self._check_pgd()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        x_adv = self._pgd()(model, x, y)
+        with eval_mode(model):
+            x_adv = self._pgd()(model, x, y)
         return mart_loss(model(x), model(x_adv), y, self.lambda_)
 
 
@@ -448,6 +465,16 @@ class AWP(InnerPGDObjective):
     of ``ρ`` at ``w + v``, restore ``w`` exactly (a copy, bit for bit, not a
     subtraction) and let the optimizer apply that gradient to ``w``.
 
+    Modes follow Wu et al.'s code: ``x'`` is found in eval mode (for both inner
+    methods); the weight step's forward pass runs in the model's own mode but
+    leaves BatchNorm's running statistics untouched (the reference computes it on
+    a proxy copy of the model), so only the outer forward pass(es) at ``w + v``
+    update them: one per step for ``pgd_at``, two (``x`` and ``x'``) for
+    ``trades``. For the first ``awp_warmup`` epochs the weights are not perturbed
+    (plain PGD-AT or TRADES), as the reference's ``--awp-warmup``. Cost per step:
+    the attack, then two forward and two backward passes of ``ρ`` (one for ``v``,
+    one for the update).
+
     Args:
         threat: the ε-ball.
         gamma: relative size of the weight perturbation (5e-3 in the paper).
@@ -456,10 +483,12 @@ class AWP(InnerPGDObjective):
         step_size: ``None`` means ``2.5·ε/steps``.
         beta: TRADES's β when ``inner="trades"``.
         eps_warmup: epochs of linear ε ramp.
+        awp_warmup: epochs of training without the weight perturbation first (0: from the start).
 
     References:
         Wu, Xia & Wang. Adversarial weight perturbation helps robust
-        generalization. NeurIPS 2020, eq. (6)-(11) and Algorithm 1.
+        generalization. NeurIPS 2020, eq. (6)-(11) and Algorithm 1; code:
+        github.com/csdongxian/AWP (``utils_awp.py``: the proxy; ``--awp-warmup``).
     """
 
     threat: ThreatModel
@@ -469,10 +498,12 @@ class AWP(InnerPGDObjective):
     step_size: float | None = None
     beta: float = 6.0
     eps_warmup: int = 0
+    awp_warmup: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonnegative("gamma", self.gamma)
+        check_positive_int("awp_warmup", self.awp_warmup, minimum=0)
         self._check_pgd()
         check_nonnegative("beta", self.beta)
         if self.inner not in ("pgd_at", "trades"):
@@ -483,7 +514,8 @@ class AWP(InnerPGDObjective):
         if self.inner == "trades":
             x_adv = _trades_point(model, x, self.threat, self.steps, self.step_size)
             return lambda: trades_loss(model(x), model(x_adv), y, self.beta)
-        x_adv = self._pgd()(model, x, y)
+        with eval_mode(model):
+            x_adv = self._pgd()(model, x, y)
         return lambda: F.cross_entropy(model(x_adv), y)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -501,13 +533,26 @@ class AWP(InnerPGDObjective):
         state: RunState | None = None,
     ) -> float:
         loss_fn = self._loss_fn(model, x, y)
-        v = awp_perturbation(model, loss_fn(), self.gamma)
+        if self.gamma == 0:  # the AWP warm-up (or no perturbation at all): the inner method's own step
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn()
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+        with frozen_batchnorm_stats(model):  # the reference's proxy: BN statistics stay as they were
+            v = awp_perturbation(model, loss_fn(), self.gamma)
         optimizer.zero_grad(set_to_none=True)
         with perturbed_weights(model, v):
             loss = loss_fn()
             loss.backward()  # the gradient at w + v, applied to w
         optimizer.step()
         return float(loss.detach())
+
+    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
+        objective = super().at_epoch(epoch, epochs, records)
+        if epoch < self.awp_warmup and isinstance(objective, AWP):
+            return dataclasses.replace(objective, gamma=0.0)
+        return objective
 
 
 # ----------------------------------------------------------------------------- consistency
