@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from advlearn._checks import check_nonnegative, check_positive_int
 from advlearn.threat import ThreatModel, per_example
 
-Solver = Literal["lbfgs", "gd", "lbfgsb"]
+Solver = Literal["auto", "lbfgs", "gd", "lbfgsb"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -229,7 +229,9 @@ class AdversarialLogisticRegression:
         threat: the ball trained against (its box is ignored, see the module docs).
         weight_decay: ``λ ≥ 0``, an extra ℓ2 penalty on ``w`` (not on ``b``).
         fit_intercept: learn ``b``; otherwise ``b = 0``.
-        solver: ``"lbfgs"``, ``"gd"`` (full-batch gradient descent with step ``lr``) or
+        solver: ``"auto"`` (the default: ``"lbfgsb"`` for an ℓ∞ threat with ε > 0, where it is
+            exact, else ``"lbfgs"``), ``"lbfgs"``, ``"gd"`` (full-batch gradient descent with step
+            ``lr``) or
             ``"lbfgsb"`` (ℓ∞ threats only: SciPy's L-BFGS-B on ``w = u − v``, ``u, v ≥ 0``, where
             ``ε‖w‖₁ = ε·Σ(u + v)`` at the optimum, so the objective is smooth and the kinks of
             ``‖w‖₁`` are bounds; exact where ``"lbfgs"`` stalls. ``"lbfgs"`` starts at ``w = 0``,
@@ -267,7 +269,7 @@ class AdversarialLogisticRegression:
         *,
         weight_decay: float = 0.0,
         fit_intercept: bool = True,
-        solver: Solver = "lbfgs",
+        solver: Solver = "auto",
         max_iter: int = 500,
         lr: float = 0.5,
         tol: float = 1e-9,
@@ -275,8 +277,10 @@ class AdversarialLogisticRegression:
     ) -> None:
         if not isinstance(threat, ThreatModel):
             raise ValueError(f"threat must be a ThreatModel, got {type(threat).__name__}")
-        if solver not in ("lbfgs", "gd", "lbfgsb"):
-            raise ValueError(f"solver must be 'lbfgs', 'gd' or 'lbfgsb', got {solver!r}")
+        if solver not in ("auto", "lbfgs", "gd", "lbfgsb"):
+            raise ValueError(f"solver must be 'auto', 'lbfgs', 'gd' or 'lbfgsb', got {solver!r}")
+        if solver == "auto":
+            solver = "lbfgsb" if threat.dual_ord == 1.0 and threat.eps > 0 else "lbfgs"
         if solver == "lbfgsb" and threat.dual_ord != 1.0:
             raise ValueError(
                 f"solver='lbfgsb' needs an l-inf threat (its penalty is ||w||_1), got {threat.norm}"
