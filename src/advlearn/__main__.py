@@ -4,4 +4,5 @@ import sys
 
 from advlearn.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing this module (pytest's doctest collection does) runs nothing
+    sys.exit(main())
