@@ -273,7 +273,9 @@ def _gan(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     with _torch_threads(args.threads):
-        run = run_gan(config, data=args.data, name=args.name, out_dir=args.out_dir, quiet=args.quiet)
+        run = run_gan(
+            config, data=args.data, name=args.name, out_dir=args.out_dir, quiet=args.quiet, device=args.device
+        )
     result, k = run.result, run.result.coverage.num_classes
     head = f"GAN on {args.data}, {config.loss} loss, {config.arch}, {config.steps} steps"
     print(f"{head} ({result.seconds:.0f} s)")
@@ -297,7 +299,7 @@ def _dann(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
     )
     with _torch_threads(args.threads):
-        run = run_dann(config, name=args.name, out_dir=args.out_dir, quiet=args.quiet)
+        run = run_dann(config, name=args.name, out_dir=args.out_dir, quiet=args.quiet, device=args.device)
     print(f"MNIST-5k -> MNIST-M style, {config.epochs} epochs, seed {config.seed}, {run.seconds:.0f} s")
     print("| model       | source acc | target acc | domain separability |")
     print("|-------------|------------|------------|---------------------|")
@@ -494,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--name", help="run folder name (default gan-<data>-<loss>)")
     gan.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     gan.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    gan.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     gan.add_argument("--quiet", action="store_true", help="no progress bars")
     gan.set_defaults(func=_gan)
 
@@ -511,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     dann.add_argument("--name", help="run folder name (default dann-seed<seed>)")
     dann.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     dann.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    dann.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     dann.add_argument("--quiet", action="store_true", help="no progress bars")
     dann.set_defaults(func=_dann)
     return parser
