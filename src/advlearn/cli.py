@@ -151,6 +151,25 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     threat, attack = _attack_from_args(args)
     spec = _model_spec(args)
+    if args.report:
+        from advlearn.experiments.saved_model import benchmark_saved
+
+        out = benchmark_saved(
+            spec,
+            _data_spec(args),
+            threat,
+            {args.attack: attack},
+            args.report,
+            split=args.split,
+            num_examples=args.num_examples,
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+            quiet=args.quiet,
+            smooth_sigma=args.smooth_sigma,
+        )
+        print(f"wrote {out}/report.html, report.md and results.json")
+        return 0
     evaluation = evaluate_saved(
         spec,
         _data_spec(args),
@@ -433,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --norm l2: also certify by randomized smoothing at this sigma (IBP runs when it can)",
     )
     evaluate.add_argument("--smooth-n", type=int, default=1000, help="smoothing samples per example")
+    evaluate.add_argument(
+        "--report",
+        metavar="DIR",
+        help="the full benchmark into DIR: the attack, certified bounds, eps sweep, masking checks and "
+        "an example grid, as report.html (like advlearn run) and results.json",
+    )
     evaluate.set_defaults(func=_evaluate)
 
     attack = commands.add_parser("attack", help="write adversarial examples (.npz) and a PNG grid")

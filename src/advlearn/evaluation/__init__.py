@@ -523,6 +523,8 @@ def transfer_matrix(
     )
 
 
+from advlearn.evaluation.benchmark import benchmark  # noqa: E402  (it uses the functions above)
+
 __all__ = [
     "CHECKS",
     "EpsSweep",
@@ -534,6 +536,7 @@ __all__ = [
     "accuracy_vs_eps",
     "adversarial_examples",
     "batches",
+    "benchmark",
     "default_attacks",
     "diagnose_masking",
     "evaluate",

@@ -313,6 +313,45 @@ def evaluate_saved(
     return dataclasses.replace(evaluation, certified=certified)
 
 
+def benchmark_saved(
+    model: ModelSpec | str | Path,
+    data: Named | None,
+    threat: ThreatModel,
+    attacks: Mapping[str, Attack] | None,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    num_examples: int = 0,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    quiet: bool = False,
+    smooth_sigma: float | None = None,
+) -> Path:
+    """``advlearn evaluate --report DIR``: :func:`advlearn.evaluation.benchmark` on a user's model.
+
+    Returns:
+        ``out_dir``, holding ``report.html``, ``report.md``, ``results.json`` and the PNGs.
+    """
+    from advlearn.evaluation import benchmark
+
+    net, _, examples = load_model_and_data(model, data, split=split, num_examples=num_examples, device=device)
+    return benchmark(
+        net,
+        (examples.x, examples.y),
+        threat,
+        out_dir=out_dir,
+        attacks=attacks,
+        batch_size=batch_size,
+        smooth_sigma=smooth_sigma,
+        class_names=examples.class_names,
+        label=_spec(model).label,
+        device=resolve_device(device),
+        seed=seed,
+        quiet=quiet,
+    )
+
+
 def write_adversarial_examples(
     model: ModelSpec | str | Path,
     data: Named | None,
@@ -355,6 +394,7 @@ def write_adversarial_examples(
 __all__ = [
     "SPLITS",
     "ModelSpec",
+    "benchmark_saved",
     "check_model_fits_data",
     "data_of_model",
     "evaluate_saved",
