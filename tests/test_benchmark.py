@@ -22,6 +22,7 @@ def _model_and_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, torch.rand(24, 1, 4, 4, generator=g), torch.randint(0, 3, (24,), generator=g)
 
 
+@pytest.mark.slow  # about 6 s on 2 busy cores (the doctest of benchmark() covers the default run)
 def test_benchmark_writes_the_report_and_a_json_that_matches_evaluate(tmp_path: Path) -> None:
     model, x, y = _model_and_data()
     threat = ThreatModel("linf", 0.1)
