@@ -87,3 +87,5 @@ def test_sweep_defaults_are_apgd_ce_and_t() -> None:
     assert list(attacks) == ["APGD-CE", "APGD-T"]
     assert isinstance(attacks["APGD-CE"], APGD)
     assert isinstance(attacks["APGD-T"], APGDT)
+    assert attacks["APGD-CE"].early_stop
+    assert attacks["APGD-T"].early_stop

@@ -276,12 +276,12 @@ def sweep_attacks(threat: ThreatModel) -> dict[str, Attack]:
 
     Sized for a sweep: per example and radius, APGD-CE costs 100 forward-backward passes and
     APGD-T 9 × 100 (one run per target class, at most ``C − 1``), both with early exit on
-    examples already fooled, so a sweep of ``k`` radii costs about ``k`` AutoAttack evaluations
-    without Square's 5,000 queries. Run the full ensemble (:func:`default_attacks`) at the
-    evaluation ε only; the sweep checks (:func:`advlearn.diagnostics.check_sweep`) flag a sweep
-    point weaker than that table.
+    examples already fooled (``early_stop=True``, as in AutoAttack), so a sweep of ``k`` radii
+    costs about ``k`` AutoAttack evaluations without Square's 5,000 queries. Run the full
+    ensemble (:func:`default_attacks`) at the evaluation ε only; the sweep checks
+    (:func:`advlearn.diagnostics.check_sweep`) flag a sweep point weaker than that table.
     """
-    return {"APGD-CE": APGD(threat), "APGD-T": APGDT(threat)}
+    return {"APGD-CE": APGD(threat, early_stop=True), "APGD-T": APGDT(threat, early_stop=True)}
 
 
 def accuracy_vs_eps(
