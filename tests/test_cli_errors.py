@@ -258,7 +258,7 @@ def test_missing_model_folder_is_explained_by_the_loader(command: str, tmp_path:
     argv = [command, "--model", str(tmp_path / "nope"), "--eps", "0.1", "--quiet"]
     assert main(argv) == 2
     line = _error(capsys)
-    assert "no checkpoint directory" in line
+    assert "no model at" in line
     assert "--data" not in line
 
 

@@ -169,19 +169,36 @@ def _attack_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     return threat, build_attack(args.attack, threat, **_options(args.option))
 
 
-def _data_spec(args: argparse.Namespace, model_dir: Path) -> Any:
-    """The dataset to use: ``--data`` if given, else what the model was trained on (its model.json)."""
-    from advlearn.checkpoint import read_record
+def _data_spec(args: argparse.Namespace) -> Any:
+    """The dataset from ``--data`` (``NAME`` or ``NAME:PATH``) and ``--data-option``; ``None`` if not given
+    (then a run folder's model.json says which data its model saw)."""
     from advlearn.config import Named
+    from advlearn.data.registry import parse_data_spec
 
-    if args.data:
-        return Named(args.data, _options(args.data_option))
-    record = read_record(model_dir)  # a missing or broken checkpoint is explained first
-    meta = record["metadata"].get("data")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-        raise ValueError(f"{model_dir}/model.json does not say which data the model saw; pass --data")
-    meta = dict(meta)
-    return Named(meta.pop("name"), meta)
+    if not args.data:
+        return None
+    name, options = parse_data_spec(args.data)
+    return Named(name, {**options, **_options(args.data_option)})
+
+
+def _model_spec(args: argparse.Namespace) -> Any:
+    """``--model``, ``--arch``, ``--arch-option``, ``--model-factory`` and ``--normalize`` as a ModelSpec."""
+    from advlearn.experiments.saved_model import ModelSpec
+    from advlearn.models.loading import parse_normalize
+
+    if args.model is None and args.model_factory is None:
+        raise ValueError(
+            "pass --model PATH (a run folder, weights file, TorchScript or .pt2) or --model-factory"
+        )
+    if args.arch and args.model_factory:
+        raise ValueError("--arch and --model-factory both say how to build the model; pass one")
+    return ModelSpec(
+        path=args.model,
+        arch=args.arch,
+        arch_options=_options(args.arch_option),
+        factory=args.model_factory,
+        normalize=parse_normalize(args.normalize) if args.normalize else None,
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -189,18 +206,41 @@ def _evaluate(args: argparse.Namespace) -> int:
     from advlearn.report import format_table
 
     threat, attack = _attack_from_args(args)
+    spec = _model_spec(args)
+    if args.report:
+        from advlearn.experiments.saved_model import benchmark_saved
+
+        out = benchmark_saved(
+            spec,
+            _data_spec(args),
+            threat,
+            {args.attack: attack},
+            args.report,
+            split=args.split,
+            num_examples=args.num_examples,
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+            quiet=args.quiet,
+            smooth_sigma=args.smooth_sigma,
+        )
+        print(f"wrote {out}/report.html, report.md and results.json")
+        return 0
     evaluation = evaluate_saved(
-        args.model,
-        _data_spec(args, Path(args.model)),
+        spec,
+        _data_spec(args),
         threat,
         {args.attack: attack},
+        split=args.split,
         num_examples=args.num_examples,
+        batch_size=args.batch_size,
+        device=args.device,
         seed=args.seed,
         quiet=args.quiet,
         smooth_sigma=args.smooth_sigma,
         smooth_n=args.smooth_n,
     )
-    print(format_table({Path(args.model).name: evaluation}))
+    print(format_table({spec.label: evaluation}))
     if evaluation.certified:
         best = max(evaluation.certified, key=lambda k: evaluation.certified[k])
         print(
@@ -219,12 +259,14 @@ def _attack(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a file name such as {args.out}/adversarial.npz")
     examples, png = write_adversarial_examples(
-        args.model,
-        _data_spec(args, Path(args.model)),
+        _model_spec(args),
+        _data_spec(args),
         attack,
         args.out,
+        split=args.split,
         num_examples=args.num_examples,
         name=args.attack,
+        device=args.device,
         seed=args.seed,
     )
     fooled = float((examples.pred_adv != examples.y).float().mean())
@@ -240,8 +282,10 @@ def _certify(args: argparse.Namespace) -> int:
         raise ValueError("--method ibp needs --eps, the radius to report verified accuracy at")
     threat = _threat_from_args(args) if args.eps is not None else None
     run = certify_saved(
-        args.model,
-        _data_spec(args, Path(args.model)),
+        _model_spec(args),
+        _data_spec(args),
+        split=args.split,
+        device=args.device,
         method=args.method,
         sigma=args.sigma,
         n0=args.n0,
@@ -305,7 +349,9 @@ def _gan(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     with _torch_threads(args.threads):
-        run = run_gan(config, data=args.data, name=args.name, out_dir=args.out_dir, quiet=args.quiet)
+        run = run_gan(
+            config, data=args.data, name=args.name, out_dir=args.out_dir, quiet=args.quiet, device=args.device
+        )
     result, k = run.result, run.result.coverage.num_classes
     head = f"GAN on {args.data}, {config.loss} loss, {config.arch}, {config.steps} steps"
     print(f"{head} ({result.seconds:.0f} s)")
@@ -329,7 +375,7 @@ def _dann(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
     )
     with _torch_threads(args.threads):
-        run = run_dann(config, name=args.name, out_dir=args.out_dir, quiet=args.quiet)
+        run = run_dann(config, name=args.name, out_dir=args.out_dir, quiet=args.quiet, device=args.device)
     print(f"MNIST-5k -> MNIST-M style, {config.epochs} epochs, seed {config.seed}, {run.seconds:.0f} s")
     print("| model       | source acc | target acc | domain separability |")
     print("|-------------|------------|------------|---------------------|")
@@ -389,8 +435,61 @@ def _reproduce(args: argparse.Namespace) -> int:
 _NORM_NAMES = [norm.name for norm in NORMS]
 
 
+_DATA_HELP = (
+    "mnist5k, digits, cifar10:DIR, cifar100:DIR, mnist:DIR, npz:PATH or folder:DIR "
+    "(default: the data in a run folder's model.json)"
+)
+
+
+def _add_model_arguments(
+    p: argparse.ArgumentParser, *, batch_size: int, batch_help: str = "examples"
+) -> None:
+    """The model, data and device arguments that evaluate, attack and certify share."""
+    p.add_argument(
+        "--model",
+        help="an advlearn run folder, a state dict (.safetensors, or .pt/.pth read with weights_only=True; "
+        "needs --arch or --model-factory), a TorchScript archive, or a torch.export program (.pt2)",
+    )
+    p.add_argument(
+        "--arch", help="for a state dict: a registered architecture (small_cnn, preact_resnet18, ...)"
+    )
+    p.add_argument(
+        "--arch-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder option, e.g. width=10 (in_shape and num_classes default to the data's)",
+    )
+    p.add_argument(
+        "--model-factory",
+        metavar="PKG.MOD:FN",
+        help="build the model by calling this function of your own code (it IS imported and run), "
+        "with --arch-option as keyword arguments; with --model, its weights are then loaded",
+    )
+    p.add_argument(
+        "--normalize",
+        metavar="MEAN,STD",
+        help="the model expects (x - mean) / std: wrap it so inputs and eps stay in pixels "
+        "(per channel: m1,m2,m3,s1,s2,s3)",
+    )
+    p.add_argument("--data", help=_DATA_HELP)
+    p.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="e.g. test_fraction=0.1"
+    )
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N or mps"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=batch_size,
+        help=f"{batch_help} per pass (default {batch_size})",
+    )
+
+
 def _add_attack_arguments(p: argparse.ArgumentParser, default_attack: str = "pgd") -> None:
-    p.add_argument("--model", required=True, help="a folder holding model.safetensors and model.json")
+    _add_model_arguments(p, batch_size=500)
     p.add_argument(
         "--attack",
         default=default_attack,
@@ -408,8 +507,6 @@ def _add_attack_arguments(p: argparse.ArgumentParser, default_attack: str = "pgd
         metavar="KEY=VALUE",
         help="attack option, e.g. steps=40",
     )
-    p.add_argument("--data", help="dataset name (default: the one in the model's model.json)")
-    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="e.g. path=/data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -463,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --norm l2: also certify by randomized smoothing at this sigma (IBP runs when it can)",
     )
     evaluate.add_argument("--smooth-n", type=int, default=1000, help="smoothing samples per example")
+    evaluate.add_argument(
+        "--report",
+        metavar="DIR",
+        help="the full benchmark into DIR: the attack, certified bounds, eps sweep, masking checks and "
+        "an example grid, as report.html (like advlearn run) and results.json",
+    )
     evaluate.set_defaults(func=_evaluate)
 
     attack = commands.add_parser("attack", help="write adversarial examples (.npz) and a PNG grid")
@@ -477,13 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-example certificates (certify.tsv), the certified-accuracy-vs-radius curve "
         "(certified_accuracy.png) and summary.json, written to --out.",
     )
-    certify.add_argument("--model", required=True, help="a folder holding model.safetensors and model.json")
+    _add_model_arguments(certify, batch_size=1000, batch_help="noisy copies (or IBP inputs)")
     certify.add_argument("--method", default="smoothing", choices=["smoothing", "ibp"])
     certify.add_argument("--sigma", type=_fraction, default=0.25, help="smoothing noise level (default 0.25)")
     certify.add_argument("--n0", type=int, default=100, help="smoothing: selection samples (default 100)")
     certify.add_argument("--n", type=int, default=10_000, help="smoothing: estimation samples (default 10k)")
     certify.add_argument("--alpha", type=float, default=0.001, help="smoothing: failure probability")
-    certify.add_argument("--batch-size", type=int, default=1000, help="noisy copies (or IBP inputs) per pass")
     certify.add_argument("--norm", default=Linf.name, choices=_NORM_NAMES, help="IBP: the norm")
     certify.add_argument(
         "--eps",
@@ -494,10 +596,6 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--upper", type=float, default=1.0, help="upper input bound (default 1)")
     certify.add_argument("--num-examples", type=int, default=100, help="test examples (default 100; 0: all)")
     certify.add_argument("--out", help="output folder (default <model>/certify-<method>)")
-    certify.add_argument("--data", help="dataset name (default: the one in the model's model.json)")
-    certify.add_argument(
-        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="e.g. path=/data"
-    )
     certify.add_argument("--seed", type=int, default=0, help="seeds the smoothing noise")
     certify.add_argument("--quiet", action="store_true", help="no progress bars")
     certify.set_defaults(func=_certify)
@@ -531,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--name", help="run folder name (default gan-<data>-<loss>)")
     gan.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     gan.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    gan.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     gan.add_argument("--quiet", action="store_true", help="no progress bars")
     gan.set_defaults(func=_gan)
 
@@ -548,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     dann.add_argument("--name", help="run folder name (default dann-seed<seed>)")
     dann.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     dann.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    dann.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     dann.add_argument("--quiet", action="store_true", help="no progress bars")
     dann.set_defaults(func=_dann)
 

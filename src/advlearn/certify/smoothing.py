@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from scipy.stats import beta, binomtest, norm
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -69,6 +68,8 @@ def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
     _check_alpha(alpha)
     if successes == 0:
         return 0.0
+    from scipy.stats import beta  # imported here: scipy.stats alone takes seconds to import
+
     return float(beta.ppf(alpha, successes, trials - successes + 1))
 
 
@@ -272,6 +273,8 @@ class Smooth:
         Returns:
             ``(labels, radii)``: ``(N,)`` int64 (−1 where it abstains) and ``(N,)`` float64.
         """
+        from scipy.stats import norm  # imported here: scipy.stats alone takes seconds to import
+
         alpha = _check_alpha(alpha)
         check_positive_int("n0", n0)
         check_positive_int("n", n)
@@ -315,6 +318,8 @@ class Smooth:
         counts = self.sample_counts(x, n, batch_size, generator)
         top2 = counts.topk(2)
         n_a, n_b = int(top2.values[0]), int(top2.values[1])
+        from scipy.stats import binomtest
+
         if binomtest(n_a, n_a + n_b, p=0.5).pvalue > alpha:
             return ABSTAIN
         return int(top2.indices[0])
@@ -359,6 +364,8 @@ class Smooth:
         p_a = lower_confidence_bound(int(estimation[c_a]), n, alpha)
         if p_a < 0.5:
             return ABSTAIN, 0.0
+        from scipy.stats import norm
+
         return c_a, self.sigma * float(norm.ppf(p_a))
 
 

@@ -289,29 +289,82 @@ def stratified_split(dataset: Dataset, test_fraction: float = 0.2, *, seed: int 
 
 
 Data = Any
-"""What :func:`batches` reads: a DataLoader or iterable of ``(x, y)`` batches, an ``(x, y)`` pair of
-tensors, or an object with ``.x`` and ``.y`` (a :class:`Dataset`)."""
+"""What :func:`batches` reads: a DataLoader or iterable of ``(x, y)`` batches (tuples, lists or dicts),
+an ``(x, y)`` pair of tensors, or an object with ``.x`` and ``.y`` (a :class:`Dataset`)."""
+
+#: The keys :func:`batches` reads from a dict batch by default (Hugging Face ``datasets`` style).
+DEFAULT_KEYS: tuple[str, str] = ("image", "label")
 
 
-def batches(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
+def _as_pair(batch: object, keys: tuple[str, str], index: int) -> tuple[Tensor, Tensor]:
+    """One batch of a loader as ``(x, y)`` tensors, or a ValueError saying what the batch was."""
+    if isinstance(batch, dict):
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise ValueError(
+                f"batch {index} is a dict with keys {sorted(map(str, batch))} but not {missing}; "
+                "pass keys=(input_key, label_key), e.g. advlearn.data.batches(loader, keys=('img', 'target'))"
+            )
+        pair: tuple[object, ...] = (batch[keys[0]], batch[keys[1]])
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        pair = (batch[0], batch[1])  # (x, y, extra...) as many datasets yield: the rest is ignored
+    else:
+        raise ValueError(
+            f"batch {index} is a {type(batch).__name__}; a loader must yield (x, y) tuples or lists, "
+            f"or dicts holding the keys {keys} (pass keys=... to advlearn.data.batches for others)"
+        )
+    x, y = pair
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise ValueError(
+            f"batch {index} holds a {type(x).__name__} and a {type(y).__name__}; inputs and labels must be "
+            "tensors (use torchvision.transforms.ToTensor() or torch.as_tensor in the dataset)"
+        )
+    if y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"batch {index} has inputs of shape {tuple(x.shape)} and labels of shape {tuple(y.shape)}; "
+            "labels must be (B,) class indices, one per input"
+        )
+    return x, y
+
+
+def batches(
+    data: Data, batch_size: int = 256, *, keys: tuple[str, str] = DEFAULT_KEYS
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Iterate ``(x, y)`` batches from a loader, an ``(x, y)`` pair, or a dataset with ``.x``/``.y``.
 
-    A loader or other iterable is passed through as it is; tensors are cut into consecutive
-    batches of ``batch_size`` (the last one may be smaller), in order.
+    A loader or other iterable may yield ``(x, y)`` tuples or lists (extra items after ``y`` are
+    ignored) or dicts, read at ``keys``; each batch is checked as it comes. Tensors are cut into
+    consecutive batches of ``batch_size`` (the last one may be smaller), in order.
+
+    Args:
+        data: the examples.
+        batch_size: batch size when ``data`` is tensors.
+        keys: ``(input key, label key)`` of dict batches.
 
     Raises:
-        ValueError: if the inputs and labels hold different numbers of examples.
+        ValueError: if the inputs and labels hold different numbers of examples, or a batch is
+            neither a pair nor a dict with ``keys`` (the message says what it was).
 
     Example:
         >>> [tuple(x.shape) for x, _ in batches((torch.zeros(5, 2), torch.zeros(5)), batch_size=2)]
         [(2, 2), (2, 2), (1, 2)]
+        >>> loader = [{"image": torch.zeros(3, 2), "label": torch.zeros(3, dtype=torch.long)}]
+        >>> [tuple(x.shape) for x, _ in batches(loader)]
+        [(3, 2)]
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
     elif isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
         x, y = data.x, data.y
     else:
-        yield from data
+        try:
+            iterator = iter(data)
+        except TypeError:
+            raise ValueError(
+                f"data is a {type(data).__name__}; pass a DataLoader, an (x, y) pair of tensors or a Dataset"
+            ) from None
+        for index, batch in enumerate(iterator):
+            yield _as_pair(batch, keys, index)
         return
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data holds {x.shape[0]} inputs but {y.shape[0]} labels")
@@ -319,4 +372,4 @@ def batches(data: Data, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]
         yield x[start : start + batch_size], y[start : start + batch_size]
 
 
-__all__ = ["Data", "DataSplit", "Dataset", "PathLike", "batches", "stratified_split"]
+__all__ = ["DEFAULT_KEYS", "Data", "DataSplit", "Dataset", "PathLike", "batches", "stratified_split"]

@@ -142,4 +142,48 @@ def load_dataset(name: str, **options: Any) -> DataSplit:
     return DATASETS.build(name, options)
 
 
-__all__ = ["DATASETS", "load_dataset"]
+#: Short names the command line accepts for registered datasets (``--data folder:DIR``).
+DATA_ALIASES = {"folder": "image_folder"}
+#: Datasets whose one required option is a path, so ``NAME:PATH`` names them on the command line.
+PATH_DATASETS = ("mnist", "cifar10", "cifar100", "npz", "image_folder")
+
+
+def parse_data_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``--data`` on the command line: ``mnist5k``, ``digits``, or ``NAME:PATH`` for a dataset on disk.
+
+    ``NAME`` is ``cifar10``, ``cifar100``, ``mnist``, ``npz`` or ``folder`` (an image folder,
+    :func:`~advlearn.data.load_image_folder`); any other registered name is taken as is
+    (its options through ``--data-option``).
+
+    Returns:
+        ``(registry name, options)`` for :func:`load_dataset`.
+
+    Raises:
+        ValueError: for an unknown name (the known ones listed), a path given to a dataset that
+            takes none, or a dataset on disk without its path.
+
+    Example:
+        >>> parse_data_spec("cifar10:/data/cifar-10-batches-py")
+        ('cifar10', {'path': '/data/cifar-10-batches-py'})
+        >>> parse_data_spec("folder:imgs")
+        ('image_folder', {'path': 'imgs'})
+    """
+    name, sep, path = text.partition(":")
+    name = DATA_ALIASES.get(name, name)
+    forms = "mnist5k, digits, cifar10:DIR, cifar100:DIR, mnist:DIR, npz:PATH, folder:DIR"
+    if name not in DATASETS:
+        known = ", ".join(sorted(DATASETS))
+        raise ValueError(f"--data {text!r}: unknown dataset {name!r}; use {forms} (registered: {known})")
+    if sep:
+        if name not in PATH_DATASETS:
+            raise ValueError(f"--data {text!r}: {name} is built in and takes no path; use --data {name}")
+        if not path:
+            raise ValueError(f"--data {text!r}: the path after ':' is empty")
+        return name, {"path": path}
+    if name in PATH_DATASETS:
+        shown = "folder" if name == "image_folder" else name
+        raise ValueError(f"--data {text!r} needs the files' location: --data {shown}:PATH")
+    return name, {}
+
+
+__all__ = ["DATASETS", "DATA_ALIASES", "PATH_DATASETS", "load_dataset", "parse_data_spec"]

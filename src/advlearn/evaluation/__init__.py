@@ -9,6 +9,7 @@ survives every attack. Every number comes with the count it was measured on.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +19,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advlearn._checks import check_batch, check_logits, untouched_batchnorm
-from advlearn.attacks import FGSM, PGD, Attack, AttackResult, AutoAttack
+from advlearn.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackResult, AutoAttack
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
+from advlearn.evaluation._progress import count_examples, counted, example_bar, summary
 from advlearn.threat import Norm, ThreatModel
 
 
@@ -259,9 +261,11 @@ def evaluate(
     conf_count = dict.fromkeys(correct, 0)
     biggest = dict.fromkeys(attacks, 0.0)
     nan_count = dict.fromkeys(correct, 0)
+    started = time.perf_counter()
+    bar = example_bar(count_examples(data), "evaluate", quiet)
     # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
     with untouched_batchnorm(model, "evaluate"):
-        for x, y in tqdm(batches(data, batch_size), desc="evaluate", disable=quiet, leave=False):
+        for x, y in batches(data, batch_size):
             x, y = check_batch(model, x.to(device), y.to(device), threat)
             with torch.no_grad():
                 logits = check_logits(model(x), y)
@@ -272,6 +276,7 @@ def evaluate(
             s, c = _confidence_of_errors(logits, y)
             conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
             for name, attack in attacks.items():
+                bar.set_postfix_str(name)  # which attack the examples of this batch are under now
                 out = attack.run(model, x, y, generator=generator)
                 x_adv = out.x_adv if isinstance(out, AttackResult) else out
                 biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
@@ -283,6 +288,8 @@ def evaluate(
                 correct[name].append((clean_ok & finite & (adv_logits.argmax(1) == y)).cpu())
                 s, c = _confidence_of_errors(adv_logits, y)
                 conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
+            bar.update(int(y.shape[0]))
+    bar.close()
 
     flags = {name: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for name, v in correct.items()}
     n = int(flags["clean"].numel())
@@ -291,6 +298,13 @@ def evaluate(
     worst = flags["clean"].clone()
     for name in attacks:
         worst &= flags[name]
+    per_attack = "".join(f", {name} {float(flags[name].float().mean()):.1%}" for name in attacks)
+    summary(
+        f"evaluate: {n} examples, clean {float(flags['clean'].float().mean()):.1%}{per_attack}"
+        + (f", worst case {float(worst.float().mean()):.1%}" if len(attacks) > 1 else "")
+        + f" ({time.perf_counter() - started:.0f} s)",
+        quiet,
+    )
     return Evaluation(
         threat=threat,
         num_examples=n,
@@ -373,6 +387,19 @@ class EpsSweep:
         }
 
 
+def sweep_attacks(threat: ThreatModel) -> dict[str, Attack]:
+    """The attacks :func:`accuracy_vs_eps` runs at every radius by default: APGD-CE and APGD-T.
+
+    Sized for a sweep: per example and radius, APGD-CE costs 100 forward-backward passes and
+    APGD-T 9 × 100 (one run per target class, at most ``C − 1``), both with early exit on
+    examples already fooled (``early_stop=True``, as in AutoAttack), so a sweep of ``k`` radii
+    costs about ``k`` AutoAttack evaluations without Square's 5,000 queries. Run the full
+    ensemble (:func:`default_attacks`) at the evaluation ε only; the sweep checks
+    (:func:`advlearn.diagnostics.check_sweep`) flag a sweep point weaker than that table.
+    """
+    return {"APGD-CE": APGD(threat, early_stop=True), "APGD-T": APGDT(threat, early_stop=True)}
+
+
 def accuracy_vs_eps(
     model: nn.Module,
     data: Data,
@@ -387,21 +414,49 @@ def accuracy_vs_eps(
     """Worst-case accuracy over ``attacks`` at each radius in ``eps_values``.
 
     Each attack is rebuilt at every radius with its threat's ε replaced, so its
-    other settings (steps, restarts, loss) stay as given. ε = 0 gives the
-    clean accuracy.
+    other settings (steps, restarts, loss) stay as given. At ε = 0 no attack runs: the
+    answer is the clean accuracy (one forward pass per example).
+
+    Cost: ``attacks=None`` means :func:`sweep_attacks` (APGD-CE + APGD-T): about
+    1,000 forward-backward passes per example and nonzero radius before early exit. One
+    progress bar counts examples over all nonzero radii (total and ETA); a summary line
+    with every point is left when the sweep ends.
     """
     if attacks is None:
-        attacks = default_attacks(threat)
+        attacks = sweep_attacks(threat)
     attacks = named_attacks(attacks)
     eps_list = [float(e) for e in eps_values]
     accuracy = []
     n = 0
-    for eps in tqdm(eps_list, desc="eps sweep", disable=quiet, leave=False):
+    started = time.perf_counter()
+    per_pass = count_examples(data)
+    attacked = sum(1 for e in eps_list if e != 0.0)
+    bar = example_bar(per_pass * attacked if per_pass is not None else None, "eps sweep", quiet)
+    for eps in eps_list:
         at_eps = threat.with_eps(eps)
-        rebuilt = {name: dataclasses.replace(a, threat=at_eps) for name, a in attacks.items()}  # type: ignore[type-var]
-        ev = evaluate(model, data, at_eps, rebuilt, batch_size=batch_size, seed=seed, quiet=True)
+        if eps == 0.0:  # the ball is the point itself: clean accuracy, no attack to run
+            ev = evaluate(model, data, at_eps, {}, batch_size=batch_size, seed=seed, quiet=True)
+        else:
+            rebuilt = {name: dataclasses.replace(a, threat=at_eps) for name, a in attacks.items()}  # type: ignore[type-var]
+            bar.set_postfix_str(f"eps={eps:g}")
+            ev = evaluate(
+                model,
+                counted(data, batch_size, bar),
+                at_eps,
+                rebuilt,
+                batch_size=batch_size,
+                seed=seed,
+                quiet=True,
+            )
         accuracy.append(ev.worst_case_accuracy)
         n = ev.num_examples
+    bar.close()
+    points = ", ".join(f"{e:g}: {a:.1%}" for e, a in zip(eps_list, accuracy, strict=True))
+    summary(
+        f"eps sweep ({threat.norm.name}, {', '.join(attacks)}), {n} examples: {points} "
+        f"({time.perf_counter() - started:.0f} s)",
+        quiet,
+    )
     return EpsSweep(threat=threat, eps=eps_list, accuracy=accuracy, num_examples=n)
 
 
@@ -584,6 +639,8 @@ def transfer_matrix(
     )
 
 
+from advlearn.evaluation.benchmark import benchmark  # noqa: E402  (it uses the functions above)
+
 __all__ = [
     "CHECKS",
     "EpsSweep",
@@ -595,10 +652,12 @@ __all__ = [
     "accuracy_vs_eps",
     "adversarial_examples",
     "batches",
+    "benchmark",
     "check_attack_output",
     "default_attacks",
     "diagnose_masking",
     "evaluate",
     "named_attacks",
+    "sweep_attacks",
     "transfer_matrix",
 ]

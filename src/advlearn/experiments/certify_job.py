@@ -27,10 +27,10 @@ import torch
 from advlearn._io import atomic_write_text
 from advlearn.certify import Smooth, certify_dataset, check_ibp_supported, ibp_radius, verify
 from advlearn.certify.smoothing import certified_accuracy
-from advlearn.checkpoint import check_input_shape, load_model
 from advlearn.config import Named
-from advlearn.data import DataSplit, load_dataset
 from advlearn.evaluation import batches
+from advlearn.experiments.saved_model import ModelSpec, load_model_and_data
+from advlearn.models.loading import resolve_device
 from advlearn.threat import L2, ThreatModel
 
 METHODS = ("smoothing", "ibp")
@@ -79,9 +79,11 @@ def _write_tsv(path: Path, run: CertifyRun) -> None:
 
 
 def certify_saved(
-    model_dir: str | Path,
-    data: Named,
+    model_dir: ModelSpec | str | Path,
+    data: Named | None,
     *,
+    split: str = "test",
+    device: str | torch.device = "auto",
     method: str = "smoothing",
     sigma: float = 0.25,
     n0: int = 100,
@@ -97,8 +99,11 @@ def certify_saved(
     """Certify the first ``num_examples`` test examples of ``data`` with a saved model.
 
     Args:
-        model_dir: a folder with ``model.safetensors`` and ``model.json`` (loaded without unpickling).
-        data: the dataset (its test split is used).
+        model_dir: a run folder, or any model :class:`~advlearn.experiments.saved_model.ModelSpec`
+            describes (state dict + architecture, TorchScript, ``.pt2``, factory).
+        data: the dataset (``None``: the one a run folder's model was trained on).
+        split: ``"test"`` (default) or ``"train"``.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:N"`` or ``"mps"``.
         method: ``"smoothing"`` or ``"ibp"``.
         sigma, n0, n, alpha, batch_size: randomized smoothing's settings (``batch_size`` is
             also IBP's batch size).
@@ -115,25 +120,33 @@ def certify_saved(
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not known; use one of {', '.join(map(repr, METHODS))}")
-    model, record = load_model(model_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
-    split: DataSplit = load_dataset(data.name, **data.options)
-    check_input_shape(record, tuple(split.test.x.shape[1:]), "--data")  # H15a: one line, not a torch error
-    test = split.test.subset(min(num_examples, len(split.test))) if num_examples else split.test
-    out_dir = Path(out) if out is not None else Path(model_dir) / f"certify-{method}"
+    target = resolve_device(device)
+    model, record, test = load_model_and_data(
+        model_dir, data, split=split, num_examples=num_examples, device=target
+    )
+    spec = model_dir if isinstance(model_dir, ModelSpec) else ModelSpec(path=model_dir)
+    if out is not None:
+        out_dir = Path(out)
+    elif spec.path is not None and Path(spec.path).is_dir():
+        out_dir = Path(spec.path) / f"certify-{method}"
+    elif spec.path is not None:
+        out_dir = Path(spec.path).with_name(f"{Path(spec.path).stem}-certify-{method}")
+    else:
+        out_dir = Path(f"certify-{method}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    device = target
     summary: dict[str, Any] = {
-        "model": str(model_dir),
+        "model": spec.label if spec.path is None else str(spec.path),
         "architecture": record["model"],
-        "data": data.name,
+        "data": test.name,
+        "split": split,
         "method": method,
         "num_examples": len(test),
         "device": str(device),
     }
     started = time.perf_counter()
     if method == "smoothing":
-        smooth = Smooth(model, num_classes=split.num_classes, sigma=sigma)
+        smooth = Smooth(model, num_classes=test.num_classes, sigma=sigma)
         generator = torch.Generator(device=device).manual_seed(seed)
         result = certify_dataset(
             smooth,

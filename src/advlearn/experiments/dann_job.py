@@ -17,6 +17,7 @@ from advlearn.checkpoint import save_model
 from advlearn.data import DataSplit, mnist5k, mnist_m_style
 from advlearn.experiments._run_folder import _jsonl, _run_dir, _toml
 from advlearn.games.dann import DANN, DANNHistory, as_rgb, features, train_dann
+from advlearn.models.loading import resolve_device
 from advlearn.report import page as _report
 
 # Reported by Ganin et al. (2016), Table 2, MNIST → MNIST-M.
@@ -159,6 +160,7 @@ def run_dann(
     name: str | None = None,
     out_dir: str | Path = "runs",
     quiet: bool = False,
+    device: str | torch.device = "cpu",
 ) -> DANNRun:
     """Source-only vs DANN on MNIST-5k → MNIST-M style (:func:`advlearn.data.mnist_m_style`).
 
@@ -177,6 +179,7 @@ def run_dann(
         name: the run folder's name (default ``dann-seed<seed>``).
         out_dir: where run folders go.
         quiet: no progress bars.
+        device: where both networks train: ``"cpu"`` (default), ``"auto"``, ``"cuda[:N]"``, ``"mps"``.
 
     Returns:
         A :class:`DANNRun`.
@@ -213,6 +216,7 @@ def run_dann(
             source_test=source.test,
             target_test=target.test,
             quiet=quiet,
+            device=resolve_device(device),
             desc=label,
         )
         histories[label] = history

@@ -17,6 +17,7 @@ from advlearn.checkpoint import save_model
 from advlearn.data import DataSplit, digits, mnist5k
 from advlearn.experiments._run_folder import _jsonl, _run_dir, _toml
 from advlearn.games.gan import GANConfig, GANMonitor, GANResult, ModeCollapseWarning, config_dict, train_gan
+from advlearn.models.loading import resolve_device
 from advlearn.report import page as _report
 
 GAN_DATA: tuple[str, ...] = ("digits", "mnist5k")
@@ -110,6 +111,7 @@ def run_gan(
     out_dir: str | Path = "runs",
     monitor_epochs: int = 8,
     quiet: bool = False,
+    device: str | torch.device = "cpu",
 ) -> GANRun:
     """Train a GAN with :func:`~advlearn.games.gan.train_gan` and write its run folder.
 
@@ -125,6 +127,7 @@ def run_gan(
         name: the run folder's name (default ``gan-<data>-<loss>``).
         out_dir: where run folders go.
         monitor_epochs: training epochs of the monitor classifier.
+        device: where the players train: ``"cpu"`` (default), ``"auto"``, ``"cuda[:N]"``, ``"mps"``.
         quiet: no progress bars.
 
     Returns:
@@ -151,7 +154,14 @@ def run_gan(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ModeCollapseWarning)
-        result = train_gan(config, split.train, monitor=monitor, quiet=quiet, callback=save_grid)
+        result = train_gan(
+            config,
+            split.train,
+            monitor=monitor,
+            quiet=quiet,
+            callback=save_grid,
+            device=resolve_device(device),
+        )
     collapse = [str(w.message) for w in caught if issubclass(w.category, ModeCollapseWarning)]
     for message in collapse:  # pass it on to the caller as well
         warnings.warn(message, ModeCollapseWarning, stacklevel=2)

@@ -126,9 +126,10 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -
     was_training = model.training
     model.eval()
     correct = 0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-            correct += int((model(as_rgb(xb)).argmax(1) == yb).sum())
+            correct += int((model(as_rgb(xb.to(device))).argmax(1).cpu() == yb.cpu()).sum())
     model.train(was_training)
     return correct / max(1, len(y))
 
@@ -137,8 +138,9 @@ def features(model: DANN, x: Tensor, *, batch_size: int = 500) -> Tensor:
     """``G_f(x)`` for a whole set, in eval mode, ``(N, 768)``."""
     was_training = model.training
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
-        out = torch.cat([model.features(as_rgb(xb)) for xb in x.split(batch_size)])
+        out = torch.cat([model.features(as_rgb(xb.to(device))).cpu() for xb in x.split(batch_size)])
     model.train(was_training)
     return out
 
@@ -174,6 +176,7 @@ def train_dann(
     target_test: Dataset | None = None,
     quiet: bool = False,
     desc: str = "DANN",
+    device: str | torch.device | None = None,
 ) -> DANNHistory:
     """Train ``model`` on labelled ``source`` and unlabelled ``target_x`` (Ganin et al. 2016, Alg. 1).
 
@@ -206,6 +209,9 @@ def train_dann(
             (evaluation only: these labels never reach a loss).
         quiet: no progress bar.
         desc: the progress bar's label.
+        device: where to train (``None``: where the model is); batches are drawn on the CPU
+            with the seeded generator and moved, so the batch order does not depend on it. The
+            model is moved there and stays there.
 
     Returns:
         A :class:`DANNHistory`.
@@ -233,11 +239,15 @@ def train_dann(
             f"batch_size={batch_size} is larger than the source ({len(x_source)}) or target "
             f"({len(x_target)}) set; lower it"
         )
+    if device is not None:
+        model.to(device)
+    on = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x_source, y_source, x_target = x_source.to(on), y_source.to(on), x_target.to(on)
     rng = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = len(x_source) // batch_size
     total = epochs * steps_per_epoch
-    domain_labels = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)])  # (2B,): target = 1
+    domain_labels = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).to(on)  # (2B,): target = 1
     records: list[dict[str, float]] = []
     start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=quiet, leave=False)
@@ -251,12 +261,12 @@ def train_dann(
             for i in range(steps_per_epoch):
                 lambd = dann_lambda(step / total, gamma) if adapt else 0.0
                 model.reversal.lambd = lambd
-                batch = order[i * batch_size : (i + 1) * batch_size]
+                batch = order[i * batch_size : (i + 1) * batch_size].to(on)
                 h_source = model.features(x_source[batch])  # (B, 768)
                 class_loss = F.cross_entropy(model.label_predictor(h_source), y_source[batch])
                 loss = class_loss
                 if adapt:
-                    picks = torch.randint(0, len(x_target), (batch_size,), generator=rng)
+                    picks = torch.randint(0, len(x_target), (batch_size,), generator=rng).to(on)
                     h = torch.cat([h_source, model.features(x_target[picks])])  # (2B, 768)
                     domain_out = model.domain_logits(h)  # (2B,)
                     domain_loss = F.binary_cross_entropy_with_logits(domain_out, domain_labels)

@@ -15,6 +15,7 @@ the training state, so a resumed run continues it exactly.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -139,7 +140,13 @@ class AdversarialObjective(Objective):
         if self.eps_warmup == 0 or epoch >= self.eps_warmup or isinstance(self.threat.eps, Tensor):
             return self
         scale = (epoch + 1) / self.eps_warmup
-        return dataclasses.replace(self, threat=self.threat.with_eps(float(self.threat.eps) * scale))  # type: ignore[type-var]
+        with warnings.catch_warnings():  # the step-size check is for the radius the user gave, not the ramp
+            warnings.simplefilter("ignore", StepSizeWarning)
+            return dataclasses.replace(self, threat=self.threat.with_eps(float(self.threat.eps) * scale))  # type: ignore[type-var]
+
+
+class StepSizeWarning(UserWarning):
+    """An inner-PGD step larger than the radius: each step overshoots the ball (issue 16)."""
 
 
 class InnerPGDObjective(AdversarialObjective):
@@ -157,6 +164,16 @@ class InnerPGDObjective(AdversarialObjective):
         check_positive_int("steps", self.steps)
         if self.step_size is not None:
             check_nonnegative("step_size", self.step_size)
+            eps = self.threat.eps
+            if not isinstance(eps, Tensor) and self.step_size > eps:
+                warnings.warn(
+                    f"{type(self).__name__}: step_size={self.step_size:g} is larger than eps={eps:g}, so "
+                    "every PGD step overshoots the ball and is projected back (the inner max degrades "
+                    "towards FGSM from a random start); use step_size=None "
+                    f"(2.5*eps/steps = {2.5 * eps / self.steps:.3g})",
+                    StepSizeWarning,
+                    stacklevel=4,
+                )
 
     def _pgd(self) -> PGD:
         """The inner maximizer: ``steps`` of PGD in the (possibly warmed-up) threat model."""

@@ -126,10 +126,12 @@ class GANResult:
 
 
 def _sample(generator: nn.Module, z: Tensor) -> Tensor:
+    """Samples for ``z`` (drawn on the CPU), computed where the generator is, returned on the CPU."""
     was_training = generator.training
+    device = next((p.device for p in generator.parameters()), torch.device("cpu"))
     generator.eval()
     with torch.no_grad():
-        out = torch.cat([generator(chunk) for chunk in z.split(512)])
+        out = torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(512)])
     generator.train(was_training)
     return out
 
@@ -141,6 +143,7 @@ def train_gan(
     monitor: GANMonitor | None = None,
     quiet: bool = False,
     callback: Callable[[int, Tensor], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> GANResult:
     """Play the GAN game on ``data`` by alternating Adam steps: ``d_steps`` for D, then one for G.
 
@@ -158,6 +161,10 @@ def train_gan(
         quiet: no progress bar.
         callback: called as ``callback(step, grid_samples)`` after every evaluation (the CLI
             saves the grid as a PNG).
+        device: where the players train. Real batches and ``z`` are drawn on the CPU from the
+            seeded generator and moved, so they do not depend on it (WGAN-GP's interpolation
+            weights are drawn on ``device`` from a generator seeded with ``seed``). The players
+            come back on the CPU.
 
     Returns:
         A :class:`GANResult`.
@@ -184,13 +191,15 @@ def train_gan(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         gen, disc = build_gan(config.arch, data.input_shape, config.latent_dim)
-    gen.train()
-    disc.train()
+    target = torch.device(device)
+    gen.to(target).train()
+    disc.to(target).train()
+    gp_rng = rng if target.type == "cpu" else torch.Generator(device=target).manual_seed(config.seed)
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=config.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=config.betas)
     z_grid = torch.randn(100, config.latent_dim, generator=rng)
     z_eval = torch.randn(config.eval_samples, config.latent_dim, generator=rng)
-    x_all = data.x
+    x_all = data.x.to(target)
     history: list[dict[str, float]] = []
     evaluations: list[dict[str, Any]] = []
     grids: list[tuple[int, Tensor]] = []
@@ -219,18 +228,18 @@ def train_gan(
     with torch.enable_grad():
         for step in bar:
             for _ in range(config.d_steps):
-                real = x_all[torch.randint(0, len(x_all), (config.batch_size,), generator=rng)]
-                z = torch.randn(config.batch_size, config.latent_dim, generator=rng)
+                real = x_all[torch.randint(0, len(x_all), (config.batch_size,), generator=rng).to(target)]
+                z = torch.randn(config.batch_size, config.latent_dim, generator=rng).to(target)
                 with torch.no_grad():
                     fake = gen(z)
                 real_scores, fake_scores = disc(real), disc(fake)
                 d_loss = discriminator_loss(real_scores, fake_scores, config.loss)
                 if wgan and config.gp_weight > 0:
-                    d_loss = d_loss + config.gp_weight * gradient_penalty(disc, real, fake, generator=rng)
+                    d_loss = d_loss + config.gp_weight * gradient_penalty(disc, real, fake, generator=gp_rng)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
-            z = torch.randn(config.batch_size, config.latent_dim, generator=rng)
+            z = torch.randn(config.batch_size, config.latent_dim, generator=rng).to(target)
             g_loss = generator_loss(disc(gen(z)), config.loss)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -250,8 +259,8 @@ def train_gan(
             if step % config.eval_every == 0 or step == config.steps:
                 evaluate(step)
     bar.close()
-    gen.eval()
-    disc.eval()
+    gen.cpu().eval()
+    disc.cpu().eval()
     if monitor is not None and coverage.covered < collapse:
         warnings.warn(
             f"mode collapse: the generator's samples cover {coverage.covered} of {k} classes (a class "
