@@ -12,6 +12,7 @@ from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, 
 from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
 from advlearn.attacks.cw import CW, cw
 from advlearn.attacks.deepfool import DeepFool, deepfool
+from advlearn.attacks.fab import FAB, FABT, fab, fab_t
 from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress, autoattack
 from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
 from advlearn.attacks.lbfgs import LBFGS, lbfgs
@@ -33,6 +34,8 @@ __all__ = [
     "AutoAttack",
     "AutoAttackResult",
     "DeepFool",
+    "FAB",
+    "FABT",
     "EnsembleProgress",
     "Rotation",
     "SignNoise",
@@ -46,6 +49,8 @@ __all__ = [
     "build_attack",
     "cw",
     "deepfool",
+    "fab",
+    "fab_t",
     "fgsm",
     "lbfgs",
     "pgd",
