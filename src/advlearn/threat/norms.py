@@ -101,6 +101,14 @@ class Norm(str):
         """``b`` points ``(B, D)`` uniform in the volume of balls of radii ``eps`` ``(B, 1)``."""
         raise NotImplementedError
 
+    def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """A point of ``{‖d‖ ≤ ε} ∩ [lower, upper]`` near ``delta`` (``lower ≤ 0 ≤ upper``, ``eps`` ``(B,)``).
+
+        Here the ball projection then the clip, as :meth:`ThreatModel.project` does: feasible, and
+        exact for ℓ∞; :class:`L1` overrides it with the exact projection onto the intersection.
+        """
+        return torch.minimum(torch.maximum(self.project(delta, eps), lower), upper)
+
     def hyperplane_step(self, w: Tensor, c: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
         """The smallest ``d`` (in this norm) with ``⟨w, d⟩ = c`` and ``lower ≤ d ≤ upper``, per row.
 
@@ -246,6 +254,61 @@ class L1(Norm):
         e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
         signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
         return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
+
+    def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """The exact Euclidean projection of ``delta`` onto ``{‖d‖₁ ≤ ε} ∩ [lower, upper]`` (``lower ≤ 0 ≤ upper``).
+
+        Unlike ball-then-clip, this is the nearest point of the intersection: soft-thresholding
+        clipped to the box, ``dᵢ = sign(δᵢ)·clip(|δᵢ| − θ, 0, roomᵢ)``, with the least ``θ ≥ 0``
+        that puts it in the ball. Its ℓ1 mass is piecewise linear in ``θ`` with kinks at
+        ``|δᵢ| − roomᵢ`` and ``|δᵢ|``; sorting the ``2D`` kinks finds ``θ`` exactly (Croce & Hein
+        2021, "Mind the box", §3). ``eps`` is ``(B,)``; the other tensors are ``(B, ...)``.
+
+        Example:
+            >>> d = torch.tensor([[0.9, -0.2, 0.6]])
+            >>> lower, upper = torch.full((1, 3), -1.0), torch.full((1, 3), 0.5)
+            >>> L1().project_in_box(d, torch.tensor([0.8]), lower, upper) + 0.0  # θ = 0.3, then the box
+            tensor([[0.5000, 0.0000, 0.3000]])
+        """
+        z = flat(delta)
+        mag = z.abs()
+        room = torch.where(z >= 0, flat(upper), -flat(lower)).clamp_min(0.0)
+        clipped = torch.minimum(mag, room)  # θ = 0
+        inside = clipped.sum(dim=1) <= eps
+        events = torch.cat(
+            [(mag - room).clamp_min(0.0), mag], dim=1
+        )  # a coordinate starts, then stops, shrinking
+        change = torch.cat([torch.ones_like(mag), -torch.ones_like(mag)], dim=1)
+        events, order = events.sort(dim=1)
+        shrinking = change.gather(1, order).cumsum(dim=1)  # coordinates shrinking just after each event
+        lost = (shrinking[:, :-1] * (events[:, 1:] - events[:, :-1])).cumsum(dim=1)
+        mass = clipped.sum(dim=1, keepdim=True) - torch.cat([torch.zeros_like(lost[:, :1]), lost], dim=1)
+        k = (mass > eps.unsqueeze(1)).sum(dim=1, keepdim=True).clamp(1, events.shape[1] - 1) - 1
+        theta = events.gather(1, k) + (mass.gather(1, k) - eps.unsqueeze(1)) / shrinking.gather(
+            1, k
+        ).clamp_min(1)
+        theta = torch.where(inside.unsqueeze(1), torch.zeros_like(theta), theta)
+        out = z.sign() * torch.minimum((mag - theta).clamp_min(0.0), room)
+        return out.reshape(delta.shape)
+
+    def sparse_ascent(self, g: Tensor, fraction: Tensor) -> Tensor:
+        """The unit-ℓ1 direction spreading equal mass, with ``g``'s signs, over the ``fraction`` ``(B,)``
+        of coordinates with the largest ``|gᵢ|`` (at least one): sparse APGD-ℓ1's step.
+
+        ``fraction → 0`` is :meth:`steepest_ascent` (one coordinate); ``fraction = 1`` is ``sign(g)/D``.
+
+        Example:
+            >>> L1().sparse_ascent(torch.tensor([[0.1, -3.0, 2.0, 0.0]]), torch.tensor([0.5]))
+            tensor([[ 0.0000, -0.5000,  0.5000,  0.0000]])
+        """
+        rows = flat(g)
+        n = rows.shape[1]
+        mag = rows.abs()
+        rank = ((1.0 - fraction) * n).long().clamp(0, n - 1).unsqueeze(1)
+        threshold = mag.sort(dim=1).values.gather(1, rank)  # (B, 1)
+        signs = rows.sign() * (mag >= threshold)
+        d = signs / signs.abs().sum(dim=1, keepdim=True).clamp_min(1.0)
+        return d.reshape(g.shape)
 
     def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
         # min Σ|dᵢ|, a knapsack with divisible items: fill the coordinates of largest |wᵢ| first.
