@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Trained
 from torch import Tensor, nn
 
 import advlearn as al
 from advlearn.attacks import FABT, AutoAttack, fab_t
 from advlearn.attacks.ensemble import ROBUST
 from advlearn.evaluation.state import AutoAttackState
+from conftest import Trained
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -12,8 +12,8 @@ from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, 
 from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
 from advlearn.attacks.cw import CW, cw
 from advlearn.attacks.deepfool import DeepFool, deepfool
-from advlearn.attacks.fab import FAB, FABT, fab, fab_t
 from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress, autoattack
+from advlearn.attacks.fab import FAB, FABT, fab, fab_t
 from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
 from advlearn.attacks.lbfgs import LBFGS, lbfgs
 from advlearn.attacks.noise import SignNoise, UniformNoise, random_sign_noise, uniform_noise
@@ -26,6 +26,8 @@ __all__ = [
     "APGDT",
     "ATTACKS",
     "CW",
+    "FAB",
+    "FABT",
     "FGSM",
     "LBFGS",
     "PGD",
@@ -34,8 +36,6 @@ __all__ = [
     "AutoAttack",
     "AutoAttackResult",
     "DeepFool",
-    "FAB",
-    "FABT",
     "EnsembleProgress",
     "Rotation",
     "SignNoise",

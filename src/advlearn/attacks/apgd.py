@@ -105,8 +105,17 @@ def _objective(loss: str, targeted: bool, pick_targets: bool) -> Objective:
     return lambda logits, y, target: loss_fn(logits, y)
 
 
+class _Rows:
+    """Per-example tensors of a run, one row per example still running; :meth:`drop` compacts them."""
+
+    def drop(self, active: ActiveSet, leave: Tensor) -> None:
+        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]  # type: ignore[arg-type]
+        for name, value in zip(names, active.drop(leave, *(getattr(self, n) for n in names)), strict=True):
+            setattr(self, name, value)
+
+
 @dataclass
-class _Iterates:
+class _Iterates(_Rows):
     """Algorithm 1's variables, one row per example still running; :meth:`drop` compacts them."""
 
     x0: Tensor  # the clean inputs
@@ -123,11 +132,6 @@ class _Iterates:
     increases: Tensor  # (A,) steps since the last checkpoint that raised f
     f_max_at_check: Tensor  # (A,) f_max at the last checkpoint
     halved_at_check: Tensor  # (A,) bool: η was halved at the last checkpoint
-
-    def drop(self, active: ActiveSet, leave: Tensor) -> None:
-        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]
-        for name, value in zip(names, active.drop(leave, *(getattr(self, n) for n in names)), strict=True):
-            setattr(self, name, value)
 
 
 @dataclass
@@ -273,7 +277,7 @@ def _apgd_run(
 
 
 @dataclass
-class _SparseIterates:
+class _SparseIterates(_Rows):
     """Sparse APGD-ℓ1's variables, one row per example still running."""
 
     x0: Tensor
@@ -288,8 +292,6 @@ class _SparseIterates:
     f_max: Tensor
     x_max: Tensor
     grad_max: Tensor
-
-    drop = _Iterates.drop
 
 
 def _sparse_l1_run(
@@ -313,7 +315,8 @@ def _sparse_l1_run(
     """One sparse APGD-ℓ1 run (Croce & Hein 2021, "Mind the box", §3-4) from ``x_start``.
 
     Each step moves the top fraction ``k`` of coordinates by the largest ``|∇|`` by ``η/‖·‖₀``
-    each (:meth:`~advlearn.threat.norms.L1.sparse_ascent`), then projects exactly onto ball ∩ box (:meth:`~advlearn.threat.norms.L1.project_in_box`).
+    each (:meth:`~advlearn.threat.norms.L1.sparse_ascent`), then projects exactly onto ball ∩ box
+    (:meth:`~advlearn.threat.norms.L1.project_in_box`).
     ``η`` starts at ``ε`` and ``k`` at 20 % of the coordinates (``warm``: ``‖x_start − x0‖₀ / 1.5``);
     every ``max(⌊0.04·steps⌋, 1)`` steps the sparsity of the best point so far sets ``k =
     ‖x_max − x0‖₀ / (1.5 D)``; if it fell below 95 % of the last checkpoint's, ``η`` resets to
@@ -608,7 +611,7 @@ def apgd_t(
 
 
 def _eps_stages(steps: int) -> list[tuple[float, int]]:
-    """The reference's ℓ1 schedule: 30 % of the steps at 3ε, 30 % at 2ε, the rest at ε (stages of ≥ 1 step)."""
+    """The reference's ℓ1 schedule: 30 % of the steps at 3ε, 30 % at 2ε, the rest at ε (each ≥ 1 step)."""
     first = max(math.ceil(0.3 * steps), 1)
     stages = [(3.0, first), (2.0, first), (1.0, steps - 2 * first)]
     return [(scale, k) for scale, k in stages if k > 0] if steps >= 3 else [(1.0, steps)]

@@ -155,7 +155,7 @@ def autoattack(
 @register("autoattack")
 @attack_config(autoattack)
 class AutoAttack(Attack):
-    """APGD-CE, APGD-T (targeted DLR over the top 9 classes), FAB-T, then Square, each on what is left standing.
+    """APGD-CE, APGD-T (targeted DLR, top 9 classes), FAB-T, then Square, each on what is left standing.
 
     Versions:
         ``"standard"``: the settings of Croce & Hein (2020) and of the reference code:

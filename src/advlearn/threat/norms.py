@@ -256,7 +256,7 @@ class L1(Norm):
         return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
 
     def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-        """The exact Euclidean projection of ``delta`` onto ``{‖d‖₁ ≤ ε} ∩ [lower, upper]`` (``lower ≤ 0 ≤ upper``).
+        """The exact Euclidean projection of ``delta`` onto ``{‖d‖₁ ≤ ε} ∩ [lower, upper]`` (``lower ≤ 0``).
 
         Unlike ball-then-clip, this is the nearest point of the intersection: soft-thresholding
         clipped to the box, ``dᵢ = sign(δᵢ)·clip(|δᵢ| − θ, 0, roomᵢ)``, with the least ``θ ≥ 0``
