@@ -9,6 +9,7 @@ Example:
 """
 
 from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
+from advlearn.attacks.adaptive import BPDA, EOT
 from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
 from advlearn.attacks.cw import CW, cw
 from advlearn.attacks.deepfool import DeepFool, deepfool
@@ -25,7 +26,9 @@ __all__ = [
     "APGD",
     "APGDT",
     "ATTACKS",
+    "BPDA",
     "CW",
+    "EOT",
     "FAB",
     "FABT",
     "FGSM",

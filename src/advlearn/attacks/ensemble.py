@@ -33,6 +33,7 @@ from advlearn.attacks._base import (
     build_attack,
     register,
 )
+from advlearn.attacks.adaptive import EOT
 from advlearn.attacks.apgd import APGD  # noqa: F401  (registers "apgd" and "apgd_t")
 from advlearn.attacks.fab import FAB  # noqa: F401  (registers "fab" and "fab_t")
 from advlearn.attacks.square import Square  # noqa: F401  (registers "square")
@@ -57,7 +58,14 @@ VERSIONS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
         ("APGD-T", "apgd_t", {"steps": 100, "num_targets": 3, "early_stop": True}),
         ("Square", "square", {"queries": 1000}),
     ),
+    # For randomized defenses (the reference's "rand"): both members attack EOT(model, 20), see RAND_SAMPLES.
+    "rand": (
+        ("APGD-CE", "apgd", {"steps": 100, "loss": "ce", "early_stop": True}),
+        ("APGD-DLR", "apgd", {"steps": 100, "loss": "dlr", "early_stop": True}),
+    ),
 }
+#: Forward passes averaged per gradient (:class:`~advlearn.attacks.adaptive.EOT`) in ``version="rand"``.
+RAND_SAMPLES = 20
 #: Per (version, norm), the options that differ from :data:`VERSIONS`, by member. At ℓ1 the reference
 #: runs APGD-CE with 5 restarts and APGD-T on 5 targets, both on its 3ε → 2ε → ε schedule.
 NORM_OPTIONS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
@@ -167,6 +175,11 @@ class AutoAttack(Attack):
         forward passes (ℓ∞, ℓ2); every member stops on an example once it is broken.
         ``"fast"``: APGD-CE with 100 steps, APGD-T on the 3 best targets, Square with
         1,000 queries, no FAB-T; about a quarter of the standard cost on examples that stay robust.
+        ``"rand"``: for randomized defenses, as the reference: APGD-CE and APGD-DLR with
+        100 steps, each attacking ``EOT(model, 20)`` (every gradient the average of 20
+        passes: 20× the cost of a plain APGD); whether a point fools the model is then
+        decided by one pass of the model itself, as for the clean inputs.
+        :func:`advlearn.diagnostics.check_randomized_outputs` says when a model needs it.
         ``"custom"``: the members listed in ``attacks``, each a registered name or a
         mapping ``{"name": ..., **options}``, e.g. ``("apgd", {"name": "square", "queries": 500})``.
 
@@ -314,9 +327,13 @@ class AutoAttack(Attack):
             if len(standing):
                 attack = dataclasses.replace(member, threat=standing.threat)  # type: ignore[type-var]
                 member_gen = torch.Generator(device=x.device).manual_seed(int(seeds[i]))
-                result = attack.run(model, x[idx], y[idx], generator=member_gen)
+                target = EOT(model, RAND_SAMPLES) if self.version == "rand" else model
+                result = attack.run(target, x[idx], y[idx], generator=member_gen)
                 num_grads += result.num_grads
                 num_forwards += result.num_forwards
+                if target is not model:  # the attack saw averaged logits; the model decides, as for x
+                    result = dataclasses.replace(result, success=self._fooled(model, result.x_adv, y[idx]))
+                    num_forwards += len(idx)
                 # The first member's point for everyone it attacked; a later one's where it fooled.
                 take = result.success | ~attacked[idx]
                 x_adv[idx[take]] = result.x_adv[take]
@@ -345,6 +362,12 @@ class AutoAttack(Attack):
             seconds=tuple(seconds),
             resumed=done,
         )
+
+    @staticmethod
+    def _fooled(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            out: Tensor = model(x_adv).argmax(dim=1) != y
+        return out
 
     def _resume(
         self, progress: EnsembleProgress, names: tuple[str, ...], x: Tensor, clean_correct: Tensor
