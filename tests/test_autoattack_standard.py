@@ -38,7 +38,7 @@ def test_standard_members_as_the_reference(norm: str) -> None:
     assert members["APGD-T"].num_targets == 9  # type: ignore[attr-defined]
     assert members["FAB-T"] == FABT(al.ThreatModel(norm, 0.1), steps=100, num_targets=9, early_stop=True)
     assert members["Square"].queries == 5000  # type: ignore[attr-defined]
-    assert members["Square"].rescale is True  # type: ignore[attr-defined]  # measured stronger than the reference's
+    assert members["Square"].rescale is True  # type: ignore[attr-defined]  # measured as strong as the reference's
     # The fast version (the main job's) is unchanged: no FAB-T.
     assert [name for name, _ in AutoAttack(al.ThreatModel(norm, 0.1), version="fast").members()] == [
         "APGD-CE",
