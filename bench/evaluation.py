@@ -1,4 +1,4 @@
-"""advlearn's AutoAttack against torchattacks' AutoAttack on the main job's two models.
+"""advlearn's AutoAttack against the original AutoAttack (fra31/auto-attack) and torchattacks'.
 
 What it measures
     Robust accuracy and wall time of an AutoAttack evaluation of the 1,000 MNIST-5k test digits the
@@ -13,7 +13,11 @@ What it measures
     with ``steps = 100`` set on its APGD, APGDT and FAB members (its defaults are 10; the original
     AutoAttack uses 100): APGD-CE, APGD-T, FAB-T, Square (5,000 queries); its MultiAttack passes
     only the examples every earlier member failed on to the next one.
-    Both see the same batches (``--batch-size``, default 500), in turns, with torch.set_num_threads(2).
+    original (issue 14): the reference code of Croce & Hein, ``autoattack.AutoAttack(model,
+    norm=..., eps=..., version="standard", seed=0)``: APGD-CE, APGD-T, FAB-T, Square (5,000
+    queries), with its own per-norm settings; ``--norm``/``--eps`` choose the threat model for all.
+    All see the same batches (``--batch-size``, default 500), in turns, with torch.set_num_threads(2).
+    Per-example agreement: for each pair of libraries, how many examples only one of them breaks.
     Robust = classified correctly clean and at the returned point; every returned point is checked
     to lie in the eps-ball and the box. "grad+fwd/example" counts the passes through the model
     (a forward hook on its first layer; a pass with a graph counts as a grad).
@@ -25,11 +29,14 @@ Hardware and versions
     Written to the results JSON (bench/results/evaluation.json) with the git commit of the checkout.
 
 Run
+    pip install git+https://github.com/fra31/auto-attack --no-deps   # the original (or PYTHONPATH)
     pip install torchattacks --no-deps           # its dependencies pull torchvision and a CUDA torch
     python bench/evaluation.py --run-dir runs/mnist5k-linf-0.3     # or without --run-dir: trains first
     python bench/evaluation.py --quick           # smoke run: 16 digits, both models, same settings
     Options: --n (test digits, default 1000), --batch-size, --threads, --versions (advlearn versions
-    to run, default "standard"; "standard,fast" adds the cheaper one), --out (JSON).
+    to run, default "standard"; "standard,fast" adds the cheaper one), --norm, --eps, --out (JSON),
+    --state-dict FILE (instead of the main job's models: a tensors-only torch file {"state", "xte",
+    "yte", "label"} of the small CNN defined below, e.g. one trained outside the project; repeatable).
 
 Evidence
     Not yet run at full size; the lead engineer runs the timed comparison (see bench/README.md).
@@ -64,6 +71,8 @@ CACHE = HERE / ".cache" / "evaluation"
 DEFAULT_OUT = HERE / "results" / "evaluation.json"
 LABELS = ("standard", "pgd-at")
 SEED = 0
+NORM_NAMES = {"linf": "Linf", "l2": "L2", "l1": "L1"}  # the original's spelling
+ORIGINAL_INSTALL = "pip install git+https://github.com/fra31/auto-attack --no-deps"
 
 # (model, x, y) -> adversarial inputs, plus a dict the library may fill with details
 EvalFn = Callable[[nn.Module, Tensor, Tensor, dict[str, Any]], Tensor]
@@ -86,6 +95,30 @@ def main_job_models(run_dir: Path | None) -> tuple[dict[str, nn.Module], Path]:
         model, _ = load_model(run_dir / label)
         models[label] = model.eval()
     return models, run_dir
+
+
+def small_cnn() -> nn.Module:
+    """The small MNIST CNN of the ``--state-dict`` files (two stride-2 convolutions, two linear layers)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10),
+    )  # fmt: skip
+
+
+def state_dict_models(paths: list[Path], n: int) -> tuple[dict[str, nn.Module], Tensor, Tensor]:
+    """Models and held-out digits from tensors-only files (``weights_only=True``: nothing is unpickled)."""
+    models, data = {}, None
+    for path in paths:
+        blob = torch.load(path, weights_only=True)
+        model = small_cnn()
+        model.load_state_dict(blob["state"])
+        models[str(blob.get("label", path.stem))] = model.eval().requires_grad_(False)
+        if data is None:
+            data = (blob["xte"][:n], blob["yte"][:n])
+        elif not torch.equal(data[0], blob["xte"][:n]):
+            raise ValueError(f"{path}: its held-out digits differ from the first file's")
+    assert data is not None
+    return models, data[0], data[1]
 
 
 def main_job_test_set(n: int) -> tuple[Tensor, Tensor]:
@@ -122,8 +155,7 @@ class PassCounter:
 # ----------------------------------------------------------------------------- the two libraries
 
 
-def advlearn_autoattack(version: str) -> EvalFn:
-    threat = al.ThreatModel("linf", 0.3)
+def advlearn_autoattack(version: str, threat: al.ThreatModel) -> EvalFn:
     attack = al.attacks.AutoAttack(threat, version=version)
 
     def run(model: nn.Module, x: Tensor, y: Tensor, details: dict[str, Any]) -> Tensor:
@@ -141,13 +173,30 @@ def advlearn_autoattack(version: str) -> EvalFn:
     return run
 
 
-def torchattacks_autoattack() -> EvalFn:
+def original_autoattack(threat: al.ThreatModel) -> EvalFn:
+    """The reference code, as its README runs it; each batch gets the same seed, as advlearn's batches do."""
+    from autoattack import AutoAttack
+
+    def run(model: nn.Module, x: Tensor, y: Tensor, details: dict[str, Any]) -> Tensor:
+        attack = AutoAttack(
+            model, norm=NORM_NAMES[str(threat.norm)], eps=float(threat.eps), version="standard",
+            seed=SEED, device=str(x.device), verbose=False,
+        )  # fmt: skip
+        details["members"] = list(attack.attacks_to_run)
+        adv: Tensor = attack.run_standard_evaluation(x, y, bs=len(y))
+        return adv
+
+    return run
+
+
+def torchattacks_autoattack(threat: al.ThreatModel) -> EvalFn:
     import torchattacks
 
     def run(model: nn.Module, x: Tensor, y: Tensor, details: dict[str, Any]) -> Tensor:
         attack = torchattacks.AutoAttack(
-            model, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=SEED
-        )
+            model, norm=NORM_NAMES[str(threat.norm)], eps=float(threat.eps), version="standard",
+            n_classes=10, seed=SEED,
+        )  # fmt: skip
         for member in attack._autoattack.attacks:
             if hasattr(member, "steps"):
                 member.steps = 100  # the original AutoAttack's iterations (torchattacks defaults to 10)
@@ -158,19 +207,22 @@ def torchattacks_autoattack() -> EvalFn:
     return run
 
 
-def libraries(versions: list[str]) -> dict[str, EvalFn]:
-    libs = {f"advlearn {v}": advlearn_autoattack(v) for v in versions}
+def libraries(versions: list[str], threat: al.ThreatModel) -> dict[str, EvalFn]:
+    libs = {f"advlearn {v}": advlearn_autoattack(v, threat) for v in versions}
     try:
-        libs["torchattacks standard"] = torchattacks_autoattack()
+        libs["original standard"] = original_autoattack(threat)
+    except ImportError:
+        print(f"the original AutoAttack is not installed ({ORIGINAL_INSTALL}); skipping it")
+    try:
+        libs["torchattacks standard"] = torchattacks_autoattack(threat)
     except ImportError:
         print("torchattacks is not installed (pip install torchattacks --no-deps); skipping it")
     return libs
 
 
 def evaluate_library(
-    name: str, fn: EvalFn, model: nn.Module, x: Tensor, y: Tensor, batch_size: int
+    name: str, fn: EvalFn, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, threat: al.ThreatModel
 ) -> dict[str, Any]:
-    threat = al.ThreatModel("linf", 0.3)
     counter = PassCounter(model)
     details: dict[str, Any] = {}
     robust = []
@@ -213,36 +265,58 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def reference_of(cell: dict[str, Any]) -> dict[str, Any] | None:
+    """The peer times are compared with: the original AutoAttack when it ran, else torchattacks'."""
+    results = cell["results"]
+    found: dict[str, Any] | None = results.get("original standard", results.get("torchattacks standard"))
+    return found
+
+
 def table(cells: list[dict[str, Any]]) -> str:
     rows = []
     for cell in cells:
-        reference = cell["results"].get("torchattacks standard")
+        reference = reference_of(cell)
         for res in cell["results"].values():
             ratio = f"{res['seconds'] / reference['seconds']:.2f}x" if reference else "-"
             rows.append([
                 cell["model"], res["library"], f"{100 * res['robust_acc']:.1f}", f"{res['seconds']:.1f}",
                 ratio, f"{res['grads_per_example']:.1f}+{res['forwards_per_example']:.1f}",
             ])  # fmt: skip
-    headers = ["model", "library", "robust %", "time s", "x torchattacks time", "grad+fwd/example"]
+    headers = ["model", "library", "robust %", "time s", "x reference time", "grad+fwd/example"]
     return markdown_table(headers, rows)
 
 
-def goal_notes(cells: list[dict[str, Any]]) -> list[str]:
-    """Whether advlearn standard met the goal: robust <= torchattacks + 0.3 points at <= 0.5x the time."""
+def agreement(cells: list[dict[str, Any]]) -> list[str]:
+    """Per pair of libraries: how many examples only the first breaks, only the second, and both keep."""
     notes = []
     for cell in cells:
-        ours, ref = cell["results"].get("advlearn standard"), cell["results"].get("torchattacks standard")
+        names = list(cell["results"])
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                ra, rb = cell["results"][a]["robust_flags"], cell["results"][b]["robust_flags"]
+                only_a = sum(1 for p, q in zip(ra, rb, strict=True) if not p and q)
+                only_b = sum(1 for p, q in zip(ra, rb, strict=True) if p and not q)
+                notes.append(
+                    f"{cell['model']}: {a} vs {b}: only {a} breaks {only_a}, only {b} breaks {only_b}, "
+                    f"agreement {100 * (1 - (only_a + only_b) / max(len(ra), 1)):.1f}%"
+                )
+    return notes
+
+
+def goal_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """Whether advlearn standard met the goal: robust <= the reference's + 0.3 points at <= 0.5x the time."""
+    notes = []
+    for cell in cells:
+        ours, ref = cell["results"].get("advlearn standard"), reference_of(cell)
         if ours is None or ref is None:
             continue
         gap = 100 * (ours["robust_acc"] - ref["robust_acc"])
         ratio = ours["seconds"] / ref["seconds"]
         met = gap <= 0.3 and ratio <= 0.5
         notes.append(
-            f"{cell['model']}: advlearn robust {gap:+.1f} points vs torchattacks, {ratio:.2f}x its time: "
+            f"{cell['model']}: advlearn robust {gap:+.1f} points vs {ref['library']}, {ratio:.2f}x its time: "
             f"goal {'met' if met else 'NOT met'}"
         )
-        disagree = sum(a != b for a, b in zip(ours["robust_flags"], ref["robust_flags"], strict=True))
-        notes.append(f"{cell['model']}: {disagree} examples robust under one library only")
         if not (ours["feasible"] and ref["feasible"]):
             notes.append(f"WARNING: {cell['model']}: a library returned points outside the eps-ball or box")
     return notes
@@ -281,7 +355,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(), "processor": cpu,
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "git": git_state(),
         "load_average_at_start": os.getloadavg()[0],
-        "versions": {m: version_of(m) for m in ("advlearn", "torch", "numpy", "torchattacks")},
+        "versions": {m: version_of(m) for m in ("advlearn", "torch", "numpy", "torchattacks", "autoattack")},
     }  # fmt: skip
 
 
@@ -296,6 +370,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--versions", default="standard", help="advlearn versions, comma-separated (default standard)"
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
+    p.add_argument("--norm", default="linf", choices=sorted(NORM_NAMES), help="threat norm (default linf)")
+    p.add_argument("--eps", type=float, default=0.3, help="threat radius (default 0.3)")
+    p.add_argument(
+        "--state-dict",
+        type=Path,
+        action="append",
+        default=[],
+        help="a small-CNN file instead of the main job",
+    )
     args = p.parse_args(argv)
     args.n = args.n or (16 if args.quick else 1000)
     return args
@@ -308,29 +391,34 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     if load > 0.5:
         print(f"WARNING: 1-minute load average is {load:.2f}; other processes will add noise to the times")
-    models, run_dir = main_job_models(args.run_dir)
-    x, y = main_job_test_set(args.n)
-    libs = libraries([v.strip() for v in args.versions.split(",") if v.strip()])
+    threat = al.ThreatModel(args.norm, args.eps)
+    if args.state_dict:
+        models, x, y = state_dict_models(args.state_dict, args.n)
+        run_dir: Path | None = None
+    else:
+        models, run_dir = main_job_models(args.run_dir)
+        x, y = main_job_test_set(args.n)
+    libs = libraries([v.strip() for v in args.versions.split(",") if v.strip()], threat)
     cells = []
     for label, model in models.items():
         clean = float((predict(model, x) == y).float().mean())
         print(f"{label}: clean accuracy {100 * clean:.1f}% on {len(y)} test digits")
         results = {}
         for name, fn in libs.items():
-            res = evaluate_library(name, fn, model, x, y, args.batch_size)
+            res = evaluate_library(name, fn, model, x, y, args.batch_size, threat)
             print(f"  {name}: robust {100 * res['robust_acc']:.1f}% in {res['seconds']:.1f} s")
             results[name] = res
         cells.append({"model": label, "clean_acc": clean, "results": results})
     text = table(cells)
-    notes = goal_notes(cells)
+    notes = goal_notes(cells) + agreement(cells)
     print()
     print(text)
     print("\n".join(notes))
     runtime = time.perf_counter() - start
     print(f"\ntotal runtime {runtime:.0f} s")
     report = {
-        "environment": environment(args), "run_dir": str(run_dir), "runtime_s": runtime,
-        "cells": cells, "table": text, "notes": notes,
+        "environment": environment(args), "run_dir": str(run_dir), "threat": threat.label,
+        "runtime_s": runtime, "cells": cells, "table": text, "notes": notes,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

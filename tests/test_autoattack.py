@@ -88,7 +88,8 @@ def test_at_least_as_strong_as_its_first_member(
     model, x, y = problem
     threat = al.ThreatModel("l2", 0.4)
     ensemble = AutoAttack(threat, version=version)
-    assert [name for name, _ in ensemble.members()] == ["APGD-CE", "APGD-T", "Square"]
+    fab_t = ["FAB-T"] if version == "standard" else []  # issue 14: the standard version runs FAB-T
+    assert [name for name, _ in ensemble.members()] == ["APGD-CE", "APGD-T", *fab_t, "Square"]
     out = ensemble.evaluate(model, x, y, generator=seeded(0))
     apgd_ce = ensemble.members()[0][1].run(model, x, y, generator=seeded(0))
     assert out.robust.sum() <= (~apgd_ce.success).sum()
@@ -99,9 +100,9 @@ def test_at_least_as_strong_as_its_first_member(
 
 
 def test_l1_uses_only_l1_members() -> None:
-    """Square has no ℓ1 version, so the ℓ1 ensemble is APGD-CE and APGD-T."""
+    """Square has no ℓ1 version, so the ℓ1 ensemble is APGD-CE, APGD-T and (issue 14) FAB-T."""
     names = [name for name, _ in AutoAttack(al.ThreatModel("l1", 1.0)).members()]
-    assert names == ["APGD-CE", "APGD-T"]
+    assert names == ["APGD-CE", "APGD-T", "FAB-T"]
     with pytest.raises(ValueError, match="l1"):
         AutoAttack(al.ThreatModel("l1", 1.0), version="custom", attacks=("square",))
 

@@ -157,6 +157,9 @@ BUDGETS: dict[str, tuple[dict[str, object], Callable[[Attack], tuple[int, int]]]
     "uniform_noise": ({}, lambda a: (0, 1)),
     "cw": ({"steps": 3, "search_steps": 2, "abort_early": False}, lambda a: (3 * 2, 1 + 1)),
     "deepfool": ({"steps": 3}, lambda a: (3 * 3, 1 + 1)),  # one backward pass per candidate class
+    # FAB: C = 4 backward passes per step; clean pass, one per step, the scoring pass
+    "fab": ({"steps": 3}, lambda a: (3 * 4, 1 + 3 + 1)),
+    "fab_t": ({"steps": 3, "num_targets": 9}, lambda a: (3 * 3, 1 + 3 * 3 + 1)),  # min(9, C − 1) = 3 targets
     # L-BFGS-B decides how often it evaluates; the forward passes are fixed: clean, one per c, the result.
     "lbfgs": ({"search_steps": 2}, lambda a: (-1, 1 + 2 + 1)),
     # clean pass, APGD (early stop: clean + last iterate), Square's queries, run()'s scoring pass

@@ -9,10 +9,12 @@ Example:
 """
 
 from advlearn.attacks._base import ATTACKS, Attack, AttackResult, build_attack, register
+from advlearn.attacks.adaptive import BPDA, EOT
 from advlearn.attacks.apgd import APGD, APGDT, apgd, apgd_checkpoints, apgd_t, targeted_dlr
 from advlearn.attacks.cw import CW, cw
 from advlearn.attacks.deepfool import DeepFool, deepfool
 from advlearn.attacks.ensemble import AutoAttack, AutoAttackResult, EnsembleProgress, autoattack
+from advlearn.attacks.fab import FAB, FABT, fab, fab_t
 from advlearn.attacks.gradient import FGSM, PGD, fgsm, pgd, pgd_maximize
 from advlearn.attacks.lbfgs import LBFGS, lbfgs
 from advlearn.attacks.noise import SignNoise, UniformNoise, random_sign_noise, uniform_noise
@@ -24,7 +26,11 @@ __all__ = [
     "APGD",
     "APGDT",
     "ATTACKS",
+    "BPDA",
     "CW",
+    "EOT",
+    "FAB",
+    "FABT",
     "FGSM",
     "LBFGS",
     "PGD",
@@ -46,6 +52,8 @@ __all__ = [
     "build_attack",
     "cw",
     "deepfool",
+    "fab",
+    "fab_t",
     "fgsm",
     "lbfgs",
     "pgd",

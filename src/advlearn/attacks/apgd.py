@@ -34,7 +34,8 @@ from advlearn.attacks._base import (
     register,
 )
 from advlearn.losses import LossFn, get_loss
-from advlearn.threat import ThreatModel, per_example
+from advlearn.threat import L1, Norm, ThreatModel, per_example
+from advlearn.threat.norms import flat
 
 # maps (logits, y, target) to the (B,) objective the attack climbs; target is None when untargeted
 Objective = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
@@ -104,8 +105,17 @@ def _objective(loss: str, targeted: bool, pick_targets: bool) -> Objective:
     return lambda logits, y, target: loss_fn(logits, y)
 
 
+class _Rows:
+    """Per-example tensors of a run, one row per example still running; :meth:`drop` compacts them."""
+
+    def drop(self, active: ActiveSet, leave: Tensor) -> None:
+        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]  # type: ignore[arg-type]
+        for name, value in zip(names, active.drop(leave, *(getattr(self, n) for n in names)), strict=True):
+            setattr(self, name, value)
+
+
 @dataclass
-class _Iterates:
+class _Iterates(_Rows):
     """Algorithm 1's variables, one row per example still running; :meth:`drop` compacts them."""
 
     x0: Tensor  # the clean inputs
@@ -122,11 +132,6 @@ class _Iterates:
     increases: Tensor  # (A,) steps since the last checkpoint that raised f
     f_max_at_check: Tensor  # (A,) f_max at the last checkpoint
     halved_at_check: Tensor  # (A,) bool: η was halved at the last checkpoint
-
-    def drop(self, active: ActiveSet, leave: Tensor) -> None:
-        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), Tensor)]
-        for name, value in zip(names, active.drop(leave, *(getattr(self, n) for n in names)), strict=True):
-            setattr(self, name, value)
 
 
 @dataclass
@@ -174,6 +179,7 @@ def _apgd_run(
     momentum: float,
     early_stop: bool,
     check: bool,
+    warm: bool = False,
 ) -> _Run:
     """One APGD run from ``x_start``: Algorithm 1 of Croce & Hein (2020).
 
@@ -182,6 +188,7 @@ def _apgd_run(
     it reached, a fooling one first, then the highest objective; with
     ``early_stop`` it leaves at its first fooling iterate.
     """
+    del warm  # the ℓ∞/ℓ2 rule carries nothing over from an earlier stage but the point
     n = x0.shape[0]
     checkpoints = {w for w in apgd_checkpoints(steps) if 0 < w < steps}
     kept = _Kept(x_start)
@@ -269,6 +276,139 @@ def _apgd_run(
     )
 
 
+@dataclass
+class _SparseIterates(_Rows):
+    """Sparse APGD-ℓ1's variables, one row per example still running."""
+
+    x0: Tensor
+    y: Tensor
+    target: Tensor | None
+    x: Tensor
+    grad: Tensor
+    f: Tensor
+    eta: Tensor  # (A,) the step size
+    fraction: Tensor  # (A,) the fraction of coordinates a step moves
+    nonzero_at_check: Tensor  # (A,) ‖x_max − x0‖₀ at the last checkpoint
+    f_max: Tensor
+    x_max: Tensor
+    grad_max: Tensor
+
+
+def _sparse_l1_run(
+    model: nn.Module,
+    x0: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    threat: ThreatModel,
+    *,
+    x_start: Tensor,
+    steps: int,
+    objective: Objective,
+    report: LossFn,
+    targeted: bool,
+    rho: float,
+    momentum: float,
+    early_stop: bool,
+    check: bool,
+    warm: bool = False,
+) -> _Run:
+    """One sparse APGD-ℓ1 run (Croce & Hein 2021, "Mind the box", §3-4) from ``x_start``.
+
+    Each step moves the top fraction ``k`` of coordinates by the largest ``|∇|`` by ``η/‖·‖₀``
+    each (:meth:`~advlearn.threat.norms.L1.sparse_ascent`), then projects exactly onto ball ∩ box
+    (:meth:`~advlearn.threat.norms.L1.project_in_box`).
+    ``η`` starts at ``ε`` and ``k`` at 20 % of the coordinates (``warm``: ``‖x_start − x0‖₀ / 1.5``);
+    every ``max(⌊0.04·steps⌋, 1)`` steps the sparsity of the best point so far sets ``k =
+    ‖x_max − x0‖₀ / (1.5 D)``; if it fell below 95 % of the last checkpoint's, ``η`` resets to
+    ``ε`` and the run restarts from ``x_max``, otherwise ``η`` shrinks by 1.5 (never below ``ε/10``).
+    The run has no momentum (``rho`` and ``momentum`` belong to the ℓ∞/ℓ2 rule and are unused).
+    The accounting is :func:`_apgd_run`'s: ``steps`` gradients and one forward pass.
+    """
+    del rho, momentum
+    n = x0.shape[0]
+    dims = flat(x0).shape[1]
+    norm = threat.norm
+    assert isinstance(norm, L1)
+    lo, hi = threat.bounds if threat.bounds is not None else (-math.inf, math.inf)
+    interval = max(int(0.04 * steps), 1)
+    kept = _Kept(x_start)
+    active = ActiveSet.all(n, threat, x0.device)
+    num_grads = num_forwards = 0
+
+    def nonzero(x: Tensor, x0: Tensor) -> Tensor:
+        return (flat(x - x0).abs() > 0).sum(dim=1).to(x0.dtype)
+
+    def f_and_grad(x: Tensor, y: Tensor, target: Tensor | None, first: bool) -> tuple[Tensor, Tensor, Tensor]:
+        return loss_and_grad(model, x, y, lambda logits, y: objective(logits, y, target), check=first)
+
+    def keep_and_exit(it: _SparseIterates, logits: Tensor, f: Tensor) -> None:
+        hit = is_success(logits, it.y, targeted)
+        kept.offer(active.index, it.x, hit, f, lambda take: report(logits[take], it.y[take]))
+        if early_stop and bool(hit.any()):
+            it.drop(active, hit)
+
+    eps = threat.eps_for(x0)
+    logits, f, grad = f_and_grad(x_start, y, target, first=check)
+    num_grads += n
+    start_nonzero = nonzero(x_start, x0)
+    it = _SparseIterates(
+        x0=x0,
+        y=y,
+        target=target,
+        x=x_start,
+        grad=grad,
+        f=f,
+        eta=eps.clone(),
+        fraction=start_nonzero / dims / 1.5 if warm else torch.full_like(eps, 0.2),
+        nonzero_at_check=start_nonzero if warm else torch.full_like(eps, float(dims)),
+        f_max=f.clone(),
+        x_max=x_start.clone(),
+        grad_max=grad.clone(),
+    )
+    keep_and_exit(it, logits, f)
+
+    for k in range(1, steps + 1):
+        if len(active) == 0:
+            break
+        eps_a = active.threat.eps_for(it.x0)
+        # As in the reference, coordinates pressed against the box are not left out of the top k (measured:
+        # leaving them out made the attack weaker at small ε); the exact projection removes what they lose.
+        moved = it.x + per_example(it.eta, it.x) * norm.sparse_ascent(it.grad, it.fraction)
+        it.x = it.x0 + norm.project_in_box(moved - it.x0, eps_a, lo - it.x0, hi - it.x0)
+        if k == steps:
+            with torch.no_grad():
+                logits = model(it.x)
+                f = objective(logits, it.y, it.target)
+            num_forwards += len(active)
+            keep_and_exit(it, logits, f)
+            break
+        logits, f, grad = f_and_grad(it.x, it.y, it.target, first=False)
+        num_grads += len(active)
+        it.f, it.grad = f, grad
+        better = f > it.f_max
+        it.f_max = torch.where(better, f, it.f_max)
+        it.x_max[better], it.grad_max[better] = it.x[better], grad[better]
+        keep_and_exit(it, logits, f)
+        if k % interval == 0 and len(active):
+            eps_a = active.threat.eps_for(it.x0)
+            now = nonzero(it.x_max, it.x0)
+            sparser = now / it.nonzero_at_check.clamp_min(1.0) < 0.95
+            it.fraction = now / dims / 1.5
+            it.eta = torch.where(sparser, eps_a, it.eta / 1.5)
+            it.eta = torch.minimum(torch.maximum(it.eta, eps_a / 10), eps_a)
+            it.nonzero_at_check = now
+            it.x = torch.where(per_example(sparser, it.x), it.x_max, it.x)
+            it.grad = torch.where(per_example(sparser, it.grad), it.grad_max, it.grad)
+
+    return _Run(
+        x_adv=kept.x, success=kept.success, loss=kept.loss, num_grads=num_grads, num_forwards=num_forwards
+    )
+
+
+# The run each norm uses: Algorithm 1 for ℓ∞ and ℓ2, sparse APGD for ℓ1.
+_RUNS: dict[type[Norm], Callable[..., _Run]] = {L1: _sparse_l1_run}
+
+
 def _check_apgd(steps: int, restarts: int, loss: str, rho: float, momentum: float) -> None:
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
@@ -310,6 +450,7 @@ def apgd(
     momentum: float = 0.75,
     random_start: bool = True,
     early_stop: bool = False,
+    eps_schedule: bool = False,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
     """Auto-PGD: projected steepest ascent with momentum and an adaptive step size.
@@ -333,10 +474,11 @@ def apgd(
     target classes and success is predicting them. APGD-T, which takes the true
     labels and picks its own targets, is :func:`apgd_t`.
 
-    For ℓ1 the step is the threat model's ℓ1 steepest ascent (one coordinate per
-    step) followed by the exact ℓ1 projection; this is not the sparse APGD-ℓ1
-    of Croce & Hein (2021), which moves many coordinates per step, and it is
-    weaker than that attack.
+    For ℓ1 the run is the sparse APGD-ℓ1 of Croce & Hein (2021, "Mind the box"):
+    each step moves the top fraction of coordinates by ``|∇|`` (a fraction that adapts
+    to the sparsity of the best point found), projects exactly onto ball ∩ box, and
+    resets or shrinks ``η`` every 4 % of the budget (see :func:`_sparse_l1_run`);
+    ``rho`` and ``momentum`` are not used there.
 
     Args:
         model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
@@ -353,6 +495,10 @@ def apgd(
         early_stop: for evaluation: an example leaves at its first fooling
             iterate, later runs attack only the examples still standing, and
             inputs the model already gets "wrong" clean are not attacked.
+        eps_schedule: the reference's ℓ1 schedule (AutoAttack's ``use_largereps``): 30 % of
+            the steps at 3ε, 30 % at 2ε, 40 % at ε, each stage starting from the last
+            stage's point projected onto the smaller ball; only the last stage's points
+            count. Same cost; meant for ℓ1, where it finds sparser, stronger points.
         generator: random source for the starts; ``None`` uses torch's global RNG.
 
     Returns:
@@ -391,6 +537,7 @@ def apgd(
         momentum=momentum,
         random_start=random_start,
         early_stop=early_stop,
+        eps_schedule=eps_schedule,
         generator=generator,
     )
 
@@ -409,6 +556,7 @@ def apgd_t(
     momentum: float = 0.75,
     random_start: bool = True,
     early_stop: bool = False,
+    eps_schedule: bool = False,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
     """APGD-T: :func:`apgd` run once per target class it picks, to misclassify ``x``.
@@ -426,7 +574,7 @@ def apgd_t(
         x: clean inputs ``(B, ...)`` inside ``threat.bounds``.
         y: the true labels ``(B,)``.
         threat: the ε-ball and box (``eps`` may be a ``(B,)`` tensor).
-        steps, restarts, rho, momentum, random_start, generator: as for :func:`apgd`
+        steps, restarts, rho, momentum, random_start, eps_schedule, generator: as for :func:`apgd`
             (``restarts`` runs per target).
         loss: ``"dlr"`` (the targeted DLR of Croce & Hein), ``"ce"`` or ``"cw"``.
         num_targets: how many target classes to attack.
@@ -457,8 +605,16 @@ def apgd_t(
         momentum=momentum,
         random_start=random_start,
         early_stop=early_stop,
+        eps_schedule=eps_schedule,
         generator=generator,
     )
+
+
+def _eps_stages(steps: int) -> list[tuple[float, int]]:
+    """The reference's ℓ1 schedule: 30 % of the steps at 3ε, 30 % at 2ε, the rest at ε (each ≥ 1 step)."""
+    first = max(math.ceil(0.3 * steps), 1)
+    stages = [(3.0, first), (2.0, first), (1.0, steps - 2 * first)]
+    return [(scale, k) for scale, k in stages if k > 0] if steps >= 3 else [(1.0, steps)]
 
 
 def _apgd(
@@ -476,6 +632,7 @@ def _apgd(
     momentum: float,
     random_start: bool,
     early_stop: bool,
+    eps_schedule: bool,
     generator: torch.Generator | None,
 ) -> AttackResult:
     """APGD's restarts (and, with ``num_targets``, APGD-T's targets), each example keeping its best point."""
@@ -509,31 +666,46 @@ def _apgd(
     # "Better" across runs: fooling first, then the higher objective (the lower loss towards a target).
     objective_best = -loss_best if targeted else loss_best.clone()
 
+    run_fn = _RUNS.get(type(threat.norm), _apgd_run)
+    stages = _eps_stages(steps) if eps_schedule else [(1.0, steps)]
     for target in targets:
         for _ in range(restarts):
             active = ActiveSet.where(~success, threat) if early_stop else ActiveSet.all(n, threat, x.device)
             if len(active) == 0:
                 break
             idx, x0 = active.index, active.gather(x)
-            run = _apgd_run(
-                model,
-                x0,
-                active.gather(y),
-                None if target is None else active.gather(target),
-                active.threat,
-                x_start=active.threat.random_init(x0, generator) if random_start else x0,
-                steps=steps,
-                objective=objective,
-                report=report,
-                targeted=targeted,
-                rho=rho,
-                momentum=momentum,
-                early_stop=early_stop,
-                check=not checked,
-            )
-            checked = True
-            num_grads += run.num_grads
-            num_forwards += run.num_forwards
+            lo, hi = threat.bounds if threat.bounds is not None else (-math.inf, math.inf)
+            x_start = x0
+            for j, (scale, stage_steps) in enumerate(stages):
+                # ε-schedule: each stage starts from the last one's point, projected onto its smaller ball.
+                stage = active.threat if scale == 1.0 else active.threat.with_eps(active.threat.eps * scale)
+                if j == 0:
+                    x_start = stage.random_init(x0, generator) if random_start else x0
+                else:
+                    x_start = x0 + stage.norm.project_in_box(
+                        x_start - x0, stage.eps_for(x0), lo - x0, hi - x0
+                    )
+                run = run_fn(
+                    model,
+                    x0,
+                    active.gather(y),
+                    None if target is None else active.gather(target),
+                    stage,
+                    x_start=x_start,
+                    steps=stage_steps,
+                    objective=objective,
+                    report=report,
+                    targeted=targeted,
+                    rho=rho,
+                    momentum=momentum,
+                    early_stop=early_stop and j == len(stages) - 1,
+                    check=not checked,
+                    warm=j > 0,
+                )
+                checked = True
+                num_grads += run.num_grads
+                num_forwards += run.num_forwards
+                x_start = run.x_adv
             run_objective = -run.loss if targeted else run.loss
             better = is_better(run.success, run_objective, success[idx], objective_best[idx])
             keep = idx[better]
@@ -567,6 +739,7 @@ class APGD(Attack):
     momentum: float = DERIVED
     random_start: bool = DERIVED
     early_stop: bool = DERIVED
+    eps_schedule: bool = DERIVED
 
 
 @register("apgd_t")
@@ -587,3 +760,4 @@ class APGDT(Attack):
     momentum: float = DERIVED
     random_start: bool = DERIVED
     early_stop: bool = DERIVED
+    eps_schedule: bool = DERIVED

@@ -33,17 +33,20 @@ from advlearn.threat import L2, Linf, Norm, ThreatModel, get_norm, per_example
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def square_fraction(p_init: float, i: int, queries: int) -> float:
+def square_fraction(p_init: float, i: int, queries: int, rescale: bool = True) -> float:
     """The fraction ``p`` of pixels the window covers at iteration ``i`` of ``queries``.
 
     ``p_init`` halves after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
-    8000 of a 10,000-query budget, rescaled to ``queries``.
+    8000 of a 10,000-query budget, rescaled to ``queries`` (``rescale=False``: at those
+    iterations whatever the budget, as the reference AutoAttack runs Square).
 
     Example:
         >>> [square_fraction(0.8, i, 10_000) for i in (0, 10, 11, 51, 9000)]
         [0.8, 0.8, 0.4, 0.2, 0.0015625]
+        >>> square_fraction(0.8, 30, 5000), square_fraction(0.8, 30, 5000, rescale=False)
+        (0.2, 0.4)
     """
-    it = int(i / queries * 10_000)
+    it = int(i / queries * 10_000) if rescale else i
     halvings = sum(it > h for h in _HALVINGS)
     return float(p_init) / 2.0**halvings
 
@@ -222,7 +225,9 @@ _GEOMETRY: dict[type[Norm], tuple[_Init, _Propose]] = {
 _SUPPORTED: tuple[Norm, ...] = tuple(get_norm(norm.name) for norm in _GEOMETRY)
 
 
-def _check_square(queries: int, p_init: float, loss: str) -> None:
+def _check_square(queries: int, p_init: float, loss: str, rescale: bool) -> None:
+    if not isinstance(rescale, bool):
+        raise ValueError(f"rescale must be True or False, got {rescale!r}")
     check_positive_int("queries", queries)
     if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0.0 < p_init <= 1.0:
         raise ValueError(f"p_init must be a number in (0, 1], got {p_init!r}")
@@ -238,6 +243,7 @@ def square(
     queries: int = 5000,
     p_init: float = 0.8,
     loss: str = "cw",
+    rescale: bool = True,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
     """The Square attack: random search over square-shaped updates, using the model's scores only.
@@ -272,6 +278,9 @@ def square(
         p_init: the fraction of pixels the first windows cover.
         loss: what a proposal must raise: ``"cw"`` (the margin, the paper's
             untargeted loss), ``"ce"`` or ``"dlr"``.
+        rescale: stretch the window schedule (written for 10,000 queries) to ``queries``;
+            ``False`` keeps it at fixed iterations, as the reference AutoAttack does
+            (``resc_schedule=False``; at 5,000 queries the windows then shrink half as early).
         generator: random source; ``None`` uses torch's global RNG.
 
     Returns:
@@ -300,7 +309,7 @@ def square(
     if geometry is None:
         supported = " and ".join(map(repr, _SUPPORTED))
         raise ValueError(f"the Square attack supports norm {supported}, not threat.norm={threat.norm.name!r}")
-    _check_square(queries, p_init, loss)
+    _check_square(queries, p_init, loss, rescale)
     loss_fn = get_loss(loss)
     images = _as_images(x)  # (B, C, H, W)
     b = images.shape[0]
@@ -319,7 +328,7 @@ def square(
             if len(active) == 0:
                 break
             candidate = propose(
-                x0_a, x_a, eps_a, square_fraction(p_init, i, queries), active.threat, generator
+                x0_a, x_a, eps_a, square_fraction(p_init, i, queries, rescale), active.threat, generator
             )
             logits = model(candidate.reshape((-1, *x.shape[1:])))
             num_forwards += len(active)
@@ -349,3 +358,4 @@ class Square(Attack):
     queries: int = DERIVED
     p_init: float = DERIVED
     loss: str = DERIVED
+    rescale: bool = DERIVED

@@ -10,20 +10,32 @@ Both return verdicts with the numbers they rest on; :mod:`advlearn.report` rende
 """
 
 from advlearn.diagnostics.masking import (
+    AUTOATTACK_CHECKS,
     CHECKS,
     MaskingCheck,
     MaskingDiagnosis,
+    autoattack_checks,
+    check_eps_and_bounds,
+    check_probability_outputs,
+    check_randomized_outputs,
+    check_square_vs_gradient_members,
     diagnose_masking,
 )
 from advlearn.diagnostics.masking import _check_iterative as _check_iterative
 from advlearn.diagnostics.sweep import SWEEP_CHECKS, SweepFinding, check_sweep
 
 __all__ = [
+    "AUTOATTACK_CHECKS",
     "CHECKS",
     "SWEEP_CHECKS",
     "MaskingCheck",
     "MaskingDiagnosis",
     "SweepFinding",
+    "autoattack_checks",
+    "check_eps_and_bounds",
+    "check_probability_outputs",
+    "check_randomized_outputs",
+    "check_square_vs_gradient_members",
     "check_sweep",
     "diagnose_masking",
 ]

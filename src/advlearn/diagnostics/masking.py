@@ -36,6 +36,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -583,4 +584,199 @@ def diagnose_masking(
     )
 
 
-__all__ = ["CHECKS", "MaskingCheck", "MaskingDiagnosis", "diagnose_masking"]
+# ----------------------------------------------------------------------------- AutoAttack's own checks
+# The checks the reference AutoAttack (fra31/auto-attack, ``checks.py``) runs around its evaluation, each
+# as a MaskingCheck to be shown beside the robust accuracy it qualifies (issue 14).
+
+#: The checks of :func:`autoattack_checks`, in the order it reports them.
+AUTOATTACK_CHECKS: tuple[str, ...] = (
+    "randomized_outputs",
+    "probability_outputs",
+    "square_vs_gradient_members",
+    "eps_and_bounds",
+)
+
+
+def check_randomized_outputs(model: nn.Module, x: Tensor, *, batch_size: int = 250) -> MaskingCheck:
+    """Two forward passes on ``x`` that disagree mean a randomized model: warn, naming ``version="rand"``.
+
+    Costs two forward passes per example. When the check fails it also raises a
+    ``UserWarning`` naming the fix, ``AutoAttack(threat, version="rand")`` (APGD on
+    ``EOT(model, 20)``), or ``advlearn.attacks.EOT`` around the model for any attack.
+
+    Example:
+        >>> check_randomized_outputs(torch.nn.Linear(4, 3).eval(), torch.rand(8, 4)).status
+        'pass'
+    """
+    check_positive_int("batch_size", batch_size)
+    found, _ = _check_randomness(model, x, batch_size)
+    if found.flagged:
+        warnings.warn(
+            f"the model looks randomized ({found.detail}): its robust accuracy under AutoAttack's "
+            "standard version is not reliable; use AutoAttack(threat, version='rand') (APGD on "
+            "EOT(model, 20)) or wrap the model in advlearn.attacks.EOT",
+            UserWarning,
+            stacklevel=2,
+        )
+    return found
+
+
+def check_probability_outputs(
+    model: nn.Module, x: Tensor, *, batch_size: int = 250, tolerance: float = 1e-5
+) -> MaskingCheck:
+    """Fails when the model's outputs look like probabilities (in [0, 1], rows summing to 1), not logits.
+
+    The attacks' losses (cross-entropy, DLR, margins) expect logits: on probabilities a
+    softmax is applied twice and the gradients nearly vanish where the model is confident,
+    which makes the model look robust. The rule is the reference's. One forward pass per example.
+
+    Example:
+        >>> probs = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1)).eval()
+        >>> check_probability_outputs(probs, torch.rand(8, 4)).status
+        'fail'
+    """
+    check_positive_int("batch_size", batch_size)
+    out = _predict(model, x, batch_size)
+    rows_sum_to_one = (out.sum(dim=1) - 1.0).abs() < tolerance
+    in_unit = bool((out.min() > -tolerance) & (out.max() < 1.0 + tolerance))
+    fraction = float(rows_sum_to_one.float().mean()) if in_unit else 0.0
+    detail = (
+        f"outputs in [{float(out.min()):.3g}, {float(out.max()):.3g}]; rows summing to 1 (±{tolerance:g}): "
+        f"{int(rows_sum_to_one.sum())} of {out.shape[0]}"
+    )
+    if in_unit and bool(rows_sum_to_one.all()):
+        meaning = (
+            "The model returns probabilities, not logits: the attacks' losses are computed on a second "
+            "softmax and their gradients nearly vanish; evaluate the model without its final softmax."
+        )
+        status: Status = "fail"
+    else:
+        meaning = "The outputs are not a probability distribution, so they are taken as logits."
+        status = "pass"
+    return MaskingCheck(
+        "probability_outputs", "probabilities instead of logits", status, fraction, detail, meaning
+    )
+
+
+def check_square_vs_gradient_members(result: Any, *, tolerance: float = 0.002) -> MaskingCheck:
+    """Fails when Square, run after the gradient members, still lowers the robust accuracy by more than
+    ``tolerance`` (0.2 %, the reference's): a score-based attack should not find what white-box ones missed.
+
+    ``result`` is an :class:`~advlearn.attacks.AutoAttackResult` with a member named ``"Square"``
+    (or ``"square"``) after at least one other; the check is "not run" otherwise. Free: it reads the result.
+    """
+    after = result.accuracy_after()
+    names = list(after)
+    square = next((i for i, name in enumerate(names) if name.lower().startswith("square")), None)
+    title = "Square beats the gradient members"
+    if square is None or square == 0:
+        return MaskingCheck(
+            "square_vs_gradient_members",
+            title,
+            "not run",
+            math.nan,
+            "no Square member after a gradient member in this ensemble",
+            "Nothing to compare: the check needs Square to run after the gradient attacks.",
+        )
+    before = min(after[name] for name in names[:square])
+    gain = before - after[names[square]]
+    detail = (
+        f"robust accuracy {_pct(before)} after the gradient members, {_pct(after[names[square]])} after "
+        f"Square: Square broke {round(gain * result.robust.numel())} more of {result.robust.numel()}"
+    )
+    if gain > tolerance:
+        meaning = (
+            "Square, which only reads scores, broke examples the gradient attacks could not: their gradients "
+            "are likely masked; run Square with more queries and restarts, or an adaptive attack (BPDA, EOT)."
+        )
+        status: Status = "fail"
+    else:
+        meaning = (
+            "Square found (almost) nothing the gradient members missed, as on a model with useful gradients."
+        )
+        status = "pass"
+    return MaskingCheck("square_vs_gradient_members", title, status, gain, detail, meaning)
+
+
+def check_eps_and_bounds(result: Any, x: Tensor, threat: ThreatModel, *, atol: float = 1e-5) -> MaskingCheck:
+    """Fails when a returned point is NaN, outside the ε-ball or outside the box, or when ε holds the whole
+    box (ℓ∞ with ``2ε ≥ hi − lo``: every input is reachable, so the figure is no robustness measure).
+
+    ``result`` is anything with ``x_adv`` (an :class:`~advlearn.attacks.AutoAttackResult` or
+    :class:`~advlearn.attacks.AttackResult`); ``x`` the clean inputs. The reference prints the same
+    figures (largest perturbation, NaNs, range) after its evaluation. Free: no model call.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> x = torch.full((2, 3), 0.5)
+        >>> check_eps_and_bounds(SimpleNamespace(x_adv=x + 0.2), x, ThreatModel("linf", 0.1)).status
+        'fail'
+    """
+    x_adv = result.x_adv
+    delta = (x_adv - x).reshape(x.shape[0], -1)
+    nans = int(torch.isnan(x_adv.reshape(x.shape[0], -1)).any(dim=1).sum())
+    norms = threat.norm(delta)
+    eps = threat.eps_for(x)
+    outside = ~threat.contains(torch.nan_to_num(x_adv, nan=math.inf), x, atol=atol)
+    largest = float(norms.max()) if norms.numel() else 0.0
+    covers_box = False
+    box = ""
+    if threat.bounds is not None:
+        lo, hi = threat.bounds
+        covers_box = threat.norm.ball_is_box and bool((2 * eps >= hi - lo).any())
+        box = f", inputs in [{float(x_adv.min()):.4g}, {float(x_adv.max()):.4g}] for the box [{lo:g}, {hi:g}]"
+    detail = (
+        f"largest {threat.norm.symbol} perturbation {largest:.5g} for ε up to {float(eps.max()):.5g}{box}; "
+        f"{int(outside.sum())} points outside the threat set, {nans} with NaN"
+    )
+    if nans or bool(outside.any()):
+        meaning = (
+            "Some points are not valid adversarial examples (NaN, or outside ball ∩ box): the robust "
+            "accuracy does not measure robustness at this ε; check the attack."
+        )
+        status: Status = "fail"
+    elif covers_box:
+        meaning = (
+            "ε is half the box or more: every input lies in the ball, so no model can be robust at this ε."
+        )
+        status = "fail"
+    else:
+        meaning = "Every point lies in the ε-ball and the box, and ε leaves part of the box out of reach."
+        status = "pass"
+    figure = float(largest - float(eps.max())) if norms.numel() else 0.0
+    return MaskingCheck("eps_and_bounds", "ε and bounds sanity", status, figure, detail, meaning)
+
+
+def autoattack_checks(
+    model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, result: Any, *, batch_size: int = 250
+) -> tuple[MaskingCheck, ...]:
+    """AutoAttack's own checks on its own result, in the order of :data:`AUTOATTACK_CHECKS`.
+
+    ``result`` is the :class:`~advlearn.attacks.AutoAttackResult` of ``AutoAttack(threat).evaluate(model, x,
+    y)``. Costs three forward passes per example (two for the randomized check, one for the
+    probabilities); the other two read the result. Show them beside its robust accuracy.
+
+    Raises:
+        ValueError: for inputs outside ``threat.bounds`` or a model that does not return logits.
+    """
+    check_inputs(x, y, threat)
+    return (
+        check_randomized_outputs(model, x, batch_size=batch_size),
+        check_probability_outputs(model, x, batch_size=batch_size),
+        check_square_vs_gradient_members(result),
+        check_eps_and_bounds(result, x, threat),
+    )
+
+
+__all__ = [
+    "AUTOATTACK_CHECKS",
+    "CHECKS",
+    "MaskingCheck",
+    "MaskingDiagnosis",
+    "autoattack_checks",
+    "check_eps_and_bounds",
+    "check_probability_outputs",
+    "check_randomized_outputs",
+    "check_square_vs_gradient_members",
+    "diagnose_masking",
+]

@@ -11,6 +11,7 @@ ball. Each class answers the same questions:
 | ``project(delta, eps)`` (nearest point of the ball) | clip to ±ε | rescale | Duchi et al. sorting |
 | ``steepest_ascent(g)`` (the argmax above) | sign(g) | g/‖g‖₂ | ±1 on the largest \\|gᵢ\\| |
 | ``random_delta`` (uniform in the ball) | U[−ε, ε]ᴰ | Gaussian dir., radius ε·U^(1/D) | Exp(1) spacings |
+| ``hyperplane_step(w, c, lo, up)`` (FAB) | one level λ | level ∝ \\|wᵢ\\| | largest \\|wᵢ\\| first |
 
 Adding a norm means adding one subclass here; :data:`NORMS` and
 :func:`get_norm` pick it up by its ``name``. Norms are taken per example over
@@ -104,6 +105,41 @@ class Norm(str):
         """``b`` points ``(B, D)`` uniform in the volume of balls of radii ``eps`` ``(B, 1)``."""
         raise NotImplementedError
 
+    def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """A point of ``{‖d‖ ≤ ε} ∩ [lower, upper]`` near ``delta`` (``lower ≤ 0 ≤ upper``, ``eps`` ``(B,)``).
+
+        Here the ball projection then the clip, as :meth:`ThreatModel.project` does: feasible, and
+        exact for ℓ∞; :class:`L1` overrides it with the exact projection onto the intersection.
+        """
+        return torch.minimum(torch.maximum(self.project(delta, eps), lower), upper)
+
+    def hyperplane_step(self, w: Tensor, c: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """The smallest ``d`` (in this norm) with ``⟨w, d⟩ = c`` and ``lower ≤ d ≤ upper``, per row.
+
+        The projection onto a box-constrained hyperplane that FAB takes at every step
+        (Croce & Hein 2020, §3.1): ``w`` ``(B, D)`` is the hyperplane's normal, ``c`` ``(B,)``
+        how far ``⟨w, ·⟩`` must move, and ``[lower, upper]`` ``(B, D)`` the box around the
+        current point (``lower ≤ 0 ≤ upper``). When no point of the box reaches the
+        hyperplane, the box point that comes closest (the corner maximizing ``c·⟨w, d⟩``) is
+        returned. A coordinate only moves in the direction of ``sign(c·wᵢ)``; each has room
+        ``rᵢ`` (``upper`` or ``−lower``) and gains ``|wᵢ|`` per unit moved, so every norm
+        solves ``min ‖d‖ s.t. Σ |wᵢ| |dᵢ| = |c|, 0 ≤ |dᵢ| ≤ rᵢ``. Costs one sort of ``D`` per row.
+
+        Example:
+            >>> w, c = torch.tensor([[1.0, 2.0]]), torch.tensor([3.0])
+            >>> box = torch.full((1, 2), -5.0), torch.full((1, 2), 5.0)
+            >>> [get_norm(p).hyperplane_step(w, c, *box) for p in ("linf", "l2", "l1")]
+            [tensor([[1., 1.]]), tensor([[0.6000, 1.2000]]), tensor([[0.0000, 1.5000]])]
+        """
+        sign = torch.where(c.unsqueeze(1) >= 0, w.sign(), -w.sign())  # the way each coordinate moves
+        room = torch.where(sign >= 0, upper, -lower).clamp_min(0.0)  # (B, D)
+        magnitude = self._hyperplane_magnitudes(w.abs(), room, c.abs())
+        return sign * magnitude
+
+    def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
+        """``|dᵢ|`` of :meth:`hyperplane_step`: least norm with ``Σ gainᵢ|dᵢ| = need``, ``|dᵢ| ≤ roomᵢ``."""
+        raise NotImplementedError
+
 
 class Linf(Norm):
     """ℓ∞: the box ``|δᵢ| ≤ ε``."""
@@ -133,6 +169,10 @@ class Linf(Norm):
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
     ) -> Tensor:
         return (2 * torch.rand(b, d, generator=generator, device=like.device, dtype=like.dtype) - 1) * eps
+
+    def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
+        # min max|dᵢ|: every useful coordinate moves by the same λ, capped by its room.
+        return _water_fill(gain, (gain > 0).to(gain.dtype), room, need)
 
 
 class L2(Norm):
@@ -168,6 +208,10 @@ class L2(Norm):
         radius = torch.rand(b, 1, generator=generator, device=device, dtype=dtype) ** (1.0 / d)
         delta: Tensor = direction * radius * eps
         return delta
+
+    def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
+        # min Σdᵢ²: by the KKT conditions |dᵢ| = min(λ·|wᵢ|, roomᵢ).
+        return _water_fill(gain, gain, room, need)
 
 
 class L1(Norm):
@@ -215,6 +259,102 @@ class L1(Norm):
         e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
         signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
         return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
+
+    def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """The exact Euclidean projection of ``delta`` onto ``{‖d‖₁ ≤ ε} ∩ [lower, upper]`` (``lower ≤ 0``).
+
+        Unlike ball-then-clip, this is the nearest point of the intersection: soft-thresholding
+        clipped to the box, ``dᵢ = sign(δᵢ)·clip(|δᵢ| − θ, 0, roomᵢ)``, with the least ``θ ≥ 0``
+        that puts it in the ball. Its ℓ1 mass is piecewise linear in ``θ`` with kinks at
+        ``|δᵢ| − roomᵢ`` and ``|δᵢ|``; sorting the ``2D`` kinks finds ``θ`` exactly (Croce & Hein
+        2021, "Mind the box", §3). ``eps`` is ``(B,)``; the other tensors are ``(B, ...)``.
+
+        Example:
+            >>> d = torch.tensor([[0.9, -0.2, 0.6]])
+            >>> lower, upper = torch.full((1, 3), -1.0), torch.full((1, 3), 0.5)
+            >>> L1().project_in_box(d, torch.tensor([0.8]), lower, upper) + 0.0  # θ = 0.3, then the box
+            tensor([[0.5000, 0.0000, 0.3000]])
+        """
+        z = flat(delta)
+        mag = z.abs()
+        room = torch.where(z >= 0, flat(upper), -flat(lower)).clamp_min(0.0)
+        clipped = torch.minimum(mag, room)  # θ = 0
+        inside = clipped.sum(dim=1) <= eps
+        events = torch.cat(
+            [(mag - room).clamp_min(0.0), mag], dim=1
+        )  # a coordinate starts, then stops, shrinking
+        change = torch.cat([torch.ones_like(mag), -torch.ones_like(mag)], dim=1)
+        events, order = events.sort(dim=1)
+        shrinking = change.gather(1, order).cumsum(dim=1)  # coordinates shrinking just after each event
+        lost = (shrinking[:, :-1] * (events[:, 1:] - events[:, :-1])).cumsum(dim=1)
+        mass = clipped.sum(dim=1, keepdim=True) - torch.cat([torch.zeros_like(lost[:, :1]), lost], dim=1)
+        k = (mass > eps.unsqueeze(1)).sum(dim=1, keepdim=True).clamp(1, events.shape[1] - 1) - 1
+        theta = events.gather(1, k) + (mass.gather(1, k) - eps.unsqueeze(1)) / shrinking.gather(
+            1, k
+        ).clamp_min(1)
+        theta = torch.where(inside.unsqueeze(1), torch.zeros_like(theta), theta)
+        out = z.sign() * torch.minimum((mag - theta).clamp_min(0.0), room)
+        return out.reshape(delta.shape)
+
+    def sparse_ascent(self, g: Tensor, fraction: Tensor) -> Tensor:
+        """The unit-ℓ1 direction spreading equal mass, with ``g``'s signs, over the ``fraction`` ``(B,)``
+        of coordinates with the largest ``|gᵢ|`` (at least one): sparse APGD-ℓ1's step.
+
+        ``fraction → 0`` is :meth:`steepest_ascent` (one coordinate); ``fraction = 1`` is ``sign(g)/D``.
+
+        Example:
+            >>> L1().sparse_ascent(torch.tensor([[0.1, -3.0, 2.0, 0.0]]), torch.tensor([0.5]))
+            tensor([[ 0.0000, -0.5000,  0.5000,  0.0000]])
+        """
+        rows = flat(g)
+        n = rows.shape[1]
+        mag = rows.abs()
+        rank = ((1.0 - fraction) * n).long().clamp(0, n - 1).unsqueeze(1)
+        threshold = mag.sort(dim=1).values.gather(1, rank)  # (B, 1)
+        signs = rows.sign() * (mag >= threshold)
+        d = signs / signs.abs().sum(dim=1, keepdim=True).clamp_min(1.0)
+        return d.reshape(g.shape)
+
+    def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
+        # min Σ|dᵢ|, a knapsack with divisible items: fill the coordinates of largest |wᵢ| first.
+        order = gain.argsort(dim=1, descending=True)
+        g, r = gain.gather(1, order), room.gather(1, order)
+        reach = (g * r).cumsum(dim=1)  # (B, D) what the first j coordinates give when full
+        k = (reach < need.unsqueeze(1)).sum(dim=1, keepdim=True)  # the coordinate filled in part
+        before = torch.cat([torch.zeros_like(reach[:, :1]), reach], dim=1).gather(1, k)  # (B, 1)
+        j = torch.arange(g.shape[1], device=g.device).unsqueeze(0)
+        partial = (need.unsqueeze(1) - before) / g.gather(1, k.clamp_max(g.shape[1] - 1)).clamp_min(1e-30)
+        sorted_d = torch.where(j < k, r, torch.where(j == k, torch.minimum(partial, r), torch.zeros_like(r)))
+        return torch.zeros_like(sorted_d).scatter_(1, order, sorted_d)
+
+
+def _water_fill(gain: Tensor, rate: Tensor, room: Tensor, need: Tensor) -> Tensor:
+    """``|dᵢ| = min(λ·rateᵢ, roomᵢ)`` with the level ``λ ≥ 0`` that makes ``Σ gainᵢ|dᵢ| = need`` (B rows).
+
+    ``Σ gainᵢ min(λ rateᵢ, roomᵢ)`` is piecewise linear and increasing in ``λ`` with kinks at
+    ``roomᵢ / rateᵢ``: sorting the kinks finds the piece holding ``need`` and ``λ`` on it. Where
+    even ``λ = ∞`` falls short, every coordinate with ``rateᵢ > 0`` is filled to its room.
+    """
+    useful = rate > 0
+    kink = torch.where(useful, room / rate.clamp_min(1e-30), torch.full_like(room, math.inf))
+    kink, order = kink.sort(dim=1)
+    g, a, r = gain.gather(1, order), rate.gather(1, order), room.gather(1, order)
+    full = torch.where(torch.isfinite(kink), g * r, torch.zeros_like(r)).cumsum(dim=1)  # saturated, j ≤ i
+    slope = (g * a).flip(1).cumsum(dim=1).flip(1)  # Σ_{j ≥ i} gain·rate
+    after = torch.cat([slope[:, 1:], torch.zeros_like(slope[:, :1])], dim=1)  # Σ_{j > i}
+    at_kink = torch.where(
+        torch.isfinite(kink), full + kink.clamp_max(1e30) * after, torch.full_like(full, math.inf)
+    )
+    k = (at_kink < need.unsqueeze(1)).sum(dim=1, keepdim=True)  # kinks below the level
+    zero = torch.zeros_like(full[:, :1])
+    full_before = torch.cat([zero, full], dim=1).gather(1, k)
+    slope_from = torch.cat([slope, zero], dim=1).gather(1, k)
+    level = torch.where(
+        slope_from > 0,
+        (need.unsqueeze(1) - full_before) / slope_from.clamp_min(1e-30),
+        torch.full_like(slope_from, math.inf),
+    )
+    return torch.where(useful, torch.minimum(level * rate, room), torch.zeros_like(room))
 
 
 def _finite_rows(rows: Tensor) -> Tensor:
