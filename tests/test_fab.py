@@ -182,3 +182,19 @@ def test_rejects_bad_options(options: dict, argument: str) -> None:
 def test_needs_a_box(trained: Trained) -> None:
     with pytest.raises(ValueError, match="bounds"):
         fab(trained.model, trained.x, trained.y, al.ThreatModel("l2", 0.1, bounds=None))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_hyperplane_step_in_half_precision_is_solved_in_fp32(norm: str, dtype: torch.dtype) -> None:
+    """fp16/bf16 rows are solved in fp32 (the water-filling sentinels overflow half) and come back
+    in the input's dtype, equal to the fp32 solution rounded (found by the fuzz of issue 15)."""
+    g = torch.Generator().manual_seed(0)
+    w, lo, hi = (torch.rand(3, 16, generator=g) for _ in range(3))
+    lo = -lo
+    c = torch.rand(3, generator=g)
+    w, lo, hi, c = (t.to(dtype) for t in (w, lo, hi, c))
+    got = get_norm(norm).hyperplane_step(w, c, lo, hi)
+    want = get_norm(norm).hyperplane_step(w.float(), c.float(), lo.float(), hi.float()).to(dtype)
+    assert got.dtype == dtype
+    assert torch.equal(got, want)

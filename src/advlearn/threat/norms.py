@@ -131,10 +131,13 @@ class Norm(str):
             >>> [get_norm(p).hyperplane_step(w, c, *box) for p in ("linf", "l2", "l1")]
             [tensor([[1., 1.]]), tensor([[0.6000, 1.2000]]), tensor([[0.0000, 1.5000]])]
         """
+        dtype = w.dtype
+        if torch.finfo(dtype).bits < 32:  # fp16/bf16: solve in fp32 (its sentinels overflow half)
+            w, c, lower, upper = (t.float() for t in (w, c, lower, upper))
         sign = torch.where(c.unsqueeze(1) >= 0, w.sign(), -w.sign())  # the way each coordinate moves
         room = torch.where(sign >= 0, upper, -lower).clamp_min(0.0)  # (B, D)
         magnitude = self._hyperplane_magnitudes(w.abs(), room, c.abs())
-        return sign * magnitude
+        return (sign * magnitude).to(dtype)
 
     def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
         """``|dᵢ|`` of :meth:`hyperplane_step`: least norm with ``Σ gainᵢ|dᵢ| = need``, ``|dᵢ| ≤ roomᵢ``."""
