@@ -20,6 +20,28 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 NUM_CLASSES = 3
 
 
+@pytest.fixture(scope="session")
+def digits_mlp() -> tuple[nn.Module, Tensor, Tensor]:
+    """A two-layer MLP on sklearn's 8×8 digits (1,500 to train, the 297 others held out), undefended,
+    frozen in eval mode; trained once per session for the tests that attack a real model."""
+    from sklearn.datasets import load_digits  # here: sklearn costs a second to import
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16
+    y = torch.tensor(data.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(200):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[:1500]), y[:1500]).backward()
+            optimizer.step()
+    return model.eval().requires_grad_(False), x[1500:], y[1500:]
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from the same global RNG state."""

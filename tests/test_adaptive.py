@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 import advlearn as al
@@ -30,22 +29,9 @@ THREAT = al.ThreatModel("linf", 0.1)
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple[nn.Module, Tensor, Tensor]:
-    """A two-layer MLP on sklearn's 8×8 digits (1,500 to train, the 297 others held out), undefended."""
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16
-    y = torch.tensor(data.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[order], y[order]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(200):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[:1500]), y[:1500]).backward()
-            optimizer.step()
-    return model.eval().requires_grad_(False), x[1500:], y[1500:]
+def digits(digits_mlp: tuple[nn.Module, Tensor, Tensor]) -> tuple[nn.Module, Tensor, Tensor]:
+    """conftest's undefended MLP on 8×8 digits with its 297 held-out digits."""
+    return digits_mlp
 
 
 def robust_accuracy(judge: nn.Module, attacked: nn.Module, x: Tensor, y: Tensor) -> float:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 import advlearn as al
@@ -58,21 +57,10 @@ def test_sparse_ascent_spreads_unit_mass_over_the_top_fraction() -> None:
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple[nn.Module, Tensor, Tensor]:
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16
-    y = torch.tensor(data.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[order], y[order]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(200):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[:1500]), y[:1500]).backward()
-            optimizer.step()
-    return model.eval().requires_grad_(False), x[1500:1700], y[1500:1700]
+def digits(digits_mlp: tuple[nn.Module, Tensor, Tensor]) -> tuple[nn.Module, Tensor, Tensor]:
+    """conftest's undefended MLP on 8×8 digits with the first 200 of its held-out digits."""
+    model, x, y = digits_mlp
+    return model, x[:200], y[:200]
 
 
 @pytest.mark.parametrize("schedule", [False, True])
