@@ -17,6 +17,11 @@ settings.register_profile("default", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# Under pytest-xdist (`pytest -n 2`) each worker is one process on one core: torch's default of one
+# thread per core would run 2 × 2 threads on 2 cores and slow every worker down.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 NUM_CLASSES = 3
 
 

@@ -270,3 +270,69 @@ def test_device_resolution() -> None:
         resolve_device("tpu")
     with pytest.raises(ValueError, match="not present"):
         resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
+
+
+def test_split_all_takes_a_test_file_whole_and_a_split_is_said(
+    tmp_path: Path, trained: nn.Module, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user's test file given as npz: the default test split is 20% of it, and stderr says so;
+    ``--split all`` evaluates every example, in the file's order."""
+    from advlearn.config import Named
+    from advlearn.data import load_collection, load_dataset
+    from advlearn.experiments.saved_model import load_split
+
+    test = digits().test
+    npz = tmp_path / "mine.npz"
+    np.savez(npz, x=test.x[:50].numpy(), y=test.y[:50].numpy())
+    whole = load_split(Named("npz", {"path": str(npz)}), split="all")
+    assert torch.equal(whole.x, test.x[:50])
+    assert torch.equal(whole.y, test.y[:50])
+    part = load_split(Named("npz", {"path": str(npz)}), split="test", num_examples=30, quiet=False)
+    held = len(load_dataset("npz", path=str(npz)).test)  # the stratified split rounds per class
+    assert len(part) == held < 30
+    err = capsys.readouterr().err
+    assert "stratified 20%" in err
+    assert f"{held} of 50" in err
+    assert "--split all" in err
+    assert f"--num-examples 30, but the test split holds {held}" in err
+    assert len(load_collection("digits")) == len(digits().train) + len(digits().test)
+    with pytest.raises(ValueError, match="bogus"):
+        load_collection("npz", path=str(npz), bogus=1)
+    model = tmp_path / "t.pt"
+    torch.jit.save(torch.jit.trace(trained, test.x[:1]), str(model))
+    argv = ["evaluate", "--model", str(model), "--data", f"npz:{npz}", "--split", "all"]
+    assert main([*argv, "--attack", "fgsm", "--eps", "0.1", "--quiet"]) == 0
+    assert "| 50 |" in capsys.readouterr().out
+
+
+def test_factory_module_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--model-factory mymod:fn`` run from the folder holding ``mymod.py`` finds it (as uvicorn
+    does); a module that is nowhere still gets the one-line error."""
+    (tmp_path / "h16_here_net.py").write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        argv = ["evaluate", "--model-factory", "h16_here_net:build", "--data", "digits", "--eps", "0.1"]
+        assert main([*argv, "--attack", "fgsm", "--num-examples", "8", "--quiet"]) == 0
+        err = _one_line_error(
+            capsys, ["evaluate", "--model-factory", "h16_nowhere:build", "--data", "digits", "--eps", "0.1"]
+        )
+        assert "cannot import 'h16_nowhere'" in err
+    finally:
+        sys.modules.pop("h16_here_net", None)
+
+
+def test_torchscript_failure_names_the_reason_not_the_interpreter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    conv(torch.zeros(1, 3, 8, 8))
+    path = tmp_path / "rgb.pt"
+    torch.jit.save(torch.jit.script(conv), str(path))
+    err = _one_line_error(capsys, ["evaluate", "--model", str(path), "--data", "digits", "--eps", "0.1"])
+    assert "TorchScript interpreter" not in err
+    assert "channels" in err

@@ -476,7 +476,12 @@ def _add_model_arguments(
     p.add_argument(
         "--data-option", action="append", default=[], metavar="KEY=VALUE", help="e.g. test_fraction=0.1"
     )
-    p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "train", "all"],
+        help="which split (default test; all: every example, in file order, e.g. a test file of yours)",
+    )
     p.add_argument(
         "--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N or mps"
     )

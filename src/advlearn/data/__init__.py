@@ -30,7 +30,8 @@ Synthetic:
     - :func:`tsipras`: the robust/non-robust feature model of Tsipras et al. (2019).
 
 Registry:
-    - :data:`DATASETS` and :func:`load_dataset`: build any of the above by name from a config.
+    - :data:`DATASETS` and :func:`load_dataset`: build any of the above by name from a config;
+      :func:`load_collection`: every example of one, in file order (`--split all`).
       Every entry returns a :class:`DataSplit`. Sources that come as a single collection (``npz``,
       ``image_folder``) take ``path`` and either ``test_path`` (a second collection used as the
       test set) or ``test_fraction`` (a seeded :func:`stratified_split` of ``path``).
@@ -42,7 +43,7 @@ from advlearn.data.embedded import MNIST_M_BACKGROUNDS, digits, mnist5k, mnist_m
 from advlearn.data.embedded import _background_images as _background_images  # for the tests
 from advlearn.data.embedded import _blend_with_patches as _blend_with_patches
 from advlearn.data.files import load_image_folder, load_mnist_idx, load_npz
-from advlearn.data.registry import DATASETS, load_dataset
+from advlearn.data.registry import DATASETS, load_collection, load_dataset
 from advlearn.data.synthetic import gaussian_pair, tsipras
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "digits",
     "gaussian_pair",
     "load_cifar",
+    "load_collection",
     "load_dataset",
     "load_image_folder",
     "load_mnist_idx",

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from advlearn._registry import Registry, Wording
 from advlearn.data.cifar import load_cifar
 from advlearn.data.containers import Dataset, DataSplit, PathLike, _check_bounds, stratified_split
@@ -142,6 +144,39 @@ def load_dataset(name: str, **options: Any) -> DataSplit:
     return DATASETS.build(name, options)
 
 
+def load_collection(name: str, **options: Any) -> Dataset:
+    """Every example of a dataset, in the order its files give them: for ``--split all``.
+
+    ``npz`` and ``image_folder`` without ``test_path`` are read whole from ``path`` (their
+    ``test_fraction`` and ``seed`` are not used); any other dataset is its training set followed
+    by its test set.
+
+    Raises:
+        ValueError: as :func:`load_dataset`.
+
+    Example:
+        >>> len(load_collection("gaussians", n_train=8, n_test=4))
+        12
+    """
+    if name in ("npz", "image_folder") and options.get("test_path") is None:
+        DATASETS.check(name, options)  # unknown or missing options, named as load_dataset names them
+        if name == "npz":
+            bounds = _check_bounds(options.get("bounds", (0.0, 1.0)))
+            return load_npz(options["path"], num_classes=options.get("num_classes"), bounds=bounds)
+        size = _check_size(options.get("size"))
+        return load_image_folder(options["path"], size=size, grayscale=bool(options.get("grayscale", False)))
+    split = load_dataset(name, **options)
+    train, test = split.train, split.test
+    return Dataset(
+        torch.cat([train.x, test.x]),
+        torch.cat([train.y, test.y]),
+        num_classes=train.num_classes,
+        name=train.name,
+        class_names=train.class_names,
+        bounds=train.bounds,
+    )
+
+
 #: Short names the command line accepts for registered datasets (``--data folder:DIR``).
 DATA_ALIASES = {"folder": "image_folder"}
 #: Datasets whose one required option is a path, so ``NAME:PATH`` names them on the command line.
@@ -186,4 +221,4 @@ def parse_data_spec(text: str) -> tuple[str, dict[str, Any]]:
     return name, {}
 
 
-__all__ = ["DATASETS", "DATA_ALIASES", "PATH_DATASETS", "load_dataset", "parse_data_spec"]
+__all__ = ["DATASETS", "DATA_ALIASES", "PATH_DATASETS", "load_collection", "load_dataset", "parse_data_spec"]

@@ -122,7 +122,7 @@ def certify_saved(
         raise ValueError(f"method={method!r} is not known; use one of {', '.join(map(repr, METHODS))}")
     target = resolve_device(device)
     model, record, test = load_model_and_data(
-        model_dir, data, split=split, num_examples=num_examples, device=target
+        model_dir, data, split=split, num_examples=num_examples, device=target, quiet=quiet
     )
     spec = model_dir if isinstance(model_dir, ModelSpec) else ModelSpec(path=model_dir)
     if out is not None:

@@ -35,8 +35,9 @@ from advlearn._io import atomic_write_bytes
 from advlearn.attacks import Attack
 from advlearn.checkpoint import CONFIG_FILE, check_input_shape, load_model, read_record
 from advlearn.config import Named, with_key
-from advlearn.data import Dataset, DataSplit, load_dataset
+from advlearn.data import Dataset, DataSplit, load_collection, load_dataset
 from advlearn.evaluation import Evaluation, Examples, adversarial_examples, evaluate
+from advlearn.evaluation._progress import summary
 from advlearn.models import MODELS, build_model
 from advlearn.models.loading import (
     fit_state_dict,
@@ -51,7 +52,7 @@ from advlearn.models.loading import (
 from advlearn.report import plot_examples
 from advlearn.threat import ThreatModel
 
-SPLITS = ("test", "train")
+SPLITS = ("test", "train", "all")
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,17 @@ def load_user_model(
     return net, record
 
 
+def _reason(error: Exception) -> str:
+    """The line of an error that says what went wrong: its first, or for a TorchScript error (a
+    traceback of the scripted code) the final ``SomeError: ...`` line."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
+        return lines[-1]
+    return lines[0]
+
+
 def check_model_fits_data(model: nn.Module, data: Dataset, device: str | torch.device = "cpu") -> None:
     """Run the model on one example and check it returns ``(1, num_classes)`` logits.
 
@@ -205,8 +217,7 @@ def check_model_fits_data(model: nn.Module, data: Dataset, device: str | torch.d
         with torch.no_grad():
             out = model(x)
     except Exception as e:  # any failure of the user's forward pass: say what it was fed
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"the model failed on {what}: {first}") from None
+        raise ValueError(f"the model failed on {what}: {_reason(e)}") from None
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
     if shape != (1, data.num_classes):
         got = f"shape {shape}" if shape is not None else f"a {type(out).__name__}"
@@ -216,18 +227,38 @@ def check_model_fits_data(model: nn.Module, data: Dataset, device: str | torch.d
         )
 
 
-def load_split(data: Named, *, split: str = "test", num_examples: int = 0) -> Dataset:
-    """The first ``num_examples`` (0: all) examples of ``split`` (``"test"`` or ``"train"``) of ``data``.
+def load_split(data: Named, *, split: str = "test", num_examples: int = 0, quiet: bool = True) -> Dataset:
+    """The first ``num_examples`` (0: all) examples of ``split`` of ``data``.
+
+    ``split`` is ``"test"``, ``"train"`` or ``"all"`` (every example, in file order: see
+    :func:`~advlearn.data.load_collection`). A single file or folder handed in without a
+    ``test_path`` is split by ``test_fraction`` (20% by default) for ``test``/``train``; unless
+    ``quiet``, one line on stderr then says how many of its examples the split holds, and
+    ``--num-examples`` beyond the split is said rather than passed over.
 
     Raises:
         ValueError: for an unknown split or a negative count, and whatever the dataset raises.
     """
     if split not in SPLITS:
-        raise ValueError(f"--split {split!r} is not known; use test or train")
+        raise ValueError(f"--split {split!r} is not known; use test, train or all")
     if num_examples < 0:
         raise ValueError(f"--num-examples must be >= 0 (0: all), got {num_examples}")
-    full: DataSplit = with_key("--data", load_dataset, data.name, **data.options)
-    chosen = full.test if split == "test" else full.train
+    if split == "all":
+        chosen: Dataset = with_key("--data", load_collection, data.name, **data.options)
+    else:
+        full: DataSplit = with_key("--data", load_dataset, data.name, **data.options)
+        chosen = full.test if split == "test" else full.train
+        if data.name in ("npz", "image_folder") and data.options.get("test_path") is None:
+            whole = len(full.train) + len(full.test)
+            fraction = data.options.get("test_fraction", 0.2)
+            share = fraction if split == "test" else 1 - fraction
+            summary(
+                f"data: the {split} split of {data.options.get('path')} is a stratified {share:.0%} of "
+                f"it, {len(chosen)} of {whole} examples (--split all takes every example)",
+                quiet,
+            )
+    if num_examples > len(chosen):
+        summary(f"data: --num-examples {num_examples}, but the {split} split holds {len(chosen)}", quiet)
     return chosen.subset(min(num_examples, len(chosen))) if num_examples else chosen
 
 
@@ -238,6 +269,7 @@ def load_model_and_data(
     split: str = "test",
     num_examples: int = 0,
     device: str | torch.device = "cpu",
+    quiet: bool = True,
 ) -> tuple[nn.Module, dict[str, Any], Dataset]:
     """The model and the examples it will be measured on, checked against each other.
 
@@ -258,7 +290,7 @@ def load_model_and_data(
                 f"{_spec(model).label} does not say which data it saw; pass --data "
                 "(mnist5k, digits, cifar10:DIR, cifar100:DIR, mnist:DIR, npz:PATH or folder:DIR)"
             )
-    examples = load_split(data, split=split, num_examples=num_examples)
+    examples = load_split(data, split=split, num_examples=num_examples, quiet=quiet)
     if folder_record is not None:  # a run folder knows its input shape: name both, before building
         check_input_shape(folder_record, tuple(examples.input_shape), "--data")
     net, record = load_user_model(
@@ -292,7 +324,9 @@ def evaluate_saved(
     """
     from advlearn.certify import certified_accuracies
 
-    net, _, examples = load_model_and_data(model, data, split=split, num_examples=num_examples, device=device)
+    net, _, examples = load_model_and_data(
+        model, data, split=split, num_examples=num_examples, device=device, quiet=quiet
+    )
     target = resolve_device(device)
     evaluation = evaluate(
         net,
@@ -338,7 +372,9 @@ def benchmark_saved(
     """
     from advlearn.evaluation import benchmark
 
-    net, _, examples = load_model_and_data(model, data, split=split, num_examples=num_examples, device=device)
+    net, _, examples = load_model_and_data(
+        model, data, split=split, num_examples=num_examples, device=device, quiet=quiet
+    )
     return benchmark(
         net,
         (examples.x, examples.y),

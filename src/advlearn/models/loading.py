@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -243,12 +244,26 @@ def load_exported(path: PathLike) -> nn.Module:
     return program.module()
 
 
+def _import_here_too(module_name: str) -> Any:
+    """``importlib.import_module``, retried with the current directory at the end of ``sys.path``."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here, top = os.getcwd(), module_name.partition(".")[0]
+        found_here = (Path(here) / top).is_dir() or (Path(here) / f"{top}.py").is_file()
+        if e.name != top or here in sys.path or not found_here:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(module_name)
+
+
 def load_factory(spec: str, **options: Any) -> nn.Module:
     """Import ``package.module:function`` and call it with ``options``: **this runs the user's code**.
 
     Only for a function the user names (``--model-factory``); advlearn never imports code it
-    was not asked to. The module is found on ``sys.path`` (the current directory included when
-    run as ``python -m``, or add it to ``PYTHONPATH``).
+    was not asked to. The module is found on ``sys.path`` and then in the current directory (as
+    ``python -m`` and servers like uvicorn do), so ``--model-factory mymodels:net`` works from the
+    folder that holds ``mymodels.py``; elsewhere add its folder to ``PYTHONPATH``.
 
     Args:
         spec: ``"package.module:function"``.
@@ -266,7 +281,7 @@ def load_factory(spec: str, **options: Any) -> nn.Module:
     if not sep or not module_name or not function_name:
         raise ValueError(f"--model-factory {spec!r} must look like package.module:function")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_here_too(module_name)
     except ImportError as e:
         raise ValueError(
             f"--model-factory: cannot import {module_name!r} ({_first_line(e)}); is its folder on PYTHONPATH?"
