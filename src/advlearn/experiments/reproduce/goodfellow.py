@@ -367,7 +367,7 @@ EXPERIMENT = Experiment(
     claim="FGSM fools linear and maxout models confidently; FGSM-blend adversarial training resists it "
     "and transfers asymmetrically; noise training does not; rotations along the gradient fool too; "
     "perturbing the input trains better than perturbing a hidden layer.",
-    cost="quick 130 s wall / 28 s CPU (1 seed, load ~12), full (5 seeds) not timed",
+    cost="quick 7.0 min wall / 35 s CPU at load 6-20 (1 seed), full (5 seeds) not timed",
     run=run,
     seeds=(1, 5),
     reads_data_dir=True,
