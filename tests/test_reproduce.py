@@ -275,7 +275,15 @@ def test_trained_experiments_quick_end_to_end(name: str, tmp_path: Path):
     assert len(results["comparisons"]) == len(outcome.comparisons) > 0
     for row in results["comparisons"]:
         assert row["verdict"] in ("matches", "same direction", "differs", "no published figure")
-        assert all(0.0 <= v <= 1.0 for v in row["values"]) or "radius" in row["quantity"]
+        not_a_fraction = (
+            "radius",
+            "seconds",
+            "epoch the guard",
+            "gained",
+        )  # radii, times, epochs, differences
+        assert all(0.0 <= v <= 1.0 for v in row["values"]) or any(
+            w in row["quantity"] for w in not_a_fraction
+        )
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))

@@ -320,9 +320,9 @@ def run(context: Context) -> Outcome:
                 holds=underfits,
                 why="published: perturbing the last hidden layer underfits (no figure)"
                 + (
-                    "; here its training error exceeds the input-perturbed model's"
+                    "; here the last layer's training error exceeds the input arm's"
                     if underfits
-                    else "; not here: its training error is no higher than the input-perturbed model's"
+                    else "; not here: the last layer's training error is no higher than the input arm's"
                 )
                 + ".",
                 percent=True,
