@@ -155,7 +155,9 @@ def run(context: Context) -> Outcome:
                     None,
                     tuple(ours[name]),
                     holds=True,
-                    why="the steps/restarts grid beyond the published cells.",
+                    why="the stronger attack: the largest PGD budget on the margin loss."
+                    if name == strong
+                    else "the steps/restarts grid beyond the published cells.",
                     percent=True,
                     count=len(x),
                 )
