@@ -24,6 +24,7 @@ from advlearn.experiments.reproduce import (
     tsipras,
 )
 from advlearn.experiments.reproduce._common import t_interval
+from advlearn.threat import ThreatModel
 
 # ----------------------------------------------------------------------------- the verdict
 
@@ -260,7 +261,10 @@ def test_all_runs_each_in_order_and_gives_data_dir_only_to_readers(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["figure-7.8", "claim-smoothing"])
+@pytest.mark.parametrize(
+    "name",
+    ["figure-7.8", "claim-smoothing", "claim-tradeoff", "claim-unlabeled", "claim-head", "claim-overfitting"],
+)
 def test_trained_experiments_quick_end_to_end(name: str, tmp_path: Path):
     """The experiments that train networks, --quick, end to end (about a minute each on 2 cores)."""
     experiment, outcome, run_dir = reproduce(name, quick=True, out_dir=tmp_path)
@@ -271,7 +275,15 @@ def test_trained_experiments_quick_end_to_end(name: str, tmp_path: Path):
     assert len(results["comparisons"]) == len(outcome.comparisons) > 0
     for row in results["comparisons"]:
         assert row["verdict"] in ("matches", "same direction", "differs", "no published figure")
-        assert all(0.0 <= v <= 1.0 for v in row["values"]) or "radius" in row["quantity"]
+        not_a_fraction = (
+            "radius",
+            "seconds",
+            "epoch the guard",
+            "gained",
+        )  # radii, times, epochs, differences
+        assert all(0.0 <= v <= 1.0 for v in row["values"]) or any(
+            w in row["quantity"] for w in not_a_fraction
+        )
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
@@ -284,3 +296,94 @@ def test_every_registered_experiment_is_complete(name: str):
     assert experiment.cost.strip()
     assert callable(experiment.run)
     assert all(isinstance(s, int) and s >= 1 for s in experiment.seeds)
+
+
+# ------------------------------------------------------------------- pieces of the trained experiments
+
+
+def test_goodfellow_layer_spreads_are_the_activations_std():
+    """The input arm's spread is the pixels' std, so its radius is ε exactly; the hook is removed."""
+    from advlearn.experiments.reproduce import goodfellow
+
+    torch.manual_seed(0)
+    model = goodfellow._maxout()
+    x = torch.rand(32, 1, 28, 28)
+    spreads = goodfellow._layer_spreads(model, x)
+    assert set(spreads) == set(goodfellow.LAYERS.values())
+    assert spreads["flatten"] == pytest.approx(float(x.std()), rel=1e-6)
+    with torch.no_grad():
+        assert spreads["maxout2"] == pytest.approx(float(model[:3](x).std()), rel=1e-6)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_madry_masked_model_hides_its_gradient_from_cross_entropy_only():
+    """logits × 1000: CE's input gradient is exactly 0 on confident points, the margin loss's is not.
+
+    So cross-entropy PGD leaves the masked linear model's accuracy where it is, while the same PGD on
+    the margin loss takes it down to the unscaled model's figure (the attacks follow the same signs).
+    """
+    from advlearn.attacks import pgd
+    from advlearn.experiments.reproduce import madry_mnist
+    from advlearn.losses import get_loss
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        base[1].weight.mul_(20.0)
+    masked = madry_mnist.ScaledLogits(base, madry_mnist.TEMPERATURE)
+    x = torch.rand(64, 1, 4, 4)
+    y = base(x).argmax(1).detach()  # every point correct, most with a margin far above 0.1
+    x_var = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(get_loss("ce")(masked(x_var), y).sum(), x_var)
+    margins = base(x).topk(2, dim=1).values
+    confident = (margins[:, 0] - margins[:, 1]) > 0.2
+    assert bool(confident.sum() > 32)
+    assert bool((grad[confident] == 0).all())
+    x_var = x.clone().requires_grad_(True)
+    (grad_cw,) = torch.autograd.grad(get_loss("cw")(masked(x_var), y).sum(), x_var)
+    assert bool((grad_cw[confident].flatten(1).abs().sum(1) > 0).all())
+    threat = ThreatModel("linf", 0.3, (0.0, 1.0))
+    ce = pgd(masked, x, y, threat, steps=10, random_start=False)
+    cw = pgd(masked, x, y, threat, steps=10, random_start=False, loss="cw")
+    reference = pgd(base, x, y, threat, steps=10, random_start=False, loss="cw")
+    assert int(ce.success.sum()) <= int((~confident).sum())
+    assert int(cw.success.sum()) == int(reference.success.sum()) > int(ce.success.sum())
+
+
+def test_claim_head_freezes_all_but_the_head():
+    from advlearn.experiments.reproduce import claim_head
+
+    model = claim_head._model()
+    count = claim_head.freeze_all_but(model, claim_head.HEAD)
+    assert count == 256 * 10 + 10
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["logits.weight", "logits.bias"]
+
+
+def test_claim_unlabeled_split_is_stratified_and_disjoint():
+    from advlearn.data import digits
+    from advlearn.experiments.reproduce import claim_unlabeled
+
+    train = digits().train
+    labeled, unlabeled = claim_unlabeled.pseudo_labeled(train, claim_unlabeled.LABELED, seed=1)
+    assert abs(len(labeled) - claim_unlabeled.LABELED) <= 10
+    assert len(labeled) + len(unlabeled) == len(train)
+    assert set(torch.bincount(labeled.y, minlength=10).tolist()) <= set(range(15, 26))  # ~20 per class
+    both = torch.bincount(labeled.y, minlength=10) + torch.bincount(unlabeled.y, minlength=10)
+    assert torch.equal(both, torch.bincount(train.y, minlength=10))
+    key = torch.randn(64, dtype=torch.float64)  # a row's fingerprint
+    fingerprint = {round(v, 9) for v in (train.x.flatten(1).double() @ key).tolist()}
+    assert len(fingerprint) == len(train)  # no two training digits alike
+    parts = torch.cat([labeled.x, unlabeled.x]).flatten(1).double() @ key
+    assert {round(v, 9) for v in parts.tolist()} == fingerprint  # every training digit, each in one part
+
+
+def test_claim_tradeoff_arms_span_both_knobs():
+    from advlearn.experiments.reproduce import claim_tradeoff
+    from advlearn.training import PGDAT, TRADES, Standard
+
+    arms = claim_tradeoff._arms(quick=False, steps=5)
+    assert isinstance(arms["standard"], Standard)
+    assert [a.threat.eps for k, a in arms.items() if isinstance(a, PGDAT)] == [0.05, 0.1, 0.2]
+    assert [a.beta for a in arms.values() if isinstance(a, TRADES)] == [1.0, 6.0]
+    assert all(a.threat.eps == claim_tradeoff.EPS for a in arms.values() if isinstance(a, TRADES))

@@ -20,7 +20,11 @@ from pathlib import Path
 from advlearn._checks import check_positive_int
 from advlearn._registry import Registry
 from advlearn.experiments.reproduce import (
+    claim_head,
+    claim_overfitting,
     claim_smoothing,
+    claim_tradeoff,
+    claim_unlabeled,
     figure_7_8,
     gan_theory,
     goodfellow,
@@ -40,7 +44,11 @@ for _module in (
     figure_7_8,
     goodfellow,
     madry_mnist,
+    claim_tradeoff,
+    claim_unlabeled,
+    claim_head,
     claim_smoothing,
+    claim_overfitting,
 ):
     EXPERIMENTS.register(_module.EXPERIMENT.name)(_module.EXPERIMENT)
 
