@@ -314,6 +314,19 @@ def evaluate_one(
             seed=cfg.seed,
             quiet=quiet,
         )
+    # The verified curve beside the empirical one: IBP at every radius of the sweep (two forwards each).
+    certified_sweep: list[tuple[float, float]] = []
+    if sweep is not None and "IBP" in certified:
+        from advlearn.certify import verified_accuracy
+
+        data = (test.x, test.y)
+        certified_sweep = [
+            (
+                float(e),
+                verified_accuracy(model, data, threat.with_eps(float(e)), batch_size=ev_cfg.batch_size),
+            )
+            for e in ev_cfg.eps_sweep
+        ]
     examples = None
     if ev_cfg.examples:
         strongest_name, strongest = list(attacks.items())[-1]
@@ -331,7 +344,12 @@ def evaluate_one(
         seed=cfg.seed,
     )
     return ModelReport(
-        label=label, evaluation=evaluation, sweep=sweep, examples=examples, diagnosis=diagnosis
+        label=label,
+        evaluation=evaluation,
+        sweep=sweep,
+        examples=examples,
+        diagnosis=diagnosis,
+        certified_sweep=certified_sweep,
     )
 
 
@@ -521,6 +539,7 @@ def _run(
             "seconds": seconds,
             "models": {label: ev.table() for label, ev in evaluations.items()},
             "eps_sweeps": {r.label: r.sweep.to_dict() for r in reports if r.sweep is not None},
+            "verified_sweeps": {r.label: r.certified_sweep for r in reports if r.certified_sweep},
             "masking_diagnostics": {r.label: r.diagnosis.table() for r in reports if r.diagnosis is not None},
             "transfer": dataclasses.asdict(transfer) if transfer is not None else None,
         }
