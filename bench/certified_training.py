@@ -30,6 +30,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -54,9 +55,8 @@ def verified(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
             if method == "ibp":
                 margins = ibp_margin_bounds(model, xb, yb, threat)
             else:
-                margins = crown_margin_bounds(
-                    model, xb, yb, threat, intermediate=method.removeprefix("crown-")
-                )
+                intermediate: Literal["crown", "ibp"] = "crown" if method == "crown-crown" else "ibp"
+                margins = crown_margin_bounds(model, xb, yb, threat, intermediate=intermediate)
             hits += int((margins > 0).scatter(1, yb[:, None], True).all(1).sum())
     return hits / len(y)
 
