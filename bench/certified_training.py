@@ -14,7 +14,8 @@ Run
     python bench/certified_training.py --objective crown_ibp --epochs 20 --eps-train 0.4
     python bench/certified_training.py --quick          # smoke run, ~1 min, figures meaningless
     Options: --batch-size, --lr, --warmup-epochs, --ramp-epochs (converted to steps), --kappa,
-    --test-eps, --num-test, --threads, --seed, --out.
+    --beta-start/--beta-end (CROWN-IBP), --channels/--hidden (a wider ibp_cnn), --test-eps,
+    --num-test, --threads (default 1: the machine is shared), --seed, --out.
 
 Evidence
     bench/results/certified_training_<objective>.json: the settings, per-epoch records, and the table.
@@ -25,9 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -52,9 +55,8 @@ def verified(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
             if method == "ibp":
                 margins = ibp_margin_bounds(model, xb, yb, threat)
             else:
-                margins = crown_margin_bounds(
-                    model, xb, yb, threat, intermediate=method.removeprefix("crown-")
-                )
+                intermediate: Literal["crown", "ibp"] = "crown" if method == "crown-crown" else "ibp"
+                margins = crown_margin_bounds(model, xb, yb, threat, intermediate=intermediate)
             hits += int((margins > 0).scatter(1, yb[:, None], True).all(1).sum())
     return hits / len(y)
 
@@ -102,7 +104,11 @@ def main() -> None:
         default=(0.8, 0.9),
         help="fractions of training where the lr drops x0.1",
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--channels", type=int, nargs=2, default=(16, 32), help="ibp_cnn's two conv widths")
+    parser.add_argument("--hidden", type=int, default=100, help="ibp_cnn's hidden linear width")
+    parser.add_argument("--beta-start", type=float, default=1.0, help="CROWN-IBP's beta at the ramp's start")
+    parser.add_argument("--beta-end", type=float, default=0.0, help="CROWN-IBP's beta at the ramp's end")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
@@ -126,9 +132,13 @@ def main() -> None:
     threat = al.ThreatModel("linf", args.eps_train)
     common = {"kappa": args.kappa, "warmup_steps": warmup, "ramp_steps": ramp}
     objective = (
-        IBPTraining(threat, **common) if args.objective == "ibp" else CROWNIBPTraining(threat, **common)
+        IBPTraining(threat, **common)
+        if args.objective == "ibp"
+        else CROWNIBPTraining(threat, **common, beta_start=args.beta_start, beta_end=args.beta_end)
     )
-    model = build_model("ibp_cnn", in_shape=(1, 28, 28), num_classes=10)
+    model = build_model(
+        "ibp_cnn", in_shape=(1, 28, 28), num_classes=10, channels=tuple(args.channels), hidden=args.hidden
+    )
     if args.init == "ibp":
         ibp_init(model, torch.Generator().manual_seed(args.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -170,12 +180,13 @@ def main() -> None:
             "warmup_steps": warmup,
             "ramp_steps": ramp,
             "steps_per_epoch": steps_per_epoch,
-            "model": "ibp_cnn (16, 32), hidden 100",
+            "model": f"ibp_cnn {tuple(args.channels)}, hidden {args.hidden}",
         },
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": args.threads,
-            "note": "2 vCPUs shared with other processes",
+            "note": "2 vCPUs shared with other processes (load average at the start: "
+            f"{os.getloadavg()[0]:.1f})",
         },
         "train_seconds": train_seconds,
         "clean": clean,

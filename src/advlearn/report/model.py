@@ -24,6 +24,9 @@ class ModelReport:
         examples: clean and adversarial inputs with predictions
             (:func:`advlearn.evaluation.adversarial_examples`), if recorded.
         diagnosis: the gradient-masking checks (:func:`advlearn.evaluation.diagnose_masking`), if run.
+        certified_sweep: ``(ε, verified accuracy)`` pairs, the IBP-verified accuracy
+            (:func:`advlearn.certify.verified_accuracy`) at the sweep's radii; drawn beside the
+            empirical curves (``verified_vs_eps.png``) when some model certifies anything.
     """
 
     label: str
@@ -32,6 +35,7 @@ class ModelReport:
     sweep: EpsSweep | None = None
     examples: Examples | None = None
     diagnosis: MaskingDiagnosis | None = None
+    certified_sweep: Sequence[tuple[float, float]] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from advlearn._checks import check_nonnegative, check_positive_int, check_unbounded_ball
 from advlearn.losses import kl_divergence
 from advlearn.threat import L2, ThreatModel
+from advlearn.training.modes import frozen_batchnorm_stats
 from advlearn.training.objectives import Objective, register_objective
 
 
@@ -108,7 +109,10 @@ def virtual_adversarial_perturbation(
 
     with ``d`` a random Gaussian direction refined by ``power_iterations`` steps of
     :func:`power_iteration`. Only the input perturbation is differentiated
-    (``torch.autograd.grad``); the parameters' ``.grad`` and the model's mode are left alone.
+    (``torch.autograd.grad``); the parameters' ``.grad``, the model's mode and BatchNorm's
+    running statistics are left alone: the forward passes at ``x + ξd`` normalize with batch
+    statistics in train mode but do not update the running averages (Miyato et al.'s code calls
+    them with ``update_batch_stats=False``; :func:`~advlearn.training.modes.frozen_batchnorm_stats`).
     ``x + r`` is not clipped to any box (the paper does not), so it is a regularizer, not an
     attack.
 
@@ -135,14 +139,15 @@ def virtual_adversarial_perturbation(
         ValueError: for a ball with a box or per-example radii, or bad options.
     """
     eps = _check_ball(ball)
-    with torch.no_grad():
-        clean = (model(x) if logits is None else logits).detach()  # (B, C)
+    with frozen_batchnorm_stats(model):  # update_batch_stats=False, as Miyato et al.
+        with torch.no_grad():
+            clean = (model(x) if logits is None else logits).detach()  # (B, C)
 
-    def divergence(r: Tensor) -> Tensor:
-        return kl_divergence(clean, model(x + r))
+        def divergence(r: Tensor) -> Tensor:
+            return kl_divergence(clean, model(x + r))
 
-    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    direction = power_iteration(divergence, d, xi=xi, iterations=power_iterations)
+        d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = power_iteration(divergence, d, xi=xi, iterations=power_iterations)
     return eps * ball.norm.steepest_ascent(direction)
 
 
@@ -161,7 +166,10 @@ class VAT(Objective):
     The clean prediction ``p(y | x, θ̂)`` is a constant (detached) and ``r_vadv`` is treated as
     a constant of ``θ`` (:func:`virtual_adversarial_perturbation`). Cost per batch: the clean
     forward (shared with the cross-entropy), ``power_iterations`` forward+backward passes and
-    one forward pass at ``x + r_vadv``.
+    one forward pass at ``x + r_vadv``. Only the clean forward of the labeled batch updates
+    BatchNorm's running statistics: the power iteration, the forward at ``x + r_vadv`` and the
+    unlabeled batch's clean forward run with the statistics frozen, as Miyato et al.'s code
+    (``update_batch_stats=False``), so the perturbed inputs do not leak into the running averages.
 
     VAT's ball is its own, not the attack's threat model (the paper's is ℓ2 with ε tuned per
     data set), so ``build_objective`` does not hand it the experiment's threat: a config gives
@@ -220,7 +228,9 @@ class VAT(Objective):
             model, x, self.ball, xi=self.xi, power_iterations=self.power_iterations,
             logits=logits,
         )  # fmt: skip
-        return kl_divergence(logits.detach(), model(x + r_adv))
+        with frozen_batchnorm_stats(model):  # Miyato et al.: update_batch_stats=False at x + r_vadv
+            perturbed = model(x + r_adv)
+        return kl_divergence(logits.detach(), perturbed)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         logits = model(x)
@@ -238,7 +248,7 @@ class VAT(Objective):
                 f"ones {tuple(x.shape[1:])}; the unlabeled loader must yield inputs of the same kind"
             )
         logits = model(x)
-        with torch.no_grad():
+        with torch.no_grad(), frozen_batchnorm_stats(model):
             unlabeled_logits = model(unlabeled)  # only the detached prediction is needed
         both = torch.cat([x, unlabeled.to(dtype=x.dtype)])  # (B + U, ...)
         smoothness = self.lds(model, both, torch.cat([logits.detach(), unlabeled_logits])).mean()
