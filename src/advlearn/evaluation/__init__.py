@@ -463,6 +463,7 @@ def accuracy_vs_eps(
     if attacks is None:
         attacks = sweep_attacks(threat)
     attacks = named_attacks(attacks)
+    quiet = quiet or not dist.is_main()  # under torchrun: one bar and one summary, rank 0's
     eps_list = [float(e) for e in eps_values]
     accuracy = []
     n = 0
