@@ -92,6 +92,7 @@ class _DiesOnRank1(PGDAT):
 def _evaluation() -> dict[str, Tensor]:
     """Per-example flags of evaluate (FGSM, PGD from x and from keyed random starts) and an ε sweep,
     on 70 examples in 5 batches."""
+    from advlearn import _distributed as dist
     from advlearn.attacks import FGSM
     from advlearn.evaluation import accuracy_vs_eps, evaluate
 
@@ -105,7 +106,15 @@ def _evaluation() -> dict[str, Tensor]:
     }
     ev = evaluate(model, (x, y), attacks=attacks, batch_size=16, quiet=True)
     sweep = accuracy_vs_eps(model, (x, y), THREAT, [0.0, 0.05, 0.2], attacks, batch_size=16, quiet=True)
-    return {**ev.correct, "sweep": torch.tensor(sweep.accuracy), "n": torch.tensor(ev.num_examples)}
+    out = {**ev.correct, "sweep": torch.tensor(sweep.accuracy), "n": torch.tensor(ev.num_examples)}
+    if dist.active():  # smoothing's chunks (3 of them, uneven across 2 ranks), gathered in order
+        from advlearn.certify import Smooth, certify_dataset
+
+        # σ so small that every noisy copy gets the model's label: the order of the gathered chunks shows
+        smooth = Smooth(model, num_classes=4, sigma=1e-6)
+        certified = certify_dataset(smooth, x[:6], y[:6], n0=10, n=50, batch_size=50, chunk=2, quiet=True)
+        out |= {"smooth_predictions": certified.predictions, "smooth_radii": certified.radii}
+    return out
 
 
 def _worker(mode: str, out: Path) -> None:
@@ -157,9 +166,14 @@ def test_two_ranks_train_the_weights_of_one_process(tmp_path: Path) -> None:
     assert not torch.equal(ranks["pgd_at"]["0.weight"], _model().state_dict()["0.weight"])
     # sharded evaluation: each example's flags, and the sweep, as in one process
     one = _evaluation()
-    assert set(ranks["evaluation"]) == set(one)
+    sharded = ranks["evaluation"]
+    with torch.no_grad():
+        labels = _model()(torch.rand(70, 16, generator=torch.Generator().manual_seed(2))[:6]).argmax(1)
+    assert torch.equal(sharded.pop("smooth_predictions"), labels)
+    assert bool((sharded.pop("smooth_radii") > 0).all())
+    assert set(sharded) == set(one)
     for key, value in one.items():
-        assert torch.equal(ranks["evaluation"][key], value), key
+        assert torch.equal(sharded[key], value), key
     assert 0 < int(one["pgd"].sum()) < int(one["clean"].sum())  # the attack fools some, not all
 
 

@@ -479,11 +479,17 @@ def certify_dataset(
     check_positive_int("chunk", chunk)
     predictions, radii, seconds = [], [], []
     quiet = quiet or not dist.is_main()
+    # Under torchrun each chunk gets a stream of its own (seeded from one draw of ``generator``, the
+    # same on every rank), so the ranks do not reuse each other's noise.
+    device = generator.device if generator is not None else x.device
+    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=device)) if dist.active() else 0
     bar = tqdm(range(0, x.shape[0], chunk), desc=f"certify σ={smooth.sigma:g}", disable=quiet, leave=False)
     for index, start in enumerate(bar):
         if index % dist.world_size() != dist.rank():  # under torchrun, chunk c is rank c mod N's
             continue
         started = time.perf_counter()
+        if dist.active():
+            generator = torch.Generator(device=device).manual_seed(base + index)
         labels, rad = smooth.certify_many(x[start : start + chunk], n0, n, alpha, batch_size, generator)
         elapsed = time.perf_counter() - started
         predictions.append(labels)
