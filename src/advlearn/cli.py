@@ -134,9 +134,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from advlearn import _distributed as dist
     from advlearn.experiments.main_job import run_experiment
 
     cfg = _load_config(args)
+    if args.nproc is not None and not dist.launched():  # run this very command on N ranks
+        from advlearn.training.distributed import launch, torchrun_command
+
+        torchrun_command(args.nproc, [], device=cfg.device)  # refuses more ranks than the machine has
+        for i, tcfg in enumerate(cfg.train):
+            if tcfg.batch_size % args.nproc:
+                raise ValueError(
+                    f"train[{i}].batch_size {tcfg.batch_size} cannot be split evenly across --nproc "
+                    f"{args.nproc} ranks (it is the global batch); use a multiple of {args.nproc}"
+                )
+        argv = [a for i, a in enumerate(args.argv) if not _is_nproc(args.argv, i)]
+        return launch(args.nproc, argv, device=cfg.device)
+    dist.init_from_env(cfg.device)
     try:
         result = run_experiment(
             cfg, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite, evaluate_models=False
@@ -144,8 +158,15 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _interrupted(args, cfg)
     labels = ", ".join(t.label for t in cfg.train)
+    if not dist.is_main():
+        return 0
     print(f"trained {labels} into {result.run_dir}/ in {result.seconds:.0f} s")
     return 0
+
+
+def _is_nproc(argv: Sequence[str], i: int) -> bool:
+    """Whether ``argv[i]`` is ``--nproc``, its value, or ``--nproc=N`` (dropped when launching torchrun)."""
+    return argv[i] == "--nproc" or argv[i].startswith("--nproc=") or (i > 0 and argv[i - 1] == "--nproc")
 
 
 def _threat_from_args(args: argparse.Namespace) -> Any:
@@ -202,11 +223,14 @@ def _model_spec(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from advlearn import _distributed as dist
     from advlearn.experiments.saved_model import evaluate_saved
     from advlearn.report import format_table
 
     threat, attack = _attack_from_args(args)
     spec = _model_spec(args)
+    if dist.init_from_env(args.device) and args.report:
+        raise ValueError("--report runs in one process; drop torchrun (or --report) to write a report")
     if args.report:
         from advlearn.experiments.saved_model import benchmark_saved
 
@@ -240,6 +264,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         smooth_sigma=args.smooth_sigma,
         smooth_n=args.smooth_n,
     )
+    if not dist.is_main():  # under torchrun every rank evaluated its shard; rank 0 prints the whole
+        return 0
     print(format_table({spec.label: evaluation}))
     if evaluation.certified:
         best = max(evaluation.certified, key=lambda k: evaluation.certified[k])
@@ -553,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--certified", action="store_true", help="also train an IBP model: a certified row (not with CONFIG)"
     )
+    train.add_argument(
+        "--nproc",
+        type=_positive_int,
+        help="train on N processes of this machine (DDP: runs torchrun --nproc_per_node N for you)",
+    )
     run.set_defaults(func=_run)
     train.set_defaults(func=_train)
 
@@ -681,6 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc relaunches under torchrun
     try:
         return int(args.func(args))
     except (ValueError, OSError) as err:

@@ -22,6 +22,7 @@ else:  # pragma: no cover
 import torch
 from torch import Tensor, nn
 
+from advlearn import _keyed_random as keyed
 from advlearn._checks import LOW_PRECISION, as_labels, check_logits, check_model_dtype, untouched_batchnorm
 from advlearn._registry import Registry
 from advlearn.losses import LOSSES, LossFn, get_loss
@@ -416,6 +417,12 @@ class ActiveSet:
     def gather(self, batch: Tensor) -> Tensor:
         """The rows of the full-batch tensor ``batch`` that belong to the active examples."""
         return batch[self.index]
+
+    def draws(self, generator: torch.Generator | None) -> torch.Generator | None:
+        """``generator`` for the active examples: with a :class:`~advlearn._keyed_random.KeyedGenerator`
+        (keyed by example, as :func:`~advlearn.evaluation.evaluate` passes) the view keyed by theirs,
+        so an example's random draws do not depend on which others are still active."""
+        return keyed.rows(generator, self.index)
 
     def drop(self, leave: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         """Drop the examples where ``leave`` ``(A,)`` holds; return ``tensors`` ``(A, ...)`` compacted."""

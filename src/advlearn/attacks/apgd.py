@@ -680,7 +680,7 @@ def _apgd(
                 # ε-schedule: each stage starts from the last one's point, projected onto its smaller ball.
                 stage = active.threat if scale == 1.0 else active.threat.with_eps(active.threat.eps * scale)
                 if j == 0:
-                    x_start = stage.random_init(x0, generator) if random_start else x0
+                    x_start = stage.random_init(x0, active.draws(generator)) if random_start else x0
                 else:
                     x_start = x0 + stage.norm.project_in_box(
                         x_start - x0, stage.eps_for(x0), lo - x0, hi - x0

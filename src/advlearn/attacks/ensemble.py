@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from advlearn import _keyed_random as keyed
 from advlearn._checks import check_inputs, check_logits
 from advlearn.attacks._base import (
     ATTACKS,
@@ -330,7 +331,7 @@ class AutoAttack(Attack):
             idx = standing.index
             if len(standing):
                 attack = dataclasses.replace(member, threat=standing.threat)  # type: ignore[type-var]
-                member_gen = torch.Generator(device=x.device).manual_seed(int(seeds[i]))
+                member_gen = keyed.member(generator, i, idx, int(seeds[i]), x.device)
                 target = EOT(model, RAND_SAMPLES) if self.version == "rand" else model
                 result = attack.run(target, x[idx], y[idx], generator=member_gen)
                 num_grads += result.num_grads

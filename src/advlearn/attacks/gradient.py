@@ -314,7 +314,7 @@ def pgd(
             break
         idx = active.index
         x0, y0 = active.gather(x), active.gather(y)
-        start = active.threat.random_init(x0, generator) if random_start else x0
+        start = active.threat.random_init(x0, active.draws(generator)) if random_start else x0
         run = _pgd_run(
             model,
             x0,

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlearn import _distributed as dist
 from advlearn._checks import check_model_dtype, check_positive_int
 
 ABSTAIN = -1
@@ -477,14 +478,29 @@ def certify_dataset(
         raise ValueError(f"x holds {x.shape[0]} inputs but y holds {y.shape[0]} labels")
     check_positive_int("chunk", chunk)
     predictions, radii, seconds = [], [], []
+    quiet = quiet or not dist.is_main()
+    # Under torchrun each chunk gets a stream of its own (seeded from one draw of ``generator``, the
+    # same on every rank), so the ranks do not reuse each other's noise.
+    device = generator.device if generator is not None else x.device
+    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=device)) if dist.active() else 0
     bar = tqdm(range(0, x.shape[0], chunk), desc=f"certify σ={smooth.sigma:g}", disable=quiet, leave=False)
-    for start in bar:
+    for index, start in enumerate(bar):
+        if index % dist.world_size() != dist.rank():  # under torchrun, chunk c is rank c mod N's
+            continue
         started = time.perf_counter()
+        if dist.active():
+            generator = torch.Generator(device=device).manual_seed(base + index)
         labels, rad = smooth.certify_many(x[start : start + chunk], n0, n, alpha, batch_size, generator)
         elapsed = time.perf_counter() - started
         predictions.append(labels)
         radii.append(rad)
         seconds.append(torch.full((len(labels),), elapsed / len(labels), dtype=torch.float64))
+    if dist.active():  # every rank's chunks, back in order: chunk c is rank c mod N's c // N-th
+        shards = dist.gather(
+            [[p.cpu(), r.cpu(), t] for p, r, t in zip(predictions, radii, seconds, strict=True)]
+        )
+        chunks = [shards[c % len(shards)][c // len(shards)] for c in range(len(bar))]
+        predictions, radii, seconds = ([chunk[j] for chunk in chunks] for j in range(3))
     return SmoothingCertificates(
         labels=y.detach().cpu().long(),
         predictions=torch.cat(predictions),

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlearn import _distributed as dist
 from advlearn._checks import check_batch, check_logits, untouched_batchnorm
+from advlearn._keyed_random import KeyedGenerator
 from advlearn.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackResult, AutoAttack
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
@@ -223,7 +225,9 @@ def evaluate(
             :func:`default_attacks` of ``threat``.
         batch_size: batch size when ``data`` is tensors.
         device: where to run; default: the model's device.
-        seed: seeds the attacks' random starts, so the figures are reproducible.
+        seed: keys the attacks' random draws (with each example's index in ``data`` and the
+            attack's place in ``attacks``), so the figures are reproducible and the same
+            whatever ``batch_size``, the early exit or the number of torchrun ranks.
         quiet: no progress bar.
 
     Returns:
@@ -254,7 +258,6 @@ def evaluate(
     threat = _one_threat(attacks, threat)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    generator = torch.Generator(device=device).manual_seed(seed)
 
     correct: dict[str, list[Tensor]] = {name: [] for name in ["clean", *attacks]}
     conf_sum = dict.fromkeys(correct, 0.0)
@@ -262,10 +265,19 @@ def evaluate(
     biggest = dict.fromkeys(attacks, 0.0)
     nan_count = dict.fromkeys(correct, 0)
     started = time.perf_counter()
+    quiet = quiet or not dist.is_main()
     bar = example_bar(count_examples(data), "evaluate", quiet)
+    own: list[int] = []  # under torchrun, the batches this rank evaluates: b ≡ rank (mod world size)
+    offset = 0  # the index in data of the batch's first example: what the attacks' random draws are keyed by
     # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
     with untouched_batchnorm(model, "evaluate"):
-        for x, y in batches(data, batch_size):
+        for index, (x, y) in enumerate(batches(data, batch_size)):
+            keys = torch.arange(offset, offset + int(y.shape[0]), device=device)
+            offset += int(y.shape[0])
+            if index % dist.world_size() != dist.rank():
+                bar.update(int(y.shape[0]))
+                continue
+            own.append(index)
             x, y = check_batch(model, x.to(device), y.to(device), threat)
             with torch.no_grad():
                 logits = check_logits(model(x), y)
@@ -275,8 +287,10 @@ def evaluate(
             correct["clean"].append(clean_ok.cpu())
             s, c = _confidence_of_errors(logits, y)
             conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
-            for name, attack in attacks.items():
+            for stream, (name, attack) in enumerate(attacks.items()):
                 bar.set_postfix_str(name)  # which attack the examples of this batch are under now
+                # keyed by (seed, attack, example): the same draws whatever the batching or rank count
+                generator = KeyedGenerator(seed, keys, stream, device)
                 out = attack.run(model, x, y, generator=generator)
                 x_adv = out.x_adv if isinstance(out, AttackResult) else out
                 biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
@@ -290,6 +304,10 @@ def evaluate(
                 conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
             bar.update(int(y.shape[0]))
     bar.close()
+    if dist.active():  # every rank's per-example flags, back in batch order, and the sums
+        correct, conf_sum, conf_count, biggest, nan_count = _gather_shards(
+            own, correct, conf_sum, conf_count, biggest, nan_count
+        )
 
     flags = {name: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for name, v in correct.items()}
     n = int(flags["clean"].numel())
@@ -317,6 +335,26 @@ def evaluate(
         correct=flags,
         max_perturbation=biggest,
         nan_count=nan_count,
+    )
+
+
+def _gather_shards(
+    own: list[int],
+    correct: dict[str, list[Tensor]],
+    conf_sum: dict[str, float],
+    conf_count: dict[str, int],
+    biggest: dict[str, float],
+    nan_count: dict[str, int],
+) -> tuple[dict[str, list[Tensor]], dict[str, float], dict[str, int], dict[str, float], dict[str, int]]:
+    """Merge what each rank of a sharded :func:`evaluate` measured: flags in batch order, sums, maxima."""
+    shards = dist.gather((own, correct, conf_sum, conf_count, nan_count, biggest))
+    order = sorted((index, r, i) for r, shard in enumerate(shards) for i, index in enumerate(shard[0]))
+    return (
+        {name: [shards[r][1][name][i] for _, r, i in order] for name in correct},
+        {k: sum(shard[2][k] for shard in shards) for k in conf_sum},
+        {k: sum(shard[3][k] for shard in shards) for k in conf_count},
+        {k: max(shard[5][k] for shard in shards) for k in biggest},
+        {k: sum(shard[4][k] for shard in shards) for k in nan_count},
     )
 
 
@@ -425,6 +463,7 @@ def accuracy_vs_eps(
     if attacks is None:
         attacks = sweep_attacks(threat)
     attacks = named_attacks(attacks)
+    quiet = quiet or not dist.is_main()  # under torchrun: one bar and one summary, rank 0's
     eps_list = [float(e) for e in eps_values]
     accuracy = []
     n = 0

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import advlearn
+from advlearn import _distributed as dist
 from advlearn._io import atomic_write_text, first_line
 from advlearn.attacks import PGD, Attack, build_attack
 from advlearn.checkpoint import save_model
@@ -259,6 +260,8 @@ def train_one(
         resume=resume,
     )
     model.eval()
+    if not dist.is_main():  # under torchrun rank 0 alone writes the run folder
+        return model, history
     save_model(
         model_dir,
         model,
@@ -487,6 +490,11 @@ def run_experiment(
     started = time.perf_counter()
     split = validate(cfg)
     run_dir = make_folder(Path(cfg.out_dir) / cfg.name)
+    if not dist.is_main():  # the other ranks of a torchrun job: rank 0 claims the folder, they follow it
+        resuming = dist.broadcast(False)
+        return _run(
+            cfg, split, run_dir, started, quiet=True, resume=resuming, evaluate_models=evaluate_models
+        )
     with folder_lock(run_dir):
         resuming = claim_run_folder(run_dir, resume=resume, overwrite=overwrite)
         config_file = run_dir / "config.toml"
@@ -494,6 +502,7 @@ def run_experiment(
             _check_same_config(config_file, cfg)
         else:
             atomic_write_text(config_file, dumps(cfg))
+        dist.broadcast(resuming)
         return _run(
             cfg, split, run_dir, started, quiet=quiet, resume=resuming, evaluate_models=evaluate_models
         )
@@ -531,6 +540,8 @@ def _run(
             reports.append(dataclasses.replace(report, history=list(history.records)))
             lines += [json.dumps({"model": tcfg.label, **row}) for row in report.evaluation.table()]
     transfer = transfer_between(cfg, trained, split.test, quiet=quiet) if len(trained) > 1 else None
+    if not dist.is_main():
+        return RunResult(run_dir=run_dir, evaluations={}, seconds=time.perf_counter() - started, html=None)
     atomic_write_text(run_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
     seconds = time.perf_counter() - started
     evaluations = {r.label: r.evaluation for r in reports}

@@ -26,6 +26,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from advlearn import _keyed_random as keyed
+
 
 def flat(t: Tensor) -> Tensor:
     """View ``(B, ...)`` as ``(B, D)``."""
@@ -171,7 +173,7 @@ class Linf(Norm):
     def random_delta(
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
     ) -> Tensor:
-        return (2 * torch.rand(b, d, generator=generator, device=like.device, dtype=like.dtype) - 1) * eps
+        return (2 * keyed.rand((b, d), generator=generator, device=like.device, dtype=like.dtype) - 1) * eps
 
     def _hyperplane_magnitudes(self, gain: Tensor, room: Tensor, need: Tensor) -> Tensor:
         # min max|dᵢ|: every useful coordinate moves by the same λ, capped by its room.
@@ -206,9 +208,9 @@ class L2(Norm):
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
     ) -> Tensor:
         device, dtype = like.device, like.dtype
-        direction = torch.randn(b, d, generator=generator, device=device, dtype=dtype)
+        direction = keyed.randn((b, d), generator=generator, device=device, dtype=dtype)
         direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True).clamp_min(1e-30)
-        radius = torch.rand(b, 1, generator=generator, device=device, dtype=dtype) ** (1.0 / d)
+        radius = keyed.rand((b, 1), generator=generator, device=device, dtype=dtype) ** (1.0 / d)
         delta: Tensor = direction * radius * eps
         return delta
 
@@ -259,8 +261,8 @@ class L1(Norm):
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
     ) -> Tensor:
         device, dtype = like.device, like.dtype
-        e = torch.empty(b, d + 1, device=device, dtype=dtype).exponential_(generator=generator)
-        signs = torch.randint(0, 2, (b, d), device=device, generator=generator).to(dtype) * 2 - 1
+        e = keyed.exponential((b, d + 1), generator=generator, device=device, dtype=dtype)
+        signs = keyed.random_sign((b, d), generator=generator, device=device, dtype=dtype)
         return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
 
     def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:

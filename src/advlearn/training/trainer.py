@@ -18,15 +18,17 @@ import time
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advlearn import _distributed as dist
 from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
 from advlearn.attacks import Attack
+from advlearn.training import distributed as ddp
 from advlearn.training.objectives import Objective, RunState
 from advlearn.training.optim import Schedule
 from advlearn.training.optim import lr_schedule as lr_schedule  # re-exported for advlearn.training
@@ -128,8 +130,15 @@ class Trainer:
             ``train_state.pt`` go (written atomically every epoch); ``None`` keeps
             everything in memory and disables ``resume``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
-        seed: seeds Python, NumPy and torch when a fit starts fresh; ``None`` leaves them.
+        seed: seeds Python, NumPy and torch when a fit starts fresh (rank ``r`` of a
+            torchrun job: ``seed + r``); ``None`` leaves them.
         quiet: no progress bars.
+        sync_batchnorm: under torchrun, BatchNorm statistics of the global batch
+            (:func:`~advlearn.training.distributed.wrap_model`; CUDA only).
+
+    Under ``torchrun`` (several ranks) the Trainer runs DistributedDataParallel
+    (:mod:`advlearn.training.distributed`): each rank trains on its shard of every
+    global batch, rank 0 alone writes ``run_dir`` and shows the bars.
 
     Example:
         >>> from advlearn.training import Standard
@@ -159,11 +168,17 @@ class Trainer:
         device: str | torch.device = "auto",
         seed: int | None = 0,
         quiet: bool = False,
+        sync_batchnorm: bool = False,
     ) -> None:
         if early_stopping is not None and (isinstance(early_stopping, bool) or early_stopping < 1):
             raise ValueError(f"early_stopping must be a patience >= 1 epochs or None, got {early_stopping!r}")
-        self.device = resolve_device(device)
+        dist.init_from_env(device)
+        self.device = dist.local_device(resolve_device(device))
         self.model = model.to(self.device)
+        #: what train steps call: the model under DDP on several ranks, else the model itself
+        self.ddp_model = ddp.wrap_model(self.model, self.device, sync_batchnorm=sync_batchnorm)
+        if self.ddp_model is not self.model:  # SyncBatchNorm may have replaced the model
+            self.model = cast(nn.Module, self.ddp_model.module)
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = lr_schedule(schedule) if isinstance(schedule, str) else schedule
@@ -172,7 +187,7 @@ class Trainer:
         self.early_stopping = early_stopping
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
-        self.quiet = quiet
+        self.quiet = quiet or not dist.is_main()
         self._monitor: tuple[Tensor, Tensor] | None = None
         #: the objective's per-run state (Free-AT's δ): fresh per fit, checkpointed, restored on resume
         self.run_state: RunState = {}
@@ -210,6 +225,7 @@ class Trainer:
                 f"unlabeled_loader given but {type(self.objective).__name__} does not train on "
                 "unlabeled data; use an objective such as VAT or drop unlabeled_loader"
             )
+        train_loader = ddp.shard_loader(train_loader, 0 if self.seed is None else self.seed)
         if not isinstance(train_loader, Sized):
             raise ValueError("train_loader must have a length (a DataLoader does); the schedule needs it")
         if epochs < 1:
@@ -228,8 +244,8 @@ class Trainer:
                 history, best_state, bad_epochs, start_epoch = loaded
                 logger.info("resuming at epoch %d of %d", start_epoch + 1, epochs)
         elif self.seed is not None:
-            seed_everything(self.seed)
-        if self.run_dir is not None:
+            seed_everything(self.seed + dist.rank())
+        if self.run_dir is not None and dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if start_epoch == 0:
                 self._write_metrics(history)
@@ -237,6 +253,7 @@ class Trainer:
         unlabeled = _cycle(unlabeled_loader) if unlabeled_loader is not None else None
         for epoch in range(start_epoch, epochs if not history.stopped_early else start_epoch):
             started = time.perf_counter()
+            ddp.set_epoch(train_loader, epoch)
             objective = self.objective.at_epoch(epoch, epochs, history.records)
             record: dict[str, float] = {"epoch": epoch + 1}
             record["train_loss"] = self._train_epoch(
@@ -247,6 +264,10 @@ class Trainer:
                 record.update(self._validate(val_loader, epoch, epochs))
             record.update(self._end_epoch(objective, history.records))
             record["seconds"] = time.perf_counter() - started
+            if dist.active():  # every rank continues from rank 0's record and buffers
+                ddp.check_in_sync(self.model, type(objective).__name__)
+                dist.broadcast_tensors_(list(self.model.buffers()))
+                record = dist.broadcast(record)
             history.records.append(record)
 
             metric = record.get("val_robust_acc", record.get("val_clean_acc"))
@@ -259,9 +280,11 @@ class Trainer:
                     bad_epochs += 1
             if self.early_stopping is not None and bad_epochs >= self.early_stopping:
                 history.stopped_early = True
-            self._log(record, epochs)
+            if dist.is_main():
+                self._log(record, epochs)
             if self.run_dir is not None:
-                self._write_metrics(history)
+                if dist.is_main():
+                    self._write_metrics(history)
                 self._save_state(epoch + 1, history, best_state, bad_epochs)
             if history.stopped_early:
                 break
@@ -294,12 +317,13 @@ class Trainer:
                 group["lr"] = base * factor
             extra = next(unlabeled).to(self.device, non_blocking=True) if unlabeled is not None else None
             state = self.run_state
-            loss = objective.train_step(self.model, x, y, self.optimizer, unlabeled=extra, state=state)
+            loss = objective.train_step(self.ddp_model, x, y, self.optimizer, unlabeled=extra, state=state)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {step}")
             total, count, step = total + loss * len(y), count + len(y), step + 1
             bar.set_postfix(loss=f"{total / count:.4f}")
-        return total / max(count, 1)
+        total, examples = dist.all_sum([total, count])  # the mean over the global batch, on every rank
+        return total / max(examples, 1)
 
     def _validate(self, loader: Batches, epoch: int, epochs: int) -> dict[str, float]:
         was_training = self.model.training
@@ -307,8 +331,10 @@ class Trainer:
         clean = robust = count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} validate", disable=self.quiet, leave=False)
         for index, (x, y) in enumerate(bar):
+            if index % dist.world_size() != dist.rank():  # under torchrun, batch b is rank b mod N's
+                continue
             x, y = x.to(self.device), y.to(self.device)
-            if index == 0:  # the fixed held-out batch end_epoch measures on
+            if index == dist.rank():  # the fixed held-out batch end_epoch measures on (its own per rank)
                 self._monitor = (x, y)
             with torch.no_grad():
                 correct = self.model(x).argmax(1) == y
@@ -318,6 +344,7 @@ class Trainer:
                 robust += int((correct & ~result.success).sum())
             count += len(y)
         self.model.train(was_training)
+        clean, robust, count = (int(v) for v in dist.all_sum([clean, robust, count]))
         out = {"val_clean_acc": clean / max(count, 1)}
         if self.val_attack is not None:
             out["val_robust_acc"] = robust / max(count, 1)
@@ -366,7 +393,12 @@ class Trainer:
             "objective_state": self.run_state,
             "monitor": self._monitor,
         }
-        atomic_torch_save(state, self.run_dir / self.STATE_FILE)
+        if dist.active():  # what differs between ranks, rank by rank, so each resumes its own
+            own = {"rng": state["rng"], "objective_state": self.run_state, "monitor": self._monitor}
+            state["ranks"] = dist.gather(own)
+        if dist.is_main():
+            atomic_torch_save(state, self.run_dir / self.STATE_FILE)
+        dist.barrier()
 
     def _load_state(self) -> tuple[History, dict[str, Tensor] | None, int, int] | None:
         if self.run_dir is None:
@@ -375,7 +407,7 @@ class Trainer:
         if not path.exists():
             logger.info("no training state at %s; starting fresh", path)
             if self.seed is not None:
-                seed_everything(self.seed)
+                seed_everything(self.seed + dist.rank())
             return None
         state = safe_torch_load(path)
         try:
@@ -384,6 +416,15 @@ class Trainer:
             missing = [k for k in _STATE_KEYS if k not in state]
             if missing:
                 raise KeyError(f"it has no {', '.join(missing)}")
+            ranks = state.get("ranks")  # written under torchrun: each rank's RNG and per-run state
+            written = len(ranks) if isinstance(ranks, list) else 1
+            if written != dist.world_size():
+                raise ValueError(
+                    f"it was written by {written} process(es) and this run has {dist.world_size()}; "
+                    f"resume with the same number (--nproc {written})"
+                )
+            if isinstance(ranks, list):
+                state = {**state, **ranks[dist.rank()]}
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             run_state = state.get("objective_state", {})  # absent from files written before it was saved

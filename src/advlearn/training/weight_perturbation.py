@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from advlearn import _distributed as dist
+
 
 def awp_perturbation(model: nn.Module, loss: Tensor, gamma: float) -> dict[str, Tensor]:
     """One normalized ascent step on the weights: ``v_l = γ‖W_l‖·∇_l/‖∇_l‖`` for every weight matrix.
@@ -19,13 +21,17 @@ def awp_perturbation(model: nn.Module, loss: Tensor, gamma: float) -> dict[str, 
     "Layers" are the parameters with two or more dimensions (the weights of
     linear and convolutional layers); biases and normalization parameters are
     not perturbed. The step is relative to each layer's norm, so ``γ`` is
-    scale-free (Wu et al. 2020, eq. (11)).
+    scale-free (Wu et al. 2020, eq. (11)). Under torchrun the gradient is averaged over the
+    ranks first, so ``v`` is that of the global batch on every rank.
 
     Returns:
         ``{parameter name: v_l}``, each ``‖v_l‖ = γ‖W_l‖`` (0 where the gradient is 0).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    # Taken outside DDP's hooks: average over the ranks, so every rank steps to the same w + v (the
+    # perturbation of the global batch, as in one process).
+    dist.average_([g for g in grads if g is not None])
     out = {}
     for (name, weight), grad in zip(named, grads, strict=True):
         if grad is None:
