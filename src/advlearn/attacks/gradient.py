@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_nonnegative, check_positive_int
+from advlearn._precision import attack_gradients
 from advlearn.attacks._base import (
     DERIVED,
     ActiveSet,
@@ -197,19 +198,20 @@ def pgd_maximize(
         The last iterate, inside ``threat``'s set around ``x``.
     """
     start = threat.random_init(x, generator) if x_start is None else threat.project(x_start, x)
-    return _pgd_run(
-        model,
-        x,
-        target,
-        threat,
-        x_start=start,
-        step_size=_step_sizes(x, threat, steps, step_size),
-        steps=steps,
-        loss_fn=loss_fn,
-        targeted=False,
-        early_stop=False,
-        check=False,
-    ).x_adv
+    with attack_gradients():  # input gradients only: an fp16 model may scale them (advlearn._precision)
+        return _pgd_run(
+            model,
+            x,
+            target,
+            threat,
+            x_start=start,
+            step_size=_step_sizes(x, threat, steps, step_size),
+            steps=steps,
+            loss_fn=loss_fn,
+            targeted=False,
+            early_stop=False,
+            check=False,
+        ).x_adv
 
 
 def _check_pgd(steps: int, step_size: float | None, restarts: int, loss: str, targeted: bool) -> None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
+from advlearn._precision import check_precision, fast_model, to_memory_format
 from advlearn.attacks import Attack
 from advlearn.training.objectives import Objective, RunState
 from advlearn.training.optim import Schedule
@@ -130,6 +131,15 @@ class Trainer:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         seed: seeds Python, NumPy and torch when a fit starts fresh; ``None`` leaves them.
         quiet: no progress bars.
+        precision: ``"32"``, ``"bf16"`` or ``"fp16"``: every forward pass (the objective's, its
+            attack's, validation's) runs under ``torch.autocast`` in that dtype; weights,
+            optimizer state and the attacks' perturbations stay float32. ``"fp16"`` scales the
+            loss with a :class:`torch.amp.GradScaler` (checkpointed), so it needs an objective
+            that uses the default :meth:`~Objective.train_step`; ``"bf16"`` needs no scaler
+            and works with every objective. bf16 runs on CPU too.
+        memory_format: ``"channels_last"`` converts the weights and each 4-D batch once.
+        compile: run the forward passes through ``torch.compile`` (batch dimension dynamic);
+            a warning and the eager model where compiling is unavailable or fails.
 
     Example:
         >>> from advlearn.training import Standard
@@ -159,11 +169,23 @@ class Trainer:
         device: str | torch.device = "auto",
         seed: int | None = 0,
         quiet: bool = False,
+        precision: str = "32",
+        memory_format: str = "contiguous",
+        compile: bool = False,
     ) -> None:
         if early_stopping is not None and (isinstance(early_stopping, bool) or early_stopping < 1):
             raise ValueError(f"early_stopping must be a patience >= 1 epochs or None, got {early_stopping!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
+        check_precision(precision, self.device)
+        if precision == "fp16" and type(objective).train_step is not Objective.train_step:
+            raise ValueError(
+                f"precision='fp16' scales the loss with a GradScaler, which {type(objective).__name__}'s "
+                "own train_step does not do; use precision='bf16' (no scaler needed) or '32'"
+            )
+        #: the model every forward pass goes through: ``model`` under autocast / channels_last / compile
+        self.net = fast_model(self.model, precision=precision, memory_format=memory_format, compile=compile)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = lr_schedule(schedule) if isinstance(schedule, str) else schedule
@@ -282,11 +304,12 @@ class Trainer:
         step: int,
         total_steps: int,
     ) -> float:
-        self.model.train()
+        self.net.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} train", disable=self.quiet, leave=False)
         for x, y in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = to_memory_format(x, self.net)
             if self._monitor is None:
                 self._monitor = (x.detach().clone(), y.detach().clone())
             factor = self.schedule(step / total_steps)
@@ -294,30 +317,46 @@ class Trainer:
                 group["lr"] = base * factor
             extra = next(unlabeled).to(self.device, non_blocking=True) if unlabeled is not None else None
             state = self.run_state
-            loss = objective.train_step(self.model, x, y, self.optimizer, unlabeled=extra, state=state)
+            if self.scaler is not None:
+                loss = self._scaled_step(objective, x, y, extra)
+            else:
+                loss = objective.train_step(self.net, x, y, self.optimizer, unlabeled=extra, state=state)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {step}")
             total, count, step = total + loss * len(y), count + len(y), step + 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         return total / max(count, 1)
 
+    def _scaled_step(self, objective: Objective, x: Tensor, y: Tensor, extra: Tensor | None) -> float:
+        """:meth:`Objective.train_step` with the loss scaled by :attr:`scaler` (fp16): a step whose
+        gradients overflowed is skipped and the scale halved, as :class:`torch.amp.GradScaler` does."""
+        assert self.scaler is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        net = self.net
+        loss = objective(net, x, y) if extra is None else objective.semi_supervised(net, x, y, extra)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
     def _validate(self, loader: Batches, epoch: int, epochs: int) -> dict[str, float]:
         was_training = self.model.training
-        self.model.eval()
+        self.net.eval()
         clean = robust = count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} validate", disable=self.quiet, leave=False)
         for index, (x, y) in enumerate(bar):
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = to_memory_format(x, self.net)
             if index == 0:  # the fixed held-out batch end_epoch measures on
                 self._monitor = (x, y)
             with torch.no_grad():
-                correct = self.model(x).argmax(1) == y
+                correct = self.net(x).argmax(1) == y
             clean += int(correct.sum())
             if self.val_attack is not None:
-                result = self.val_attack.run(self.model, x, y)
+                result = self.val_attack.run(self.net, x, y)
                 robust += int((correct & ~result.success).sum())
             count += len(y)
-        self.model.train(was_training)
+        self.net.train(was_training)
         out = {"val_clean_acc": clean / max(count, 1)}
         if self.val_attack is not None:
             out["val_robust_acc"] = robust / max(count, 1)
@@ -327,11 +366,11 @@ class Trainer:
         if self._monitor is None:
             return {}
         was_training = self.model.training
-        self.model.eval()
+        self.net.eval()
         try:
-            return objective.end_epoch(self.model, *self._monitor, records)
+            return objective.end_epoch(self.net, *self._monitor, records)
         finally:
-            self.model.train(was_training)
+            self.net.train(was_training)
 
     def _log(self, record: dict[str, float], epochs: int) -> None:
         parts = [f"epoch {int(record['epoch'])}/{epochs}", f"loss {record['train_loss']:.4f}"]
@@ -366,6 +405,8 @@ class Trainer:
             "objective_state": self.run_state,
             "monitor": self._monitor,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         atomic_torch_save(state, self.run_dir / self.STATE_FILE)
 
     def _load_state(self) -> tuple[History, dict[str, Tensor] | None, int, int] | None:
@@ -401,6 +442,8 @@ class Trainer:
             detail = err.args[0] if isinstance(err, KeyError) and err.args else err
             raise ValueError(f"cannot resume from {path}: {detail}") from None
         self.run_state = {str(k): v.to(self.device) for k, v in run_state.items()}
+        if self.scaler is not None and isinstance(state.get("scaler"), dict):
+            self.scaler.load_state_dict(state["scaler"])
         monitor = state.get("monitor")  # absent from files written before it was saved
         if isinstance(monitor, tuple) and len(monitor) == 2 and all(isinstance(t, Tensor) for t in monitor):
             self._monitor = (monitor[0].to(self.device), monitor[1].to(self.device))
