@@ -151,11 +151,14 @@ def _pgd_run(
     fools the model, and that iterate is what is kept for it; the others run on.
     """
     sign = _direction(targeted)
-    x_out = x_start.clone()
+    x_out = torch.empty_like(x_start)  # every row is written: at its fooling iterate or at the end
     fooled = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
     loss_out = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
     active = ActiveSet.all(x0.shape[0], threat, x0.device)
-    x, x0_a, y_a, step_a = x_start, x0, y, step_size
+    # The iterate is updated in place (ThreatModel.ascent_step_), so it starts as a copy.
+    # The ℓ∞ feasible box is computed once, here.
+    x, x0_a, y_a, step_a = x_start.clone(), x0, y, step_size
+    lower, upper = threat.enclosing_box(x0)
     num_grads = 0
     for k in range(steps):
         logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=check and k == 0)
@@ -165,10 +168,12 @@ def _pgd_run(
             if bool(hit.any()):
                 done = active.index[hit]
                 x_out[done], loss_out[done], fooled[done] = x[hit], losses[hit], True
-                x, x0_a, y_a, grad, step_a = active.drop(hit, x, x0_a, y_a, grad, step_a)
+                x, x0_a, y_a, grad, step_a, lower, upper = active.drop(
+                    hit, x, x0_a, y_a, grad, step_a, lower, upper
+                )
                 if len(active) == 0:
                     break
-        x = active.threat.ascent_step(x, x0_a, grad if sign > 0 else -grad, step_a)
+        x = active.threat.ascent_step_(x, x0_a, grad if sign > 0 else grad.neg_(), step_a, (lower, upper))
     x_out[active.index] = x
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
 
