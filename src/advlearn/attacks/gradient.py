@@ -277,6 +277,9 @@ def pgd(
             standing, and a clean input that is already misclassified is not
             attacked at all (it costs one forward pass to learn which). Off for
             training, where the worst-case loss is wanted, not just a wrong label.
+            Early exit reads one ``(B,)`` flag on the host per step (whether any example
+            was fooled) to compact the batch; without it, the ℓ∞ loop never leaves the
+            device, and ℓ2/ℓ1 read one flag per step (:meth:`ThreatModel.ascent_step_`).
         generator: random source for the starts; ``None`` uses torch's global RNG.
 
     Returns:
