@@ -66,7 +66,7 @@ EPS, STEP, STEPS = 8 / 255, 2 / 255, 10
 
 def preact(width: int, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
-    return build_model("preact_resnet18", (3, 32, 32), 10, width=width).to(device)
+    return build_model("preact_resnet18", in_shape=(3, 32, 32), num_classes=10, width=width).to(device)
 
 
 def limit_fn(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled row")
     p.add_argument("--compile-shapes", action="store_true", help="table 3: dynamic batch dim vs bucketing")
+    p.add_argument("--only-compile-shapes", action="store_true", help="table 3 alone")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 training steps, no compile")
     p.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     args = p.parse_args(argv)
@@ -260,6 +261,24 @@ def main(argv: list[str] | None = None) -> None:
     device = al.training.resolve_device(args.device)
     started = time.perf_counter()
     result: dict[str, Any] = {"environment": environment(args, device)}
+    if not args.only_compile_shapes:
+        tables_1_and_2(args, device, result)
+    if args.compile_shapes or args.only_compile_shapes:
+        result["compile_shapes"] = compile_shape_rows(args, device)
+        print("\nEarly-exit batch sizes through torch.compile:")
+        print(
+            table(
+                ["mode", "seconds (compile included)", "graphs"],
+                [[r["mode"], f"{r['seconds']:.1f}", str(r["graphs"])] for r in result["compile_shapes"]],
+            )
+        )
+    result["seconds"] = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n{result['seconds']:.0f} s; wrote {args.out}")
+
+
+def tables_1_and_2(args: argparse.Namespace, device: torch.device, result: dict[str, Any]) -> None:
     result["attack"] = attack_rows(args, device)
     print(f"\nPGD-10 l-inf on PreAct ResNet-18 (width {args.width}), batch {args.batch}, {device}:")
     print(
@@ -290,19 +309,6 @@ def main(argv: list[str] | None = None) -> None:
             ],
         )
     )
-    if args.compile_shapes:
-        result["compile_shapes"] = compile_shape_rows(args, device)
-        print("\nEarly-exit batch sizes through torch.compile:")
-        print(
-            table(
-                ["mode", "seconds (compile included)", "graphs"],
-                [[r["mode"], f"{r['seconds']:.1f}", str(r["graphs"])] for r in result["compile_shapes"]],
-            )
-        )
-    result["seconds"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\n{result['seconds']:.0f} s; wrote {args.out}")
 
 
 def environment(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
