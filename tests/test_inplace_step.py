@@ -68,3 +68,19 @@ def test_pgd_leaves_the_inputs_alone_and_descends_when_targeted() -> None:
             loss = nn.functional.cross_entropy(model(x_adv), y, reduction="none")
             clean = nn.functional.cross_entropy(model(x), y, reduction="none")
             assert bool((loss <= clean).all() if targeted else (loss >= clean).all()), (norm, targeted)
+
+
+def test_pgd_on_a_model_whose_input_gradient_is_expanded() -> None:
+    """``x.sum(...)`` gives an input gradient with stride 0, which cannot be updated in place."""
+
+    class Sums(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.sum(dim=(1, 2, 3), keepdim=False).unsqueeze(1)  # (B, 1)
+            return torch.cat([s, -s], dim=1)  # (B, 2)
+
+    x, y = torch.rand(4, 1, 3, 3), torch.zeros(4, dtype=torch.long)
+    for norm in ("linf", "l2", "l1"):
+        threat = al.ThreatModel(norm, 0.1)
+        x_adv = al.attacks.PGD(threat, steps=3)(Sums(), x, y)
+        assert bool(threat.contains(x_adv, x).all())
+        assert bool((x_adv.sum(dim=(1, 2, 3)) < x.sum(dim=(1, 2, 3))).all())  # moved against class 0

@@ -306,6 +306,8 @@ class ThreatModel:
             ``x``, ``x0``, ``grad``: ``(B, ...)``; ``step_size``: ``(B,)``.
         """
         step = per_example(step_size, x)
+        if 0 in grad.stride():  # an expanded gradient (a model summing its input) cannot be written in place
+            grad = grad.contiguous()
         if self.norm.ball_is_box:
             lower, upper = self.enclosing_box(x0) if box is None else box
             direction = grad.sign_().nan_to_num_(nan=0.0)  # sign(±inf) = ±1; NaN: no information, no move
