@@ -156,9 +156,9 @@ def _pgd_run(
     loss_out = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
     active = ActiveSet.all(x0.shape[0], threat, x0.device)
     # The iterate is updated in place (ThreatModel.ascent_step_), so it starts as a copy.
-    # The ℓ∞ feasible box is computed once, here.
+    # The ℓ∞ ball is a box: its feasible part [max(x0 − ε, lo), min(x0 + ε, hi)] is computed once, here.
     x, x0_a, y_a, step_a = x_start.clone(), x0, y, step_size
-    lower, upper = threat.enclosing_box(x0)
+    box: list[Tensor] = list(threat.enclosing_box(x0)) if threat.norm.ball_is_box else []
     num_grads = 0
     for k in range(steps):
         logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=check and k == 0)
@@ -168,12 +168,11 @@ def _pgd_run(
             if bool(hit.any()):
                 done = active.index[hit]
                 x_out[done], loss_out[done], fooled[done] = x[hit], losses[hit], True
-                x, x0_a, y_a, grad, step_a, lower, upper = active.drop(
-                    hit, x, x0_a, y_a, grad, step_a, lower, upper
-                )
+                x, x0_a, y_a, grad, step_a, *box = active.drop(hit, x, x0_a, y_a, grad, step_a, *box)
                 if len(active) == 0:
                     break
-        x = active.threat.ascent_step_(x, x0_a, grad if sign > 0 else grad.neg_(), step_a, (lower, upper))
+        direction = grad if sign > 0 else grad.neg_()
+        x = active.threat.ascent_step_(x, x0_a, direction, step_a, (box[0], box[1]) if box else None)
     x_out[active.index] = x
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
 
