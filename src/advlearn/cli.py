@@ -91,6 +91,8 @@ def _load_config(args: argparse.Namespace) -> Any:
         cfg = dataclasses.replace(cfg, name=args.name)
     if getattr(args, "out_dir", None) is not None:
         cfg = dataclasses.replace(cfg, out_dir=args.out_dir)
+    if getattr(args, "precision", None) is not None:
+        cfg = dataclasses.replace(cfg, precision=args.precision)
     return check_config(cfg)
 
 
@@ -263,6 +265,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         smooth_sigma=args.smooth_sigma,
         smooth_n=args.smooth_n,
+        precision=args.precision,
     )
     if not dist.is_main():  # under torchrun every rank evaluated its shard; rank 0 prints the whole
         return 0
@@ -459,6 +462,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 _NORM_NAMES = [norm.name for norm in NORMS]
+_PRECISIONS = ["32", "bf16", "fp16"]  # advlearn._precision.PRECISIONS, without importing torch at parse time
 
 
 _DATA_HELP = (
@@ -573,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="delete the run folder's old contents and start over (else an existing run is refused)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--precision", choices=_PRECISIONS, help="override the config's precision")
     run.add_argument(
         "--quick", action="store_true", help="a sub-minute smoke run of the main job (not with CONFIG)"
     )
@@ -596,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --norm l2: also certify by randomized smoothing at this sigma (IBP runs when it can)",
     )
     evaluate.add_argument("--smooth-n", type=int, default=1000, help="smoothing samples per example")
+    evaluate.add_argument(
+        "--precision",
+        choices=_PRECISIONS,
+        default="32",
+        help="the model's forward passes: 32 (default), bf16 or fp16 (autocast; points stay float32)",
+    )
     evaluate.add_argument(
         "--report",
         metavar="DIR",

@@ -152,6 +152,14 @@ class ExperimentConfig:
     name: str = "experiment"
     seed: int = 0
     device: str = "auto"
+    #: the forward passes' precision: "32", "bf16" or "fp16" (autocast; attacks' points stay float32)
+    precision: str = "32"
+    #: "contiguous" or "channels_last" (4-D inputs and weights)
+    memory_format: str = "contiguous"
+    #: run the model through torch.compile (eager, with a warning, where that fails)
+    compile: bool = False
+    #: DataLoader worker processes for the training and validation batches (0: the main process)
+    num_workers: int = 0
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: Named = field(default_factory=lambda: Named("small_cnn"))
@@ -286,6 +294,14 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f'device: {cfg.device!r} is not a device; use "auto", "cpu", "cuda", "cuda:N" or "mps"'
         )
+    from advlearn._precision import MEMORY_FORMATS, PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision: {cfg.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}")
+    if cfg.memory_format not in MEMORY_FORMATS:
+        known = ", ".join(map(repr, MEMORY_FORMATS))
+        raise ConfigError(f"memory_format: {cfg.memory_format!r} is not one of {known}")
+    _at_least(cfg.num_workers, "num_workers", 0)
     if not cfg.out_dir or "\0" in cfg.out_dir:
         raise ConfigError(f"out_dir: {cfg.out_dir!r} is not a usable path")
     _at_least(cfg.data.val_size, "data.val_size", 0)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from advlearn import _keyed_random as keyed
 from advlearn._checks import LOW_PRECISION, as_labels, check_logits, check_model_dtype, untouched_batchnorm
+from advlearn._precision import attack_gradients
 from advlearn._registry import Registry
 from advlearn.losses import LOSSES, LossFn, get_loss
 from advlearn.threat import NORMS, ThreatModel, per_example
@@ -241,7 +242,8 @@ def _guarded(method: _Method) -> _Method:
     train-mode BatchNorm keeps its running statistics (:func:`~advlearn._checks.untouched_batchnorm`).
     After it: :func:`_repair`, so no returned point holds NaN and, for float16/bfloat16
     inputs, every one satisfies ``threat.contains`` (tested in float32). For float32 inputs
-    whose points are all finite the result is returned untouched, bit for bit.
+    whose points are all finite the result is returned untouched, bit for bit. Inside it,
+    :func:`~advlearn._precision.attack_gradients` lets an fp16 model scale its input gradients.
     """
     if getattr(method, "_guarded", False):
         return method
@@ -255,7 +257,7 @@ def _guarded(method: _Method) -> _Method:
             y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool
         ):
             y = as_labels(y)  # any integer width, exactly; float/bool labels are refused by check_inputs
-        with untouched_batchnorm(model, type(self).__name__):
+        with untouched_batchnorm(model, type(self).__name__), attack_gradients():
             out = method(self, model, x, y, **options)
             if isinstance(out, AttackResult):
                 return _repair(self, model, x, y, out)

@@ -82,7 +82,8 @@ def cw(
         initial_const: the first ``c``.
         lr: Adam's learning rate on ``w``.
         targeted: reach the classes in ``y`` instead of leaving them.
-        abort_early: stop a run when the objective has not fallen by 0.01 % in ``steps/10`` iterations.
+        abort_early: stop a run when the objective has not fallen by 0.01 % in ``steps/10`` iterations
+            (that test reads one number on the host every ``steps/10`` iterations; nothing else does).
         loss: the per-example loss reported in ``AttackResult.loss`` (``"cw"`` is the uncapped margin).
 
     Returns:

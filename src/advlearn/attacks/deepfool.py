@@ -72,7 +72,8 @@ def deepfool(
         x: clean inputs ``(B, ...)``.
         y: labels ``(B,)``.
         threat: an ℓ2 threat model.
-        steps: the most linearization steps.
+        steps: the most linearization steps. Each step reads one flag on the host (whether any
+            example is still unfooled), to stop and to drop the fooled ones from the batch.
         overshoot: how far past the linearized boundary to go (0.02 in the paper);
             with 0, a step lands on the boundary and the attack can stall there.
         num_candidates: how many wrong classes to consider (the top ones at ``x``).

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_nonnegative, check_positive_int
+from advlearn._precision import attack_gradients
 from advlearn.attacks._base import (
     DERIVED,
     ActiveSet,
@@ -150,11 +151,14 @@ def _pgd_run(
     fools the model, and that iterate is what is kept for it; the others run on.
     """
     sign = _direction(targeted)
-    x_out = x_start.clone()
+    x_out = torch.empty_like(x_start)  # every row is written: at its fooling iterate or at the end
     fooled = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
     loss_out = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
     active = ActiveSet.all(x0.shape[0], threat, x0.device)
-    x, x0_a, y_a, step_a = x_start, x0, y, step_size
+    # The iterate is updated in place (ThreatModel.ascent_step_), so it starts as a copy.
+    # The ℓ∞ ball is a box: its feasible part [max(x0 − ε, lo), min(x0 + ε, hi)] is computed once, here.
+    x, x0_a, y_a, step_a = x_start.clone(), x0, y, step_size
+    box: list[Tensor] = list(threat.enclosing_box(x0)) if threat.norm.ball_is_box else []
     num_grads = 0
     for k in range(steps):
         logits, losses, grad = loss_and_grad(model, x, y_a, loss_fn, check=check and k == 0)
@@ -164,10 +168,11 @@ def _pgd_run(
             if bool(hit.any()):
                 done = active.index[hit]
                 x_out[done], loss_out[done], fooled[done] = x[hit], losses[hit], True
-                x, x0_a, y_a, grad, step_a = active.drop(hit, x, x0_a, y_a, grad, step_a)
+                x, x0_a, y_a, grad, step_a, *box = active.drop(hit, x, x0_a, y_a, grad, step_a, *box)
                 if len(active) == 0:
                     break
-        x = active.threat.ascent_step(x, x0_a, grad if sign > 0 else -grad, step_a)
+        direction = grad if sign > 0 else grad.neg_()
+        x = active.threat.ascent_step_(x, x0_a, direction, step_a, (box[0], box[1]) if box else None)
     x_out[active.index] = x
     return _Run(x_adv=x_out, fooled=fooled, loss=loss_out, num_grads=num_grads)
 
@@ -197,19 +202,20 @@ def pgd_maximize(
         The last iterate, inside ``threat``'s set around ``x``.
     """
     start = threat.random_init(x, generator) if x_start is None else threat.project(x_start, x)
-    return _pgd_run(
-        model,
-        x,
-        target,
-        threat,
-        x_start=start,
-        step_size=_step_sizes(x, threat, steps, step_size),
-        steps=steps,
-        loss_fn=loss_fn,
-        targeted=False,
-        early_stop=False,
-        check=False,
-    ).x_adv
+    with attack_gradients():  # input gradients only: an fp16 model may scale them (advlearn._precision)
+        return _pgd_run(
+            model,
+            x,
+            target,
+            threat,
+            x_start=start,
+            step_size=_step_sizes(x, threat, steps, step_size),
+            steps=steps,
+            loss_fn=loss_fn,
+            targeted=False,
+            early_stop=False,
+            check=False,
+        ).x_adv
 
 
 def _check_pgd(steps: int, step_size: float | None, restarts: int, loss: str, targeted: bool) -> None:
@@ -270,6 +276,9 @@ def pgd(
             standing, and a clean input that is already misclassified is not
             attacked at all (it costs one forward pass to learn which). Off for
             training, where the worst-case loss is wanted, not just a wrong label.
+            Early exit reads one ``(B,)`` flag on the host per step (whether any example
+            was fooled) to compact the batch; without it, the ℓ∞ loop never leaves the
+            device, and ℓ2/ℓ1 read one flag per step (:meth:`ThreatModel.ascent_step_`).
         generator: random source for the starts; ``None`` uses torch's global RNG.
 
     Returns:

@@ -135,15 +135,24 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def loader(
-        self, batch_size: int, *, shuffle: bool = False, drop_last: bool = False
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool = False,
     ) -> DataLoader[tuple[Tensor, ...]]:
-        """Batches ``(x, y)`` of this dataset, in the main process (``num_workers=0``).
+        """Batches ``(x, y)`` of this dataset, in the main process by default (``num_workers=0``).
 
         Args:
             batch_size: examples per batch.
             shuffle: reshuffle at every pass. The order is drawn from torch's global RNG, so
                 ``torch.manual_seed`` (or a Trainer that restores the RNG state) reproduces it.
             drop_last: drop the last batch when it is smaller than ``batch_size``.
+            num_workers: worker processes that assemble batches (the order is still drawn in
+                this process, so it stays reproducible).
+            pin_memory: page-locked batches, for ``non_blocking`` copies to a GPU.
 
         Returns:
             A :class:`torch.utils.data.DataLoader` over a ``TensorDataset(x, y)``.
@@ -152,12 +161,15 @@ class Dataset:
             ValueError: if ``batch_size`` is not a positive integer.
         """
         check_positive_int("batch_size", batch_size)
+        check_positive_int("num_workers", num_workers, minimum=0)
         return DataLoader(
             TensorDataset(self.x, self.y),
             batch_size=batch_size,
             shuffle=bool(shuffle),
             drop_last=bool(drop_last),
-            num_workers=0,
+            num_workers=num_workers,
+            pin_memory=bool(pin_memory),
+            persistent_workers=num_workers > 0,
         )
 
     def subset(self, index: Tensor | slice | int) -> Dataset:

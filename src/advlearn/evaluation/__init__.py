@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from advlearn import _distributed as dist
 from advlearn._checks import check_batch, check_logits, untouched_batchnorm
 from advlearn._keyed_random import KeyedGenerator
+from advlearn._precision import check_precision, fast_model, to_memory_format
 from advlearn.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackResult, AutoAttack
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
@@ -211,6 +212,9 @@ def evaluate(
     device: torch.device | str | None = None,
     seed: int = 0,
     quiet: bool = False,
+    precision: str = "32",
+    memory_format: str = "contiguous",
+    compile: bool = False,
 ) -> Evaluation:
     """Clean accuracy, robust accuracy per attack, the per-example worst case and confidence on errors.
 
@@ -229,6 +233,11 @@ def evaluate(
             attack's place in ``attacks``), so the figures are reproducible and the same
             whatever ``batch_size``, the early exit or the number of torchrun ranks.
         quiet: no progress bar.
+        precision: ``"32"``, ``"bf16"`` or ``"fp16"``: the model's forward passes run under
+            ``torch.autocast`` (:class:`~advlearn._precision.FastModel`); the inputs, the attacks'
+            perturbations and the ε-ball checks stay float32, so every scored point is in the set.
+        memory_format: ``"channels_last"`` for the model and each 4-D batch.
+        compile: run the model through ``torch.compile`` (eager, with a warning, where it fails).
 
     Returns:
         An :class:`Evaluation`.
@@ -258,6 +267,8 @@ def evaluate(
     threat = _one_threat(attacks, threat)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    check_precision(precision, device)
+    model = fast_model(model, precision=precision, memory_format=memory_format, compile=compile)
 
     correct: dict[str, list[Tensor]] = {name: [] for name in ["clean", *attacks]}
     conf_sum = dict.fromkeys(correct, 0.0)
@@ -278,7 +289,10 @@ def evaluate(
                 bar.update(int(y.shape[0]))
                 continue
             own.append(index)
-            x, y = check_batch(model, x.to(device), y.to(device), threat)
+            x, y = check_batch(
+                model, x.to(device, non_blocking=True), y.to(device, non_blocking=True), threat
+            )
+            x = to_memory_format(x, model)
             with torch.no_grad():
                 logits = check_logits(model(x), y)
             finite = logits.isfinite().all(dim=1)

@@ -249,13 +249,17 @@ def train_one(
         device=device,
         seed=cfg.seed,
         quiet=quiet,
+        precision=cfg.precision,
+        memory_format=cfg.memory_format,
+        compile=cfg.compile,
     )
     if not quiet:
         print(f"training {tcfg.label!r}: {tcfg.objective.name}, {tcfg.epochs} epochs, {len(train)} examples")
+    pin = device.type == "cuda"  # page-locked batches: the Trainer's non_blocking copies overlap compute
     # The loader shuffles with torch's global RNG, which the Trainer seeds and checkpoints: exact resume.
     history = trainer.fit(
-        train.loader(tcfg.batch_size, shuffle=True),
-        val.loader(500) if val is not None else None,
+        train.loader(tcfg.batch_size, shuffle=True, num_workers=cfg.num_workers, pin_memory=pin),
+        val.loader(500, num_workers=cfg.num_workers, pin_memory=pin) if val is not None else None,
         epochs=tcfg.epochs,
         resume=resume,
     )

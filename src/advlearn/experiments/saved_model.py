@@ -314,13 +314,15 @@ def evaluate_saved(
     quiet: bool = False,
     smooth_sigma: float | None = None,
     smooth_n: int = 1000,
+    precision: str = "32",
 ) -> Evaluation:
     """Load a model (any kind :class:`ModelSpec` describes) and evaluate it on a split of ``data``.
 
     Beside the attacks' (upper-bound) robust accuracy, the evaluation's ``certified`` holds the
     lower bounds that apply: IBP's verified accuracy when the model's layers allow it, and with
     ``smooth_sigma`` for an ℓ2 threat model, randomized smoothing's certified accuracy at radius ε
-    (``smooth_n`` noise samples per example).
+    (``smooth_n`` noise samples per example). ``precision`` is :func:`~advlearn.evaluation.evaluate`'s
+    (the attacks' forward passes; the certified bounds are computed in float32).
     """
     from advlearn.certify import certified_accuracies
 
@@ -337,6 +339,7 @@ def evaluate_saved(
         device=target,
         seed=seed,
         quiet=quiet,
+        precision=precision,
     )
     certified = certified_accuracies(
         net,

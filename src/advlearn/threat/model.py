@@ -284,6 +284,46 @@ class ThreatModel:
         ascent = self.steepest_ascent(grad, x)
         return self.project(torch.addcmul(x, ascent, per_example(step_size, x)), x0)
 
+    def ascent_step_(
+        self, x: Tensor, x0: Tensor, grad: Tensor, step_size: Tensor, box: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """:meth:`ascent_step` computed in place, for an attack's inner loop: ``x`` and ``grad`` are
+        scratch (both overwritten) and the new point is returned, in ``x``'s storage for ℓ∞ and ℓ2,
+        which allocate no full-size tensor (ℓ1's exact projection sorts, into new tensors, once the
+        iterate leaves the ball).
+
+        ``box`` is :meth:`enclosing_box` of ``x0``, computed once per attack by the caller (it is
+        computed here when ``None``). For ℓ∞ the ball is that box, so a step is ``sign``, one
+        multiply-add and one clamp to ``[max(x0 − ε, lo), min(x0 + ε, hi)]``: the same set as
+        :meth:`ascent_step`'s clip of ``x − x0`` then of ``x``, with the float ops in another order
+        (a coordinate inside the box is ``x + η·sign`` rather than ``x0 + ((x + η·sign) − x0)``,
+        so results can differ from :meth:`ascent_step` in the last bit). For ℓ2 and ℓ1 the
+        float ops are :meth:`ascent_step`'s, in place: the same bits. ℓ2 and ℓ1 read one ``(B,)``
+        flag on the host per step (whether every gradient row is finite, else the exact
+        non-finite handling of :meth:`Norm.steepest_ascent` runs); ℓ∞ reads nothing.
+
+        Shape:
+            ``x``, ``x0``, ``grad``: ``(B, ...)``; ``step_size``: ``(B,)``.
+        """
+        step = per_example(step_size, x)
+        if 0 in grad.stride():  # an expanded gradient (a model summing its input) cannot be written in place
+            grad = grad.contiguous()
+        if self.norm.ball_is_box:
+            lower, upper = self.enclosing_box(x0) if box is None else box
+            direction = grad.sign_().nan_to_num_(nan=0.0)  # sign(±inf) = ±1; NaN: no information, no move
+            return x.addcmul_(direction, step).clamp_(lower, upper)
+        if self.bounds is not None and self.norm.masks_blocked:
+            lo, hi = self.bounds
+            grad.masked_fill_(torch.where(grad < 0, x <= lo, x >= hi), 0.0)  # pressed against the box
+        direction = self.norm.steepest_ascent_(grad)
+        delta = x.addcmul_(direction, step).sub_(x0)
+        delta = self.norm.project_(delta, self.eps if isinstance(self.eps, float) else self.eps_for(delta))
+        x = delta.add_(x0)
+        if self.bounds is None:
+            return x
+        lo, hi = self.bounds
+        return x.clamp_(lo, hi)
+
     def random_init(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A point drawn uniformly from the volume of the ε-ball around ``x0``, then clipped to the box.
 

@@ -101,6 +101,14 @@ class Norm(str):
         """
         raise NotImplementedError
 
+    def steepest_ascent_(self, g: Tensor) -> Tensor:
+        """:meth:`steepest_ascent`, overwriting ``g`` where that saves an allocation (same bits)."""
+        return self.steepest_ascent(g)
+
+    def project_(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        """:meth:`project`, overwriting ``delta`` where that saves an allocation (same bits)."""
+        return self.project(delta, eps)
+
     def random_delta(
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
     ) -> Tensor:
@@ -196,6 +204,12 @@ class L2(Norm):
         scale = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
         return delta * per_example(scale, delta)
 
+    def project_(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        eps = _as_tensor(eps, delta)
+        norms = self(delta)
+        scale = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
+        return delta.mul_(per_example(scale, delta))
+
     def steepest_ascent(self, g: Tensor) -> Tensor:
         rows = _finite_rows(flat(g))  # (B, D)
         # Rescale by the largest entry first: squaring entries of ~1e-25 underflows in float32,
@@ -203,6 +217,15 @@ class L2(Norm):
         scaled = rows / rows.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
         unit: Tensor = scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(1e-30)
         return unit.reshape(g.shape)
+
+    def steepest_ascent_(self, g: Tensor) -> Tensor:
+        rows = flat(g)  # (B, D), a view of g
+        largest = torch.linalg.vector_norm(rows, ord=math.inf, dim=1, keepdim=True)  # NaN/inf propagate
+        if not bool(largest.isfinite().all()):  # one (B,) flag read per step; rare rows take the exact path
+            return self.steepest_ascent(g)
+        rows.div_(largest.clamp_min(torch.finfo(rows.dtype).tiny))
+        rows.div_(torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(1e-30))
+        return g
 
     def random_delta(
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
@@ -256,6 +279,23 @@ class L1(Norm):
         top = rows.abs().argmax(dim=1, keepdim=True)  # (B, 1)
         d = torch.zeros_like(rows).scatter_(1, top, rows.gather(1, top).sign())
         return d.reshape(g.shape)
+
+    def steepest_ascent_(self, g: Tensor) -> Tensor:
+        rows = flat(g)  # (B, D), a view of g
+        magnitude = rows.abs()
+        if not bool(magnitude.amax(dim=1).isfinite().all()):  # one (B,) flag read per step
+            return self.steepest_ascent(g)
+        top = magnitude.argmax(dim=1, keepdim=True)  # (B, 1)
+        signs = rows.gather(1, top).sign()
+        rows.zero_().scatter_(1, top, signs)
+        return g
+
+    def project_(self, delta: Tensor, eps: float | Tensor) -> Tensor:
+        # Inside the ball (every step until the iterate reaches the sphere) the sort is skipped.
+        eps = _as_tensor(eps, delta)
+        if bool((flat(delta).abs().sum(dim=1) <= eps).all()):
+            return delta
+        return self.project(delta, eps)
 
     def random_delta(
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from advlearn import _distributed as dist
 from advlearn._io import atomic_torch_save, atomic_write_text, safe_torch_load
+from advlearn._precision import check_precision, fast_model, to_memory_format
 from advlearn.attacks import Attack
 from advlearn.training import distributed as ddp
 from advlearn.training.objectives import Objective, RunState
@@ -135,6 +136,15 @@ class Trainer:
         quiet: no progress bars.
         sync_batchnorm: under torchrun, BatchNorm statistics of the global batch
             (:func:`~advlearn.training.distributed.wrap_model`; CUDA only).
+        precision: ``"32"``, ``"bf16"`` or ``"fp16"``: every forward pass (the objective's, its
+            attack's, validation's) runs under ``torch.autocast`` in that dtype; weights,
+            optimizer state and the attacks' perturbations stay float32. ``"fp16"`` scales the
+            loss with a :class:`torch.amp.GradScaler` (checkpointed), so it needs an objective
+            that uses the default :meth:`~Objective.train_step`; ``"bf16"`` needs no scaler
+            and works with every objective. bf16 runs on CPU too.
+        memory_format: ``"channels_last"`` converts the weights and each 4-D batch once.
+        compile: run the forward passes through ``torch.compile`` (batch dimension dynamic);
+            a warning and the eager model where compiling is unavailable or fails.
 
     Under ``torchrun`` (several ranks) the Trainer runs DistributedDataParallel
     (:mod:`advlearn.training.distributed`): each rank trains on its shard of every
@@ -169,16 +179,34 @@ class Trainer:
         seed: int | None = 0,
         quiet: bool = False,
         sync_batchnorm: bool = False,
+        precision: str = "32",
+        memory_format: str = "contiguous",
+        compile: bool = False,
     ) -> None:
         if early_stopping is not None and (isinstance(early_stopping, bool) or early_stopping < 1):
             raise ValueError(f"early_stopping must be a patience >= 1 epochs or None, got {early_stopping!r}")
         dist.init_from_env(device)
         self.device = dist.local_device(resolve_device(device))
         self.model = model.to(self.device)
-        #: what train steps call: the model under DDP on several ranks, else the model itself
-        self.ddp_model = ddp.wrap_model(self.model, self.device, sync_batchnorm=sync_batchnorm)
-        if self.ddp_model is not self.model:  # SyncBatchNorm may have replaced the model
-            self.model = cast(nn.Module, self.ddp_model.module)
+        check_precision(precision, self.device)
+        if precision == "fp16" and type(objective).train_step is not Objective.train_step:
+            raise ValueError(
+                f"precision='fp16' scales the loss with a GradScaler, which {type(objective).__name__}'s "
+                "own train_step does not do; use precision='bf16' (no scaler needed) or '32'"
+            )
+        ddp_model = ddp.wrap_model(self.model, self.device, sync_batchnorm=sync_batchnorm)
+        if ddp_model is not self.model:  # SyncBatchNorm may have replaced the model
+            self.model = cast(nn.Module, ddp_model.module)
+        #: the model every forward pass of validation and end_epoch goes through: ``model`` under
+        #: autocast / channels_last / compile
+        self.net = fast_model(self.model, precision=precision, memory_format=memory_format, compile=compile)
+        #: what train steps call: ``net``, under DDP when several ranks run
+        self.train_net = (
+            self.net
+            if ddp_model is self.model
+            else fast_model(ddp_model, precision=precision, memory_format=memory_format, compile=compile)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = lr_schedule(schedule) if isinstance(schedule, str) else schedule
@@ -305,11 +333,12 @@ class Trainer:
         step: int,
         total_steps: int,
     ) -> float:
-        self.model.train()
+        self.net.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} train", disable=self.quiet, leave=False)
         for x, y in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = to_memory_format(x, self.net)
             if self._monitor is None:
                 self._monitor = (x.detach().clone(), y.detach().clone())
             factor = self.schedule(step / total_steps)
@@ -317,7 +346,11 @@ class Trainer:
                 group["lr"] = base * factor
             extra = next(unlabeled).to(self.device, non_blocking=True) if unlabeled is not None else None
             state = self.run_state
-            loss = objective.train_step(self.ddp_model, x, y, self.optimizer, unlabeled=extra, state=state)
+            if self.scaler is not None:
+                loss = self._scaled_step(objective, x, y, extra)
+            else:
+                net = self.train_net
+                loss = objective.train_step(net, x, y, self.optimizer, unlabeled=extra, state=state)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the training loss became {loss} at epoch {epoch + 1}, step {step}")
             total, count, step = total + loss * len(y), count + len(y), step + 1
@@ -325,25 +358,38 @@ class Trainer:
         total, examples = dist.all_sum([total, count])  # the mean over the global batch, on every rank
         return total / max(examples, 1)
 
+    def _scaled_step(self, objective: Objective, x: Tensor, y: Tensor, extra: Tensor | None) -> float:
+        """:meth:`Objective.train_step` with the loss scaled by :attr:`scaler` (fp16): a step whose
+        gradients overflowed is skipped and the scale halved, as :class:`torch.amp.GradScaler` does."""
+        assert self.scaler is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        net = self.train_net
+        loss = objective(net, x, y) if extra is None else objective.semi_supervised(net, x, y, extra)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
     def _validate(self, loader: Batches, epoch: int, epochs: int) -> dict[str, float]:
         was_training = self.model.training
-        self.model.eval()
+        self.net.eval()
         clean = robust = count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} validate", disable=self.quiet, leave=False)
         for index, (x, y) in enumerate(bar):
             if index % dist.world_size() != dist.rank():  # under torchrun, batch b is rank b mod N's
                 continue
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = to_memory_format(x, self.net)
             if index == dist.rank():  # the fixed held-out batch end_epoch measures on (its own per rank)
                 self._monitor = (x, y)
             with torch.no_grad():
-                correct = self.model(x).argmax(1) == y
+                correct = self.net(x).argmax(1) == y
             clean += int(correct.sum())
             if self.val_attack is not None:
-                result = self.val_attack.run(self.model, x, y)
+                result = self.val_attack.run(self.net, x, y)
                 robust += int((correct & ~result.success).sum())
             count += len(y)
-        self.model.train(was_training)
+        self.net.train(was_training)
         clean, robust, count = (int(v) for v in dist.all_sum([clean, robust, count]))
         out = {"val_clean_acc": clean / max(count, 1)}
         if self.val_attack is not None:
@@ -354,11 +400,11 @@ class Trainer:
         if self._monitor is None:
             return {}
         was_training = self.model.training
-        self.model.eval()
+        self.net.eval()
         try:
-            return objective.end_epoch(self.model, *self._monitor, records)
+            return objective.end_epoch(self.net, *self._monitor, records)
         finally:
-            self.model.train(was_training)
+            self.net.train(was_training)
 
     def _log(self, record: dict[str, float], epochs: int) -> None:
         parts = [f"epoch {int(record['epoch'])}/{epochs}", f"loss {record['train_loss']:.4f}"]
@@ -393,6 +439,8 @@ class Trainer:
             "objective_state": self.run_state,
             "monitor": self._monitor,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if dist.active():  # what differs between ranks, rank by rank, so each resumes its own
             own = {"rng": state["rng"], "objective_state": self.run_state, "monitor": self._monitor}
             state["ranks"] = dist.gather(own)
@@ -442,6 +490,8 @@ class Trainer:
             detail = err.args[0] if isinstance(err, KeyError) and err.args else err
             raise ValueError(f"cannot resume from {path}: {detail}") from None
         self.run_state = {str(k): v.to(self.device) for k, v in run_state.items()}
+        if self.scaler is not None and isinstance(state.get("scaler"), dict):
+            self.scaler.load_state_dict(state["scaler"])
         monitor = state.get("monitor")  # absent from files written before it was saved
         if isinstance(monitor, tuple) and len(monitor) == 2 and all(isinstance(t, Tensor) for t in monitor):
             self._monitor = (monitor[0].to(self.device), monitor[1].to(self.device))

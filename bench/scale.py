@@ -1,0 +1,343 @@
+"""Scaling on one device: PGD-10 throughput and PGD-AT epoch time in fp32, bf16, channels_last and compiled.
+
+What it measures
+    Table 1 (attack throughput): PGD-10 l-inf (eps 8/255, step 2/255, one random start) on a PreAct
+    ResNet-18 (advlearn's ``preact_resnet18``; ``--width``, 64 is the paper's) in eval mode, on
+    CIFAR-shaped synthetic inputs (uniform in [0, 1], 3x32x32, ``--batch`` per call), images/s and
+    time as a ratio to the K-pass limit (10 forward passes, summed cross-entropy and
+    ``torch.autograd.grad`` w.r.t. the input only, eager fp32) measured in the same run. Rows:
+    the limit; advlearn ``PGD`` eager fp32; the same model behind ``advlearn._precision.FastModel``
+    in bf16, in channels_last, in bf16 + channels_last, and compiled (``torch.compile(dynamic=True)``,
+    its compile time excluded and reported apart); torchattacks' ``PGD`` (eager fp32) when installed.
+    Every cell of a round gets the same seed; rounds rotate the order; medians of ``--reps`` rounds
+    after one warm-up round.
+    Table 2 (training): ``--train-steps`` optimizer steps of the ``Trainer`` (SGD, batch ``--batch``)
+    with ``Standard`` and with ``PGDAT(steps=10)``, in fp32 and bf16 (train mode, BatchNorm on), as
+    seconds per step and the ratio PGD-AT / standard (the limit is K + 1 = 11; the goal <= 1.05 * 11).
+    Table 3 (``--compile-shapes``): an early-exit attack's shrinking batches (64, 50, 37, 20, 9, 3,
+    ...) through one compiled model: ``dynamic=True`` (one graph for every batch size) against static
+    graphs with the batch padded up to a power of two (one graph per bucket); total seconds for
+    the sequence, compile included, and how many graphs were built.
+
+Hardware and versions of the run below
+    CPU only (no GPU was lent to this session, so nothing here ran on CUDA): 2 vCPUs of an AMD EPYC,
+    torch.set_num_threads(2), Linux, Python 3.11.7, torch 2.13.0+cpu, torchattacks 3.5.1 (installed
+    with --no-deps into a separate folder), advlearn at the commit printed in the JSON. The machine was
+    shared with seven other agents (load average 20-30 on 2 cores during the run), so absolute times
+    are many times the quiet machine's; only the ratios within one run mean anything.
+
+Run
+    pip install torchattacks --no-deps                      # optional: the torchattacks row
+    python bench/scale.py                                   # CPU defaults: width 16, batch 32
+    python bench/scale.py --width 64 --batch 256 --train-steps 20 --compile-shapes   # a GPU
+    python bench/scale.py --quick                           # smoke run: 1 round, 2 training steps
+    Options: --reps, --threads, --device, --no-compile, --out (JSON, default bench/results/scale.json).
+
+Evidence: see bench/README.md ("Scaling on one device") for the tables this script printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import advlearn as al
+from advlearn._precision import FastModel
+from advlearn.models import build_model
+
+HERE = Path(__file__).resolve().parent
+EPS, STEP, STEPS = 8 / 255, 2 / 255, 10
+
+
+def preact(width: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("preact_resnet18", in_shape=(3, 32, 32), num_classes=10, width=width).to(device)
+
+
+def limit_fn(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+    def run() -> Tensor:
+        for _ in range(STEPS):
+            xg = x.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(xg), y, reduction="sum")
+            torch.autograd.grad(loss, xg)
+        return x
+
+    return run
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def attack_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    threat = al.ThreatModel("linf", EPS)
+    attack = al.attacks.PGD(threat, steps=STEPS, step_size=STEP)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    model = preact(args.width, device).eval()
+    fns: dict[str, Callable[[], Tensor]] = {"limit (eager fp32)": limit_fn(model, x, y)}
+    fns["advlearn eager fp32"] = lambda: attack(model, x, y)
+    variants = {
+        "advlearn bf16": {"precision": "bf16"},
+        "advlearn channels_last": {"memory_format": "channels_last"},
+        "advlearn bf16 + channels_last": {"precision": "bf16", "memory_format": "channels_last"},
+    }
+    for name, options in variants.items():
+        net = FastModel(preact(args.width, device).eval(), **options)  # type: ignore[arg-type]
+        xin = x.contiguous(memory_format=torch.channels_last) if "memory_format" in options else x
+        fns[name] = (lambda n, xi: lambda: attack(n, xi, y))(net, xin)
+    compile_seconds = None
+    if not args.no_compile:
+        net = FastModel(preact(args.width, device).eval(), compile=True)
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attack(net, x, y)  # compiles (forward and backward) here, outside the timed rounds
+        compile_seconds = time.perf_counter() - started
+        if net.compiled:
+            fns["advlearn compile"] = lambda: attack(net, x, y)
+        else:
+            print("compile fell back to eager:", "; ".join(str(w.message) for w in caught))
+    try:
+        sys.path.insert(0, os.environ.get("TORCHATTACKS_PATH", "/tmp/bench13-pkgs"))
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=STEPS, random_start=True)
+        fns["torchattacks PGD"] = lambda: ta(x, y)
+    except ImportError:
+        print("torchattacks not installed: no torchattacks row")
+    times = round_robin(fns, args.reps, device)
+    limit = statistics.median(times["limit (eager fp32)"])
+    rows = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rows.append(
+            {
+                "variant": name,
+                "median_s": med,
+                "images_per_s": args.batch / med,
+                "x_limit": med / limit,
+                "spread_s": [min(ts), max(ts)],
+                **({"compile_s": compile_seconds} if name == "advlearn compile" else {}),
+            }
+        )
+    return rows
+
+
+def round_robin(
+    fns: dict[str, Callable[[], Tensor]], reps: int, device: torch.device
+) -> dict[str, list[float]]:
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rnd in range(reps + 1):  # round 0 warms up
+        shift = rnd % len(names)
+        for name in names[shift:] + names[:shift]:
+            torch.manual_seed(rnd)
+            sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            if rnd:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+class _Steps(list):  # type: ignore[type-arg]
+    """A fixed list of batches with a length, for the Trainer."""
+
+
+def training_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    threat = al.ThreatModel("linf", EPS)
+    g = torch.Generator().manual_seed(1)
+    batches = _Steps(
+        (
+            torch.rand(args.batch, 3, 32, 32, generator=g).to(device),
+            torch.randint(0, 10, (args.batch,), generator=g).to(device),
+        )
+        for _ in range(args.train_steps)
+    )
+    rows = []
+    cells = [(p, o) for p in ("32", "bf16") for o in ("standard", "pgd_at")]
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in cells}
+    for rnd in range(args.reps + 1):
+        shift = rnd % len(cells)
+        for precision, objective_name in cells[shift:] + cells[:shift]:
+            model = preact(args.width, device)
+            objective = (
+                al.training.Standard()
+                if objective_name == "standard"
+                else al.training.PGDAT(threat, steps=STEPS, step_size=STEP)
+            )
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            trainer = al.training.Trainer(
+                model, objective, opt, device=device, quiet=True, precision=precision
+            )
+            sync(device)
+            t0 = time.perf_counter()
+            trainer.fit(batches, epochs=1)
+            sync(device)
+            if rnd:
+                times[(precision, objective_name)].append((time.perf_counter() - t0) / args.train_steps)
+    for precision in ("32", "bf16"):
+        std = statistics.median(times[(precision, "standard")])
+        at = statistics.median(times[(precision, "pgd_at")])
+        rows.append(
+            {"precision": precision, "standard_s_per_step": std, "pgd10_at_s_per_step": at, "ratio": at / std}
+        )
+    return rows
+
+
+def compile_shape_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    sizes = [64, 50, 37, 20, 9, 3, 1]
+    x_all = torch.rand(64, 3, 32, 32, device=device)
+    rows = []
+    for mode in ("dynamic", "bucketed"):
+        torch._dynamo.reset()
+        model = preact(args.width, device).eval()
+        compiled = torch.compile(model, dynamic=mode == "dynamic")
+        graphs: set[int] = set()
+        t0 = time.perf_counter()
+        for n in sizes:
+            x = x_all[:n].detach().requires_grad_(True)
+            if mode == "bucketed":
+                padded = 1 << (n - 1).bit_length()
+                graphs.add(padded)
+                xp = torch.cat([x, x.new_zeros(padded - n, *x.shape[1:])])
+                out = compiled(xp)[:n]
+            else:
+                graphs.add(0)
+                out = compiled(x)
+            torch.autograd.grad(out.sum(), x)
+        sync(device)
+        rows.append(
+            {"mode": mode, "seconds": time.perf_counter() - t0, "graphs": len(graphs), "sizes": sizes}
+        )
+    return rows
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--width", type=int, default=16, help="PreAct ResNet-18 width (64 = the paper's; CPU default 16)"
+    )
+    p.add_argument("--batch", type=int, default=32, help="images per attack call and per training step")
+    p.add_argument("--reps", type=int, default=3, help="timed rounds (after one warm-up round)")
+    p.add_argument("--train-steps", type=int, default=4, help="training steps per timed epoch")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled row")
+    p.add_argument("--compile-shapes", action="store_true", help="table 3: dynamic batch dim vs bucketing")
+    p.add_argument("--only-compile-shapes", action="store_true", help="table 3 alone")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 training steps, no compile")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.train_steps, args.no_compile = 1, 2, True
+    torch.set_num_threads(args.threads)
+    device = al.training.resolve_device(args.device)
+    started = time.perf_counter()
+    result: dict[str, Any] = {"environment": environment(args, device)}
+    if not args.only_compile_shapes:
+        tables_1_and_2(args, device, result)
+    if args.compile_shapes or args.only_compile_shapes:
+        result["compile_shapes"] = compile_shape_rows(args, device)
+        print("\nEarly-exit batch sizes through torch.compile:")
+        print(
+            table(
+                ["mode", "seconds (compile included)", "graphs"],
+                [[r["mode"], f"{r['seconds']:.1f}", str(r["graphs"])] for r in result["compile_shapes"]],
+            )
+        )
+    result["seconds"] = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n{result['seconds']:.0f} s; wrote {args.out}")
+
+
+def tables_1_and_2(args: argparse.Namespace, device: torch.device, result: dict[str, Any]) -> None:
+    result["attack"] = attack_rows(args, device)
+    print(f"\nPGD-10 l-inf on PreAct ResNet-18 (width {args.width}), batch {args.batch}, {device}:")
+    print(
+        table(
+            ["variant", "median s", "images/s", "x limit"],
+            [
+                [r["variant"], f"{r['median_s']:.2f}", f"{r['images_per_s']:.1f}", f"{r['x_limit']:.3f}"]
+                for r in result["attack"]
+            ],
+        )
+    )
+    compiled = [r for r in result["attack"] if "compile_s" in r]
+    if compiled:
+        print(f"(compile row: {compiled[0]['compile_s']:.0f} s to compile, excluded)")
+    result["training"] = training_rows(args, device)
+    print(f"\nTrainer steps, batch {args.batch} (PGD-10 AT vs standard; limit 11, goal <= 11.55):")
+    print(
+        table(
+            ["precision", "standard s/step", "PGD-10 AT s/step", "ratio"],
+            [
+                [
+                    r["precision"],
+                    f"{r['standard_s_per_step']:.3f}",
+                    f"{r['pgd10_at_s_per_step']:.3f}",
+                    f"{r['ratio']:.2f}",
+                ]
+                for r in result["training"]
+            ],
+        )
+    )
+
+
+def environment(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = None
+    try:
+        import torchattacks
+
+        ta_version = torchattacks.__version__
+    except ImportError:
+        ta_version = None
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchattacks": ta_version,
+        "threads": args.threads,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "commit": commit,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+
+
+if __name__ == "__main__":
+    main()
