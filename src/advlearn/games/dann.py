@@ -108,9 +108,10 @@ class DomainBatchNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         index = _DOMAINS.index(self.domain)
+        seen: Tensor = self.target_seen  # type: ignore[assignment]
         if index == 1 and self.training:
-            self.target_seen.fill_(True)
-        elif index == 1 and not bool(self.target_seen):
+            seen.fill_(True)
+        elif index == 1 and not bool(seen):
             index = 0  # never adapted: the target is seen through the source statistics
         out = self.norms[index](x)
         return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)  # type: ignore[no-any-return]
