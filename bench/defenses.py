@@ -26,7 +26,7 @@ Run
     python bench/defenses.py --only pgd_at fast_at n_fgsm grad_align --no-art --seeds 2 \
         --threads 1 --clock thread            # the single-step methods against PGD-AT (issue 17 part 4)
     Options: --epochs, --warmup, --steps, --train-n, --eval-n, --threads, --clock, --seed, --seeds,
-    --align-weight, --out (JSON). With pgd_at among the objectives, a second table gives every
+    --align-weight, --noise-ratio, --out (JSON). With pgd_at among the objectives, a second table gives every
     objective's PGD-40 gap to PGD-AT and its training-time ratio, seed by seed, with what the
     catastrophic-overfitting guard decided (Fast-AT, N-FGSM, GradAlign).
 """
@@ -77,6 +77,8 @@ def objective_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         options["eps_warmup"] = round(args.warmup / args.replays)
     if name == "grad_align":
         options["align_weight"] = args.align_weight
+    if name == "n_fgsm":
+        options["noise_ratio"] = args.noise_ratio
     return options
 
 
@@ -233,6 +235,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1, help="run table 1 for seeds seed .. seed+seeds-1")
     parser.add_argument("--align-weight", type=float, default=0.2, help="GradAlign's lambda")
+    parser.add_argument("--noise-ratio", type=float, default=2.0, help="N-FGSM's k (noise in k*eps)")
     parser.add_argument("--only", nargs="*", help="objectives to run (default: every registered one)")
     parser.add_argument("--no-art", action="store_true", help="skip table 2")
     parser.add_argument("--art-only", action="store_true", help="table 2 only")
