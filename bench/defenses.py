@@ -14,7 +14,8 @@ What it measures
     lr of 1e-3, full eps from the first epoch (ART's trainers have no schedule and no eps ramp).
 
 Goals (issue 4): at equal robust accuracy advlearn's PGD-AT trains >= 1.3x faster than ART's; Fast-AT
-    within 3 points of PGD-AT's robust accuracy at <= 1/3 of its time.
+    within 3 points of PGD-AT's robust accuracy at <= 1/3 of its time (issue 17 part 4: the same for
+    N-FGSM and GradAlign).
 
 Run
     pip install adversarial-robustness-toolbox packaging
@@ -22,7 +23,12 @@ Run
     python bench/defenses.py --quick          # smoke run: 1 epoch, 500 digits, 100 test digits
     python bench/defenses.py --only pgd_at fast_at --no-art
     python bench/defenses.py --threads 1 --clock thread   # CPU time of the one thread, on a shared machine
-    Options: --epochs, --warmup, --steps, --train-n, --eval-n, --threads, --clock, --seed, --out (JSON).
+    python bench/defenses.py --only pgd_at fast_at n_fgsm grad_align --no-art --seeds 2 \
+        --threads 1 --clock thread            # the single-step methods against PGD-AT (issue 17 part 4)
+    Options: --epochs, --warmup, --steps, --train-n, --eval-n, --threads, --clock, --seed, --seeds,
+    --align-weight, --noise-ratio, --out (JSON). With pgd_at among the objectives, a second table gives every
+    objective's PGD-40 gap to PGD-AT and its training-time ratio, seed by seed, with what the
+    catastrophic-overfitting guard decided (Fast-AT, N-FGSM, GradAlign).
 """
 
 from __future__ import annotations
@@ -69,7 +75,21 @@ def objective_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name == "free_at":  # epochs / m epochs of m replays: the ramp shrinks the same way
         options["replays"] = args.replays
         options["eps_warmup"] = round(args.warmup / args.replays)
+    if name == "grad_align":
+        options["align_weight"] = args.align_weight
+    if name == "n_fgsm":
+        options["noise_ratio"] = args.noise_ratio
     return options
+
+
+def guard_decisions(records: list[dict[str, Any]]) -> str:
+    """What the catastrophic-overfitting guard did, from the epoch records ('' for unguarded objectives)."""
+    if not any("co_detected" in r for r in records):
+        return ""
+    pgd = "/".join(f"{r['co_pgd_acc']:.0%}" for r in records if "co_pgd_acc" in r)
+    fired = [int(r["epoch"]) for r in records if r.get("co_detected", 0.0) > 0]
+    verdict = f"fired after epoch {fired[0]}, PGD fallback" if fired else "quiet"
+    return f"{verdict} (guard PGD acc per epoch {pgd})"
 
 
 def robust_eval(
@@ -165,6 +185,25 @@ def train_art(
     return model, CLOCK[args.clock]() - started
 
 
+def single_step_summary(rows: list[dict[str, Any]]) -> None:
+    """Each objective against PGD-AT of the same seed: PGD-40 gap and training-time ratio (table 1)."""
+    reference = {r["seed"]: r for r in rows if r["table"] == 1 and r["method"] == "pgd_at"}
+    if not reference:
+        return
+    print("\n| seed | method | clean | PGD-40 | PGD-40 - PGD-AT | time / PGD-AT | guard |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ref = reference.get(r.get("seed"))
+        if r["table"] != 1 or ref is None:
+            continue
+        r["pgd40_minus_pgd_at"] = r["pgd40"] - ref["pgd40"]
+        r["time_ratio_to_pgd_at"] = r["seconds"] / ref["seconds"]
+        print(
+            f"| {r['seed']} | {r['method']} | {r['clean']:.1%} | {r['pgd40']:.1%} "
+            f"| {100 * r['pgd40_minus_pgd_at']:+.1f} pt | {r['time_ratio_to_pgd_at']:.2f} | {r['guard']} |"
+        )
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -194,6 +233,9 @@ def main() -> None:
         help="'thread': CPU time of the main thread (use with --threads 1 on a shared machine)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="run table 1 for seeds seed .. seed+seeds-1")
+    parser.add_argument("--align-weight", type=float, default=0.2, help="GradAlign's lambda")
+    parser.add_argument("--noise-ratio", type=float, default=2.0, help="N-FGSM's k (noise in k*eps)")
     parser.add_argument("--only", nargs="*", help="objectives to run (default: every registered one)")
     parser.add_argument("--no-art", action="store_true", help="skip table 2")
     parser.add_argument("--art-only", action="store_true", help="table 2 only")
@@ -212,24 +254,32 @@ def main() -> None:
     names = [] if args.art_only else args.only or sorted(OBJECTIVES)
 
     rows: list[dict[str, Any]] = []
-    for name in names:
-        model, seconds, info = train_advlearn(name, args, train, threat)
-        clean, robust = robust_eval(model, x_test, y_test, threat)
-        rows.append(
-            {
-                "table": 1,
-                "library": "advlearn",
-                "method": name,
-                "clean": clean,
-                "pgd40": robust,
-                "seconds": seconds,
-                **info,
-            }
-        )
-        print(
-            f"{name:16s} clean {clean:6.1%}  PGD-40 {robust:6.1%}  {seconds:7.1f} s  {info['warnings']}",
-            flush=True,
-        )
+    first_seed = args.seed
+    for seed in range(first_seed, first_seed + args.seeds):
+        args.seed = seed
+        for name in names:
+            model, seconds, info = train_advlearn(name, args, train, threat)
+            clean, robust = robust_eval(model, x_test, y_test, threat)
+            guard = guard_decisions(info["records"])
+            rows.append(
+                {
+                    "table": 1,
+                    "library": "advlearn",
+                    "method": name,
+                    "seed": seed,
+                    "clean": clean,
+                    "pgd40": robust,
+                    "seconds": seconds,
+                    "guard": guard,
+                    **info,
+                }
+            )
+            print(
+                f"seed {seed} {name:16s} clean {clean:6.1%}  PGD-40 {robust:6.1%}  {seconds:7.1f} s  {guard}",
+                flush=True,
+            )
+    args.seed = first_seed
+    single_step_summary(rows)
 
     if not args.no_art:
         for name, kind in (("pgd_at", "madry"), ("trades", "trades")):

@@ -74,6 +74,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
     parser.add_argument("--dann-seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="DANN seeds first-seed .. first-seed+dann-seeds-1"
+    )
+    parser.add_argument(
+        "--dann-batchnorm",
+        choices=["on", "off"],
+        default="off",
+        help="domain-specific batch normalization in both DANN networks (default off: the paper's network)",
+    )
     parser.add_argument("--gan-seeds", type=int, default=1)
     parser.add_argument("--epochs", type=int, help="DANN epochs (default 10; 1 with --quick)")
     parser.add_argument("--steps", type=int, help="GAN generator steps (default 2000; 40 with --quick)")
@@ -102,8 +111,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_dann:
             runs = []
-            for seed in range(args.dann_seeds):
-                config = DANNConfig(epochs=epochs, seed=seed, max_examples=256 if args.quick else None)
+            for seed in range(args.first_seed, args.first_seed + args.dann_seeds):
+                config = DANNConfig(
+                    epochs=epochs,
+                    seed=seed,
+                    batchnorm=args.dann_batchnorm == "on",
+                    max_examples=256 if args.quick else None,
+                )
                 run = run_dann(config, name=f"dann-{seed}", out_dir=tmp, quiet=True)
                 runs.append(
                     {
@@ -120,6 +134,7 @@ def main() -> None:
                 )
             results["dann"] = {
                 "epochs": epochs,
+                "batchnorm": args.dann_batchnorm == "on",
                 "runs": runs,
                 "source_only_target_acc": _spread([r["source_only"]["target_acc"] for r in runs]),
                 "dann_target_acc": _spread([r["dann"]["target_acc"] for r in runs]),

@@ -33,6 +33,9 @@ class DANNConfig:
         batch_size: source (and target) images per step.
         lr: Adam's learning rate.
         gamma: ``γ`` of the λ schedule.
+        batchnorm: domain-specific batch normalization after each convolution of both networks
+            (:class:`~advlearn.games.dann.DomainBatchNorm2d`); the source-only network never sees
+            a target image, so it scores the target through its source statistics.
         seed: seeds both models' initialization (the same for both), batches and the target set.
         embed_examples: source and target test images in the embedding plot (each).
         max_examples: use only the first this many training and test images of each domain
@@ -43,6 +46,7 @@ class DANNConfig:
     batch_size: int = 64
     lr: float = 1e-3
     gamma: float = 10.0
+    batchnorm: bool = False
     seed: int = 0
     embed_examples: int = 500
     max_examples: int | None = None
@@ -54,6 +58,8 @@ class DANNConfig:
             check_positive_int("max_examples", self.max_examples, minimum=self.batch_size)
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not isinstance(self.batchnorm, bool):
+            raise ValueError(f"batchnorm must be True or False, got {self.batchnorm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
@@ -202,7 +208,7 @@ def run_dann(
     for label, adapt in (("source only", False), ("DANN", True)):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model = DANN()
+            model = DANN(batchnorm=config.batchnorm)
         history = train_dann(
             model,
             source.train,
@@ -220,7 +226,7 @@ def run_dann(
             desc=label,
         )
         histories[label] = history
-        fs, ft = features(model, source.test.x), features(model, target.test.x)
+        fs, ft = features(model, source.test.x), features(model, target.test.x, domain="target")
         finals[label] = {
             "source_acc": history.records[-1]["source_acc"],
             "target_acc": history.records[-1]["target_acc"],
@@ -232,7 +238,7 @@ def run_dann(
             run_dir,
             model,
             name="dann",
-            options={"in_channels": 3, "num_classes": 10},
+            options={"in_channels": 3, "num_classes": 10, "batchnorm": config.batchnorm},
             metadata={"game": "dann", "adapt": adapt, "epochs": config.epochs, **finals[label]},
             stem=label.replace(" ", "_").lower(),
         )

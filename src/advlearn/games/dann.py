@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +35,19 @@ from advlearn.data import Dataset
 from advlearn.games.reversal import GradientReversal
 from advlearn.models import register_model
 
-__all__ = ["DANN", "DANNHistory", "accuracy", "dann_lambda", "dann_network", "features", "train_dann"]
+__all__ = [
+    "DANN",
+    "DANNHistory",
+    "DomainBatchNorm2d",
+    "accuracy",
+    "dann_lambda",
+    "dann_network",
+    "features",
+    "train_dann",
+]
+
+Domain = Literal["source", "target"]
+_DOMAINS: tuple[Domain, Domain] = ("source", "target")
 
 
 def dann_lambda(progress: float, gamma: float = 10.0) -> float:
@@ -55,6 +70,53 @@ def dann_lambda(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
 
+class DomainBatchNorm2d(nn.Module):
+    """Batch normalization with running statistics per domain and one shared affine map.
+
+    Source and target batches are normalized by their own statistics (in training, their
+    own batch's; in eval mode, their own domain's running averages), then scaled and shifted
+    by the same learned ``weight`` and ``bias``: domain-specific batch normalization
+    (Chang et al. 2019; AdaBN, Li et al. 2018, is its test-time half). Which domain a batch
+    belongs to is the attribute ``domain`` (``"source"`` or ``"target"``), which
+    :meth:`DANN.in_domain` sets. A layer that has never seen a target batch in training
+    normalizes target inputs with the *source* statistics, so a source-only network is
+    scored on the target exactly as it was trained.
+
+    Args:
+        channels: feature maps ``C`` of the ``(B, C, H, W)`` input.
+        momentum: of the running averages (as :class:`torch.nn.BatchNorm2d`).
+
+    Example:
+        >>> bn = DomainBatchNorm2d(4)
+        >>> x = torch.randn(8, 4, 5, 5) * 3 + 1
+        >>> bn.domain = "target"
+        >>> out = bn(x)  # training mode: the batch's own statistics
+        >>> bool(bn.target_seen), abs(round(float(out.detach().mean()), 4))
+        (True, 0.0)
+    """
+
+    def __init__(self, channels: int, momentum: float = 0.1) -> None:
+        super().__init__()
+        check_positive_int("channels", channels)
+        self.norms = nn.ModuleList(
+            [nn.BatchNorm2d(channels, momentum=momentum, affine=False) for _ in _DOMAINS]
+        )
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("target_seen", torch.zeros((), dtype=torch.bool))
+        self.domain: Domain = "source"
+
+    def forward(self, x: Tensor) -> Tensor:
+        index = _DOMAINS.index(self.domain)
+        seen: Tensor = self.target_seen  # type: ignore[assignment]
+        if index == 1 and self.training:
+            seen.fill_(True)
+        elif index == 1 and not bool(seen):
+            index = 0  # never adapted: the target is seen through the source statistics
+        out = self.norms[index](x)
+        return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)  # type: ignore[no-any-return]
+
+
 class DANN(nn.Module):
     """The MNIST → MNIST-M network of Ganin et al. (2016, Section 5.2.2 and Figure 4).
 
@@ -66,9 +128,17 @@ class DANN(nn.Module):
 
     ``forward(x)`` returns the class logits; :meth:`domain_logits` the domain logits of features.
 
+    With ``batchnorm=True`` each convolution is followed by a :class:`DomainBatchNorm2d`
+    (not in the paper's network): source and target images are normalized by their own
+    domain's statistics before the shared layers, which removes the per-channel first and
+    second moments the domain classifier would otherwise read (colour, contrast) and leaves
+    the adversarial game the rest. Select the domain of the inputs with :meth:`in_domain`
+    (default: source).
+
     Args:
         in_channels: image channels (3: grey source digits are repeated over channels).
         num_classes: classes of the label predictor.
+        batchnorm: domain-specific batch normalization after each convolution.
 
     Example:
         >>> net = DANN()
@@ -77,15 +147,23 @@ class DANN(nn.Module):
         (torch.Size([2, 10]), torch.Size([2]))
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, *, batchnorm: bool = False) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("num_classes", num_classes)
+        if not isinstance(batchnorm, bool):
+            raise ValueError(f"batchnorm must be True or False, got {batchnorm!r}")
+
+        def norm(channels: int) -> list[nn.Module]:
+            return [DomainBatchNorm2d(channels)] if batchnorm else []
+
         self.feature_extractor = nn.Sequential(
             nn.Conv2d(in_channels, 32, 5),
+            *norm(32),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 48, 5),
+            *norm(48),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
@@ -95,6 +173,32 @@ class DANN(nn.Module):
         )
         self.reversal = GradientReversal(0.0)
         self.domain_classifier = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 1))
+
+    @property
+    def batchnorm(self) -> bool:
+        """Whether the feature extractor has domain-specific batch normalization."""
+        return any(isinstance(m, DomainBatchNorm2d) for m in self.feature_extractor)
+
+    @contextmanager
+    def in_domain(self, domain: Domain) -> Iterator[DANN]:
+        """Within the block, inputs are from ``domain`` (``"source"`` or ``"target"``); then back.
+
+        Only :class:`DomainBatchNorm2d` layers read it; without them this does nothing.
+
+        Raises:
+            ValueError: for another domain name.
+        """
+        if domain not in _DOMAINS:
+            raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+        layers = [m for m in self.feature_extractor if isinstance(m, DomainBatchNorm2d)]
+        before = [m.domain for m in layers]
+        for m in layers:
+            m.domain = domain
+        try:
+            yield self
+        finally:
+            for m, d in zip(layers, before, strict=True):
+                m.domain = d
 
     def features(self, x: Tensor) -> Tensor:
         """``G_f(x)``, ``(B, 768)`` for 28×28 inputs."""
@@ -109,9 +213,9 @@ class DANN(nn.Module):
 
 
 @register_model("dann")
-def dann_network(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+def dann_network(in_channels: int = 3, num_classes: int = 10, batchnorm: bool = False) -> nn.Module:
     """A fresh :class:`DANN`, by name for :mod:`advlearn.checkpoint` (``load_model`` rebuilds it)."""
-    return DANN(in_channels, num_classes)
+    return DANN(in_channels, num_classes, batchnorm=batchnorm)
 
 
 def as_rgb(x: Tensor) -> Tensor:
@@ -121,25 +225,42 @@ def as_rgb(x: Tensor) -> Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)``, in eval mode (the mode is restored after)."""
+@contextmanager
+def _domain(model: nn.Module, domain: Domain) -> Iterator[None]:
+    if isinstance(model, DANN):
+        with model.in_domain(domain):
+            yield
+    elif domain not in _DOMAINS:
+        raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+    else:
+        yield
+
+
+def accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500, domain: Domain = "source"
+) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)``, in eval mode (the mode is restored after).
+
+    ``domain`` names where ``x`` comes from, for a :class:`DANN` with domain-specific batch
+    normalization (otherwise it changes nothing).
+    """
     was_training = model.training
     model.eval()
     correct = 0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with torch.no_grad():
+    with torch.no_grad(), _domain(model, domain):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
             correct += int((model(as_rgb(xb.to(device))).argmax(1).cpu() == yb.cpu()).sum())
     model.train(was_training)
     return correct / max(1, len(y))
 
 
-def features(model: DANN, x: Tensor, *, batch_size: int = 500) -> Tensor:
-    """``G_f(x)`` for a whole set, in eval mode, ``(N, 768)``."""
+def features(model: DANN, x: Tensor, *, batch_size: int = 500, domain: Domain = "source") -> Tensor:
+    """``G_f(x)`` for a whole set from ``domain``, in eval mode, ``(N, 768)``."""
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with torch.no_grad():
+    with torch.no_grad(), _domain(model, domain):
         out = torch.cat([model.features(as_rgb(xb.to(device))).cpu() for xb in x.split(batch_size)])
     model.train(was_training)
     return out
@@ -262,12 +383,15 @@ def train_dann(
                 lambd = dann_lambda(step / total, gamma) if adapt else 0.0
                 model.reversal.lambd = lambd
                 batch = order[i * batch_size : (i + 1) * batch_size].to(on)
-                h_source = model.features(x_source[batch])  # (B, 768)
+                with model.in_domain("source"):
+                    h_source = model.features(x_source[batch])  # (B, 768)
                 class_loss = F.cross_entropy(model.label_predictor(h_source), y_source[batch])
                 loss = class_loss
                 if adapt:
                     picks = torch.randint(0, len(x_target), (batch_size,), generator=rng).to(on)
-                    h = torch.cat([h_source, model.features(x_target[picks])])  # (2B, 768)
+                    with model.in_domain("target"):
+                        h_target = model.features(x_target[picks])  # (B, 768): target statistics
+                    h = torch.cat([h_source, h_target])  # (2B, 768)
                     domain_out = model.domain_logits(h)  # (2B,)
                     domain_loss = F.binary_cross_entropy_with_logits(domain_out, domain_labels)
                     loss = class_loss + domain_loss
@@ -286,7 +410,11 @@ def train_dann(
                 "domain_loss": domain_sum / steps_per_epoch if adapt else math.nan,
                 "domain_acc": domain_hits / (2 * batch_size * steps_per_epoch) if adapt else math.nan,
                 "source_acc": accuracy(model, source_test.x, source_test.y) if source_test else math.nan,
-                "target_acc": accuracy(model, target_test.x, target_test.y) if target_test else math.nan,
+                "target_acc": (
+                    accuracy(model, target_test.x, target_test.y, domain="target")
+                    if target_test
+                    else math.nan
+                ),
             }
             records.append(record)
             bar.set_postfix(target=f"{record['target_acc']:.3f}", refresh=False)

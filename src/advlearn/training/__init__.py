@@ -19,11 +19,13 @@ from advlearn.training.certified import (
 from advlearn.training.defenses import (
     AWP,
     MART,
+    NFGSM,
     TRADES,
     ConsistencyAT,
     FastAT,
     FGSMBlend,
     FreeAT,
+    GradAlign,
     GradNormPenalty,
     NoiseAugment,
 )
@@ -46,6 +48,7 @@ from advlearn.training.weight_perturbation import awp_perturbation
 __all__ = [
     "AWP",
     "MART",
+    "NFGSM",
     "OBJECTIVES",
     "PGDAT",
     "TRADES",
@@ -57,6 +60,7 @@ __all__ = [
     "FastAT",
     "FreeAT",
     "GaussianAugment",
+    "GradAlign",
     "GradNormPenalty",
     "HiddenAT",
     "History",

@@ -156,9 +156,73 @@ class NoiseAugment(_Blend):
 # ----------------------------------------------------------------------------- Fast-AT and its guard
 
 
+class _GuardedSingleStep(AdversarialObjective):
+    """Base of the single-step objectives (Fast-AT, N-FGSM, GradAlign): the catastrophic-overfitting guard.
+
+    Subclasses are frozen dataclasses that declare ``guard``, ``guard_steps``, ``collapse_gap``,
+    ``fallback_steps`` and ``fallback`` (see :class:`FastAT`) and implement :meth:`single_step`,
+    the loss of their own method; after a recorded collapse (with ``fallback_steps > 0``) the
+    loss is PGD-``fallback_steps``'s instead.
+    """
+
+    guard: bool
+    guard_steps: int
+    collapse_gap: float
+    fallback_steps: int
+    fallback: bool
+
+    def _check_guard(self) -> None:
+        _float_eps(self.threat, type(self).__name__)
+        check_positive_int("guard_steps", self.guard_steps)
+        check_positive_int("fallback_steps", self.fallback_steps, minimum=0)
+        _check_fraction("collapse_gap", self.collapse_gap)
+
+    def single_step(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.fallback:
+            return F.cross_entropy(model(PGD(self.threat, steps=self.fallback_steps)(model, x, y)), y)
+        return self.single_step(model, x, y)
+
+    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
+        objective = super().at_epoch(epoch, epochs, records)
+        if (
+            collapse_recorded(records)
+            and self.fallback_steps > 0
+            and isinstance(objective, _GuardedSingleStep)
+        ):
+            return dataclasses.replace(objective, fallback=True)  # type: ignore[type-var]
+        return objective
+
+    def end_epoch(self, model: nn.Module, x: Tensor, y: Tensor, records: Records = ()) -> dict[str, float]:
+        if not self.guard:
+            return {}
+        name = type(self).__name__
+        threat = self.threat.with_eps(_float_eps(self.threat, name))  # the full ε, even during a warm-up
+        return check_collapse(
+            model,
+            x,
+            y,
+            threat,
+            records,
+            steps=self.guard_steps,
+            gap=self.collapse_gap,
+            fallback_steps=self.fallback_steps,
+        )
+
+
+def _input_grad(model: nn.Module, x: Tensor, y: Tensor, *, create_graph: bool = False) -> Tensor:
+    """``∇ₓ CE(model(x), y)`` summed over the batch (so per example), leaving parameter gradients alone."""
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x, create_graph=create_graph)
+    return grad
+
+
 @register_objective("fast_at")
 @dataclass(frozen=True)
-class FastAT(AdversarialObjective):
+class FastAT(_GuardedSingleStep):
     """Fast adversarial training (Wong et al. 2020): FGSM from a random start, step 1.25ε.
 
     .. math::
@@ -178,7 +242,8 @@ class FastAT(AdversarialObjective):
     ``co_detected = 1`` in that epoch's metrics, and (with ``fallback_steps > 0``)
     trains with PGD-``fallback_steps`` for the rest of the run, the remedy of
     the seed chapter's §62.7. The decision is a function of the recorded
-    metrics, so a resumed run makes the same one.
+    metrics, so a resumed run makes the same one. :class:`NFGSM` and
+    :class:`GradAlign` are the later remedies that avoid the collapse instead.
 
     Args:
         threat: the ε-ball (a float ε).
@@ -210,40 +275,129 @@ class FastAT(AdversarialObjective):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _float_eps(self.threat, "FastAT")
+        self._check_guard()
         check_nonnegative("step_ratio", self.step_ratio)
-        check_positive_int("guard_steps", self.guard_steps)
-        check_positive_int("fallback_steps", self.fallback_steps, minimum=0)
-        _check_fraction("collapse_gap", self.collapse_gap)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        if self.fallback:
-            attack = PGD(self.threat, steps=self.fallback_steps)
-        else:
-            step = self.step_ratio * float(self.threat.eps)
-            attack = PGD(self.threat, steps=1, step_size=step, random_start=self.random_start)
+    def single_step(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        step = self.step_ratio * float(self.threat.eps)
+        attack = PGD(self.threat, steps=1, step_size=step, random_start=self.random_start)
         return F.cross_entropy(model(attack(model, x, y)), y)
 
-    def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
-        objective = super().at_epoch(epoch, epochs, records)
-        if collapse_recorded(records) and self.fallback_steps > 0 and isinstance(objective, FastAT):
-            return dataclasses.replace(objective, fallback=True)
-        return objective
 
-    def end_epoch(self, model: nn.Module, x: Tensor, y: Tensor, records: Records = ()) -> dict[str, float]:
-        if not self.guard:
-            return {}
-        threat = self.threat.with_eps(_float_eps(self.threat, "FastAT"))  # the full ε, even during a warm-up
-        return check_collapse(
-            model,
-            x,
-            y,
-            threat,
-            records,
-            steps=self.guard_steps,
-            gap=self.collapse_gap,
-            fallback_steps=self.fallback_steps,
-        )
+@register_objective("n_fgsm")
+@dataclass(frozen=True)
+class NFGSM(_GuardedSingleStep):
+    """N-FGSM (de Jorge et al. 2022): FGSM from strong noise, step ε, no projection onto the ε-ball.
+
+    .. math::
+
+        \\eta \\sim U(k\\varepsilon\\text{-ball}), \\quad
+        x' = \\Pi_{[0,1]}\\big(x + \\eta + \\alpha\\, d^*(\\nabla_x J(x + \\eta, y))\\big)
+
+    with ``k = noise_ratio`` (2) and ``α = step_ratio·ε`` (ε). The training point is only
+    clipped to the box, never back to the ε-ball, so ``‖x' − x‖ ≤ (k + step_ratio)·ε``
+    (3ε in ℓ∞). The paper's finding is that the large noise, not a larger step, is what
+    keeps single-step training away from catastrophic overfitting, at FGSM's cost: one
+    input gradient per batch, the same as :class:`FastAT`. The guard of :class:`FastAT`
+    still watches (it should stay quiet).
+
+    Args:
+        threat: the ε-ball (a float ε); its norm is the noise's ball and the step's geometry.
+        noise_ratio: ``k``, the noise ball's radius as a multiple of ε (2 in the paper).
+        step_ratio: the step as a multiple of ε (1 in the paper).
+        guard, guard_steps, collapse_gap, fallback_steps, fallback: as in :class:`FastAT`.
+        eps_warmup: epochs of linear ε ramp (noise and step scale with it).
+
+    References:
+        de Jorge, Bibi, Volpi, Sanyal, Torr, Rogez & Dokania. Make some noise: reliable and
+        efficient single-step adversarial training. NeurIPS 2022, Algorithm 1.
+    """
+
+    threat: ThreatModel
+    noise_ratio: float = 2.0
+    step_ratio: float = 1.0
+    guard: bool = True
+    guard_steps: int = 10
+    collapse_gap: float = 0.3
+    fallback_steps: int = 5
+    fallback: bool = False
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_guard()
+        check_nonnegative("noise_ratio", self.noise_ratio)
+        check_nonnegative("step_ratio", self.step_ratio)
+
+    def single_step(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        eps = float(self.threat.eps)
+        x = x.detach()
+        x_noisy = self.threat.with_eps(self.noise_ratio * eps).random_init(x)  # uniform in the kε-ball, boxed
+        grad = _input_grad(model, x_noisy, y)
+        ascent = self.threat.steepest_ascent(grad, x_noisy)
+        x_adv = self.threat.project_box(x_noisy + self.step_ratio * eps * ascent).detach()
+        return F.cross_entropy(model(x_adv), y)
+
+
+@register_objective("grad_align")
+@dataclass(frozen=True)
+class GradAlign(_GuardedSingleStep):
+    """GradAlign (Andriushchenko & Flammarion 2020): FGSM training plus a gradient-alignment penalty.
+
+    .. math::
+
+        J(x + \\varepsilon\\, d^*(\\nabla_x J(x, y)), y)
+            + \\lambda \\Big(1 - \\cos\\big(\\nabla_x J(x, y),\\; \\nabla_x J(x + \\eta, y)\\big)\\Big),
+        \\quad \\eta \\sim U(S)
+
+    Catastrophic overfitting comes with the loss turning non-linear inside the ball, so
+    that the FGSM direction stops being a good one; the penalty keeps the input gradients
+    at ``x`` and at a random point of the ball aligned. The FGSM step is from ``x`` itself
+    (no random start, step ``step_ratio·ε``, projected onto the ball as usual), so its
+    gradient is also the penalty's first one (held constant, as in the reference code);
+    the second is differentiated through (double backpropagation). Cost: about three
+    times an FGSM step's (one input gradient, one with its graph kept, and the outer
+    backward through it).
+
+    Args:
+        threat: the ε-ball (a float ε).
+        align_weight: ``λ`` (0.2 for CIFAR-10 at ε = 8/255 in the paper; larger ε needs more).
+        step_ratio: the FGSM step as a multiple of ε (1 in the paper).
+        guard, guard_steps, collapse_gap, fallback_steps, fallback: as in :class:`FastAT`.
+        eps_warmup: epochs of linear ε ramp.
+
+    References:
+        Andriushchenko & Flammarion. Understanding and improving fast adversarial training.
+        NeurIPS 2020, §4, eq. (7).
+    """
+
+    threat: ThreatModel
+    align_weight: float = 0.2
+    step_ratio: float = 1.0
+    guard: bool = True
+    guard_steps: int = 10
+    collapse_gap: float = 0.3
+    fallback_steps: int = 5
+    fallback: bool = False
+    eps_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_guard()
+        check_nonnegative("align_weight", self.align_weight)
+        check_nonnegative("step_ratio", self.step_ratio)
+
+    def single_step(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        eps = float(self.threat.eps)
+        x = x.detach()
+        grad = _input_grad(model, x, y)  # (B, ...): FGSM's gradient and the penalty's first one
+        x_adv = self.threat.ascent_step(x, x, grad, self.threat.eps_for(x) * self.step_ratio).detach()
+        loss = F.cross_entropy(model(x_adv), y)
+        if self.align_weight == 0 or eps == 0:
+            return loss
+        grad_noisy = _input_grad(model, self.threat.random_init(x), y, create_graph=True)
+        cos = F.cosine_similarity(grad.flatten(1), grad_noisy.flatten(1), dim=1)  # (B,)
+        return loss + self.align_weight * (1.0 - cos.mean())
 
 
 # ----------------------------------------------------------------------------- Free-AT
@@ -665,11 +819,13 @@ class GradNormPenalty(AdversarialObjective):
 __all__ = [
     "AWP",
     "MART",
+    "NFGSM",
     "TRADES",
     "ConsistencyAT",
     "FGSMBlend",
     "FastAT",
     "FreeAT",
+    "GradAlign",
     "GradNormPenalty",
     "NoiseAugment",
 ]
