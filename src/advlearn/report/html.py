@@ -167,6 +167,11 @@ def _html(
             f"<figcaption>{e(caption)}</figcaption>",
             "</figure>",
         ]
+        if fig.table:
+            head, *rows = fig.table
+            out.append("<table>\n<thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr></thead>")
+            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+            out.append("</table>")
     if config_text is not None:
         out += ["<h2>Configuration</h2>", f"<pre>{e(config_text)}</pre>"]
     out += [f"<footer>Written by advlearn ({e(_version())}).</footer>", "</main>", "</body>", "</html>", ""]

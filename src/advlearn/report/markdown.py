@@ -81,6 +81,10 @@ def _markdown(
                 in_examples = True
             out += [f"### {fig_title}", ""]
         out += [f"![{fig_title}]({fig.file})", "", caption, ""]
+        if fig.table:
+            head, *rows = fig.table
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            out += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows] + [""]
     if config_text is not None:
         # A fence longer than any run of backticks inside, so the config cannot close it.
         fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", config_text)), default=0))

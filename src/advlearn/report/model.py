@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from advlearn.certify.smoothing import SmoothingCertificates
 from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis
 
 #: how many adversarial examples a figure shows per model at most
@@ -24,6 +25,8 @@ class ModelReport:
         examples: clean and adversarial inputs with predictions
             (:func:`advlearn.evaluation.adversarial_examples`), if recorded.
         diagnosis: the gradient-masking checks (:func:`advlearn.evaluation.diagnose_masking`), if run.
+        smoothing: randomized-smoothing certificates (:func:`advlearn.certify.certify_dataset`), if run:
+            the report then draws certified accuracy against the ℓ2 radius, with a table.
     """
 
     label: str
@@ -32,6 +35,7 @@ class ModelReport:
     sweep: EpsSweep | None = None
     examples: Examples | None = None
     diagnosis: MaskingDiagnosis | None = None
+    smoothing: SmoothingCertificates | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():
