@@ -102,7 +102,7 @@ def default_config(quick: bool = False, certified: bool = False) -> ExperimentCo
         ),
         eps_sweep=(0.0, 0.1, 0.2, 0.25, 0.3, 0.4),
         sweep_attack=Named("pgd", {"steps": 20, "early_stop": True}),
-        smoothing_examples=200,  # ℓ2 certificates by randomized smoothing: about 20 s a model (smooth_one)
+        smoothing_examples=200,  # ℓ2 certificates by randomized smoothing: about 30 s a model (smooth_one)
     )
     trainings: tuple[TrainConfig, ...] = (standard, robust)
     if certified:
@@ -358,7 +358,9 @@ def smooth_one(
     At :data:`SMOOTHING`'s settings (σ = 0.25, n0 = 32, n = 500, α = 0.001) each
     example costs 532 forward passes of noisy copies, batched across examples
     (:func:`~advlearn.certify.certify_dataset`); the main job's 200 examples per
-    model are 106,400 forwards of its small CNN, about 20 s on 2 CPU cores. With
+    model are 106,400 forwards of its small CNN: 57 s of CPU time measured for one
+    model (2 threads, on a machine shared by others), i.e. about 30 s on 2 CPU cores,
+    about a minute for the main job's two models. With
     n = 500 no radius beyond σ·Φ⁻¹(α^(1/n)) ≈ 0.55 can be certified. The noise has
     its own seeded generator, so the rest of the evaluation's draws do not change.
     """
