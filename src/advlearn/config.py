@@ -143,6 +143,7 @@ class EvaluateConfig:
     num_examples: int = 0  # 0: the whole test split
     batch_size: int = 500
     examples: int = 8
+    smoothing_examples: int = 0  # randomized-smoothing certificates on this many test examples; 0: none
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,7 @@ def _check(cfg: ExperimentConfig) -> None:
     ev = cfg.evaluate
     _at_least(ev.num_examples, "evaluate.num_examples", 0)
     _at_least(ev.examples, "evaluate.examples", 0)
+    _at_least(ev.smoothing_examples, "evaluate.smoothing_examples", 0)
     _at_least(ev.batch_size, "evaluate.batch_size", 1)
     if not all(math.isfinite(e) and e >= 0 for e in ev.eps_sweep):
         raise ConfigError(f"evaluate.eps_sweep: radii must be finite and >= 0, got {list(ev.eps_sweep)}")

@@ -74,6 +74,41 @@ def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
     return float(beta.ppf(alpha, successes, trials - successes + 1))
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _leading_affine(model: nn.Module, shape: torch.Size) -> tuple[nn.Linear, nn.Module] | None:
+    """``(layer, rest)`` when ``model`` is exactly ``rest ∘ layer ∘ [Flatten]`` on inputs of ``shape``.
+
+    Only a plain ``nn.Sequential`` (not a subclass, which may have its own
+    ``forward``) whose first modules are exactly ``nn.Flatten(1, -1)`` (optional
+    for 1-d inputs) and ``nn.Linear(d, k)`` with ``k < d``, none of them with
+    hooks, and no global module hooks; otherwise ``None`` (the general path).
+    """
+    from torch.nn.modules import module as module_lib
+
+    global_hooks = (module_lib._global_forward_hooks, module_lib._global_forward_pre_hooks)
+    if type(model) is not nn.Sequential or any(global_hooks) or _has_hooks(model):
+        return None
+    children = list(model)
+    index = 0
+    if children and type(children[0]) is nn.Flatten:
+        flatten = children[0]
+        if flatten.start_dim != 1 or flatten.end_dim != -1 or _has_hooks(flatten):
+            return None
+        index = 1
+    elif len(shape) != 1:
+        return None
+    if index >= len(children) or type(children[index]) is not nn.Linear:
+        return None
+    layer = children[index]
+    assert isinstance(layer, nn.Linear)
+    if _has_hooks(layer) or layer.in_features != math.prod(shape) or layer.out_features >= layer.in_features:
+        return None
+    return layer, nn.Sequential(*children[index + 1 :])
+
+
 class Smooth:
     """The Gaussian-smoothed version ``g`` of a base classifier, with Cohen et al.'s PREDICT and CERTIFY.
 
@@ -190,12 +225,30 @@ class Smooth:
         The ``N·num`` noisy copies are laid out example after example and cut into
         batches of ``batch_size`` regardless of where one example ends, so every
         forward pass but the last is full even when ``num`` is small or not a
-        multiple of ``batch_size``. Two buffers of ``batch_size`` inputs are
+        multiple of ``batch_size``. Two buffers of ``batch_size`` rows are
         allocated once and reused: the noise is drawn into one in place
-        (``normal_(0, σ)``, float32 at the input's dtype, no bf16 shortcut), the
-        inputs of its rows are gathered into the other (or added per example when
-        a batch spans few of them), and the sum goes through the model. Each
-        example's copies are independent draws, as for :meth:`sample_counts`.
+        (``normal_``, at the input's dtype), the inputs of its rows are gathered
+        into the other (or added per example when a batch spans few of them), and
+        the sum goes through the model. Each example's copies are independent
+        draws, as for :meth:`sample_counts`.
+
+        Noise after the first layer (exact in distribution). On the CPU, torch's
+        Gaussian draws cost about 3–4 ns per number (its Mersenne Twister: drawing
+        the uniforms alone is 96% of ``normal_``; bf16 draws are slower, not
+        faster, and fewer random bits per number would truncate the tails), so for
+        an MLP the ``d`` normals per copy cost about as much as its forward pass.
+        When the model is a plain ``nn.Sequential`` that starts with
+        ``[nn.Flatten(),] nn.Linear(d, k)`` with ``k < d`` (and no hooks), the
+        noise is drawn after that layer instead: with ``Wᵀ = QR`` (reduced QR, in
+        float64, once per call), ``W(x + η) + b`` for ``η ~ N(0, σ²I_d)`` has the
+        same distribution as ``Wx + b + σ·Rᵀz`` for ``z ~ N(0, I_k)``, because
+        ``Qᵀη ~ N(0, σ²I_k)`` exactly. Each copy then costs ``k`` normals and a
+        ``k × k`` product instead of ``d`` normals and the ``d × k`` layer, and the
+        rest of the model sees the same pre-activations in distribution (up to
+        float rounding of ``R``). The certificates are the same random variables
+        as on the general path; the draws differ, so seeded results differ from a
+        model of another class computing the same function. Any other model (a
+        CNN, a custom ``nn.Module``) takes the general path.
 
         Args:
             xs: ``(N, *shape)`` inputs.
@@ -216,29 +269,43 @@ class Smooth:
         device = self._device(xs)
         self._check_generator(generator, device)
         xs = xs.to(device)
-        count, shape = xs.shape[0], xs.shape[1:]
-        classes = self.num_classes
+        count, classes = xs.shape[0], self.num_classes
         counts = torch.zeros(count * classes, dtype=torch.int64, device=device)
         total = count * num
         size = min(batch_size, total)
-        noise = torch.empty((size, *shape), device=device, dtype=xs.dtype)
-        gathered = torch.empty_like(noise)
+        split = _leading_affine(self.model, xs.shape[1:])
         with torch.no_grad():
+            if split is None:
+                model, sources, scale = self.model, xs, None
+                noise = torch.empty((size, *xs.shape[1:]), device=device, dtype=xs.dtype)
+                batches = noise
+            else:
+                layer, model = split
+                sources = layer(xs.reshape(count, -1))  # (N, k): W x + b
+                r = torch.linalg.qr(layer.weight.detach().double().T, mode="r").R  # (k, k), Wᵀ = QR
+                scale = (self.sigma * r).to(sources.dtype)
+                noise = torch.empty((size, layer.out_features), device=device, dtype=sources.dtype)
+                batches = torch.empty_like(noise)
+            gathered = torch.empty_like(batches)
             for start in range(0, total, size):
                 b = min(size, total - start)
-                batch = noise[:b]
-                batch.normal_(0.0, self.sigma, generator=generator)
+                if scale is None:
+                    batch = noise[:b]
+                    batch.normal_(0.0, self.sigma, generator=generator)
+                else:
+                    noise[:b].normal_(0.0, 1.0, generator=generator)
+                    batch = torch.mm(noise[:b], scale, out=batches[:b])  # (b, k): σ Rᵀ z per row
                 first, last = start // num, (start + b - 1) // num  # the examples this batch spans
                 if last - first < 4:
                     for e in range(first, last + 1):
                         lo, hi = max(start, e * num) - start, min(start + b, (e + 1) * num) - start
-                        batch[lo:hi].add_(xs[e])
+                        batch[lo:hi].add_(sources[e])
                     rows = None
                 else:
                     rows = torch.arange(start, start + b, device=device).floor_divide_(num)
-                    torch.index_select(xs, 0, rows, out=gathered[:b])
+                    torch.index_select(sources, 0, rows, out=gathered[:b])
                     batch.add_(gathered[:b])
-                logits = self.model(batch)
+                logits = model(batch)
                 if logits.dim() != 2 or logits.shape != (b, classes):
                     raise ValueError(
                         "the model must return logits of shape (B, num_classes) = "

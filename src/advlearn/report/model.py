@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from advlearn.certify.smoothing import SmoothingCertificates
 from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis
 
 #: how many adversarial examples a figure shows per model at most
@@ -27,6 +28,8 @@ class ModelReport:
         certified_sweep: ``(ε, verified accuracy)`` pairs, the IBP-verified accuracy
             (:func:`advlearn.certify.verified_accuracy`) at the sweep's radii; drawn beside the
             empirical curves (``verified_vs_eps.png``) when some model certifies anything.
+        smoothing: randomized-smoothing certificates (:func:`advlearn.certify.certify_dataset`), if run:
+            the report then draws certified accuracy against the ℓ2 radius, with a table.
     """
 
     label: str
@@ -36,6 +39,7 @@ class ModelReport:
     examples: Examples | None = None
     diagnosis: MaskingDiagnosis | None = None
     certified_sweep: Sequence[tuple[float, float]] = ()
+    smoothing: SmoothingCertificates | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():

@@ -41,6 +41,7 @@ from advlearn.training.objectives import (
     register_objective,
 )
 from advlearn.training.protocols import RefitResult, SeedSummary, early_stop_then_refit, multi_seed
+from advlearn.training.smoothadv import SmoothAdv
 from advlearn.training.trainer import History, Trainer, lr_schedule, resolve_device, seed_everything
 from advlearn.training.vat import VAT, power_iteration, virtual_adversarial_perturbation
 from advlearn.training.weight_perturbation import awp_perturbation
@@ -70,6 +71,7 @@ __all__ = [
     "RefitResult",
     "RunState",
     "SeedSummary",
+    "SmoothAdv",
     "Standard",
     "Trainer",
     "awp_perturbation",
