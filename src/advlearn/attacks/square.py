@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
+from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
     DERIVED,
     ActiveSet,
@@ -322,11 +323,13 @@ def square(
         loss_cur, success = loss_fn(logits, y), is_success(logits, y, False)
         num_forwards = b
         # The examples still running, gathered once and compacted only when some succeed.
+        progress.broken(int(success.sum()))
         active = ActiveSet.where(~success, threat)
         x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
         for i in range(1, queries):
             if len(active) == 0:
                 break
+            progress.spent(i / queries)
             candidate = propose(
                 x0_a, x_a, eps_a, square_fraction(p_init, i, queries, rescale), active.threat, generator
             )
@@ -338,6 +341,7 @@ def square(
             x_a = torch.where(per_example(accept, x_a), candidate, x_a)
             loss_a = torch.where(accept, new_loss, loss_a)
             if bool(hit.any()):
+                progress.broken(int(hit.sum()))
                 done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
                 x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)

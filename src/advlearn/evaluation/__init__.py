@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from advlearn._checks import check_batch, check_logits, untouched_batchnorm
 from advlearn.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackResult, AutoAttack
+from advlearn.attacks._progress import silenced
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
 from advlearn.evaluation._progress import count_examples, counted, example_bar, summary
@@ -264,7 +265,8 @@ def evaluate(
     started = time.perf_counter()
     bar = example_bar(count_examples(data), "evaluate", quiet)
     # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
-    with untouched_batchnorm(model, "evaluate"):
+    # quiet also silences the bars drawn inside attacks (AutoAttack's bar per member).
+    with untouched_batchnorm(model, "evaluate"), silenced(quiet):
         for x, y in batches(data, batch_size):
             x, y = check_batch(model, x.to(device), y.to(device), threat)
             with torch.no_grad():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from advlearn.diagnostics import MaskingCheck
 from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis
 
 #: how many adversarial examples a figure shows per model at most
@@ -24,6 +25,8 @@ class ModelReport:
         examples: clean and adversarial inputs with predictions
             (:func:`advlearn.evaluation.adversarial_examples`), if recorded.
         diagnosis: the gradient-masking checks (:func:`advlearn.evaluation.diagnose_masking`), if run.
+        autoattack_checks: per AutoAttack row of the table, its own checks on its result
+            (:func:`advlearn.diagnostics.autoattack_checks`), shown beside the figure.
     """
 
     label: str
@@ -32,6 +35,7 @@ class ModelReport:
     sweep: EpsSweep | None = None
     examples: Examples | None = None
     diagnosis: MaskingDiagnosis | None = None
+    autoattack_checks: Mapping[str, Sequence[MaskingCheck]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():
