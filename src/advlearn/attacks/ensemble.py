@@ -276,9 +276,10 @@ class AutoAttack(Attack):
         the reference does not rescale it: measured as strong, see bench/README.md). At ℓ1,
         as the reference: APGD-CE with 5 restarts and APGD-T on 5 targets, both on the
         3ε → 2ε → ε schedule
-        (:data:`NORM_OPTIONS`); Square has no ℓ1 version here and is left out. On an
+        (:data:`NORM_OPTIONS`), then FAB-T and Square (its ℓ1 version, as the reference's). On an
         example that stays robust (C ≥ 10) it costs 100 + 900 + 900 gradients and 5,000
-        forward passes (ℓ∞, ℓ2); every member stops on an example once it is broken.
+        forward passes (ℓ∞, ℓ2; at ℓ1 500 + 500 + 900 and 5,000); every member stops on an
+        example once it is broken.
         ``"fast"``: APGD-CE with 100 steps, APGD-T on the 3 best targets, Square with
         1,000 queries, no FAB-T; about a quarter of the standard cost on examples that stay robust.
         ``"rand"``: for randomized defenses, as the reference: APGD-CE and APGD-DLR with
@@ -296,8 +297,8 @@ class AutoAttack(Attack):
         ``"custom"``: the members listed in ``attacks``, each a registered name or a
         mapping ``{"name": ..., **options}``, e.g. ``("apgd", {"name": "square", "queries": 500})``.
 
-    For ℓ1 the members that do not support it (Square) are left out of the
-    standard and fast versions. Members run with their own generators, seeded
+    Members that do not support the threat's norm are left out of the standard and fast
+    versions (today every member supports ℓ∞, ℓ2 and ℓ1). Members run with their own generators, seeded
     from the caller's at the start of a call, so a resumed evaluation draws the
     same random numbers as one that was never interrupted.
 
