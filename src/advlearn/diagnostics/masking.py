@@ -69,7 +69,7 @@ class MaskingCheck:
         name: one of :data:`CHECKS`.
         title: a short human title, e.g. ``"zero gradients"``.
         status: ``"pass"``, ``"fail"`` (a symptom of gradient masking) or
-            ``"not run"`` (it does not apply, e.g. Square in ℓ1 with no surrogate).
+            ``"not run"`` (it does not apply, e.g. no score-based attack for the norm and no surrogate).
         figure: the number the decision rests on (NaN when not run).
         detail: the figure in words, with the counts it was measured on.
         meaning: one sentence on what the outcome means.
