@@ -100,11 +100,12 @@ def test_at_least_as_strong_as_its_first_member(
 
 
 def test_l1_uses_only_l1_members() -> None:
-    """Square has no ℓ1 version, so the ℓ1 ensemble is APGD-CE, APGD-T and (issue 14) FAB-T."""
+    """The ℓ1 ensemble is APGD-CE, APGD-T, FAB-T and (session 3, as the reference) Square at ℓ1; a
+    member without an ℓ1 version (DeepFool, ℓ2 only) is refused."""
     names = [name for name, _ in AutoAttack(al.ThreatModel("l1", 1.0)).members()]
-    assert names == ["APGD-CE", "APGD-T", "FAB-T"]
+    assert names == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
     with pytest.raises(ValueError, match="l1"):
-        AutoAttack(al.ThreatModel("l1", 1.0), version="custom", attacks=("square",))
+        AutoAttack(al.ThreatModel("l1", 1.0), version="custom", attacks=("deepfool",))
 
 
 def test_versions_and_options() -> None:

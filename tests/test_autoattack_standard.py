@@ -48,9 +48,9 @@ def test_standard_members_as_the_reference(norm: str) -> None:
 
 
 def test_standard_l1_options_as_the_reference() -> None:
-    """ℓ1: APGD-CE with 5 restarts and APGD-T on 5 targets, both on the 3ε→2ε→ε schedule, then FAB-T."""
+    """ℓ1: APGD-CE with 5 restarts and APGD-T on 5 targets, both on the 3ε→2ε→ε schedule, FAB-T, Square."""
     members = dict(AutoAttack(al.ThreatModel("l1", 10.0)).members())
-    assert list(members) == ["APGD-CE", "APGD-T", "FAB-T"]
+    assert list(members) == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
     ce, t = members["APGD-CE"], members["APGD-T"]
     assert (ce.restarts, ce.eps_schedule) == (5, True)  # type: ignore[attr-defined]
     assert (t.num_targets, t.eps_schedule) == (5, True)  # type: ignore[attr-defined]

@@ -162,10 +162,11 @@ BUDGETS: dict[str, tuple[dict[str, object], Callable[[Attack], tuple[int, int]]]
     "fab_t": ({"steps": 3, "num_targets": 9}, lambda a: (3 * 3, 1 + 3 * 3 + 1)),  # min(9, C − 1) = 3 targets
     # L-BFGS-B decides how often it evaluates; the forward passes are fixed: clean, one per c, the result.
     "lbfgs": ({"search_steps": 2}, lambda a: (-1, 1 + 2 + 1)),
-    # clean pass, APGD (early stop: clean + last iterate), Square's queries, run()'s scoring pass
+    # clean pass, the randomized-outputs check's second pass, APGD (early stop: clean + last iterate),
+    # Square's queries, run()'s scoring pass
     "autoattack": (
         {"version": "custom", "attacks": ({"name": "apgd", "steps": 3, "early_stop": True}, "square")},
-        lambda a: (3, 1 + 2 + 5000 + 1),
+        lambda a: (3, 1 + 1 + 2 + 5000 + 1),
     ),
 }
 

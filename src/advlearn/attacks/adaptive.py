@@ -129,4 +129,21 @@ class BPDA(nn.Module):
         return out
 
 
-__all__ = ["BPDA", "EOT"]
+class RandomizedOutputsWarning(UserWarning):
+    """The model gave two different outputs for one input: a randomized defense (or train mode)."""
+
+
+def outputs_differ(first: Tensor, second: Tensor) -> Tensor:
+    """``(N,)`` bool: two passes' logits differ beyond float rounding (``1e-5·(1 + max|z|)`` per row).
+
+    Example:
+        >>> z = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> outputs_differ(z, z + torch.tensor([[0.0, 0.0], [0.1, 0.0]])).tolist()
+        [False, True]
+    """
+    scale = 1.0 + first.abs().amax(dim=1)
+    out: Tensor = (first - second).abs().amax(dim=1) > 1e-5 * scale
+    return out
+
+
+__all__ = ["BPDA", "EOT", "RandomizedOutputsWarning", "outputs_differ"]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
+from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
     DERIVED,
     ActiveSet,
@@ -203,6 +204,7 @@ def _apgd_run(
         hit = is_success(logits, it.y, targeted)
         kept.offer(active.index, it.x, hit, f, lambda take: report(logits[take], it.y[take]))
         if early_stop and bool(hit.any()):
+            progress.broken(int(hit.sum()))
             it.drop(active, hit)
 
     # Lines 1-3: x^(0), f(x^(0)), η^(0) = 2ε; x_max = x^(0).
@@ -230,6 +232,7 @@ def _apgd_run(
     for k in range(1, steps + 1):
         if len(active) == 0:
             break
+        progress.spent((k - 1) / steps)
         # Lines 4-6: a projected steepest-ascent step z, then the momentum step of eq. (2) (α = 1 at k = 1).
         z = active.threat.ascent_step(it.x, it.x0, it.grad, it.eta)
         if k == 1:
@@ -345,6 +348,7 @@ def _sparse_l1_run(
         hit = is_success(logits, it.y, targeted)
         kept.offer(active.index, it.x, hit, f, lambda take: report(logits[take], it.y[take]))
         if early_stop and bool(hit.any()):
+            progress.broken(int(hit.sum()))
             it.drop(active, hit)
 
     eps = threat.eps_for(x0)
@@ -370,6 +374,7 @@ def _sparse_l1_run(
     for k in range(1, steps + 1):
         if len(active) == 0:
             break
+        progress.spent((k - 1) / steps)
         eps_a = active.threat.eps_for(it.x0)
         # As in the reference, coordinates pressed against the box are not left out of the top k (measured:
         # leaving them out made the attack weaker at small ε); the exact projection removes what they lose.
@@ -668,8 +673,10 @@ def _apgd(
 
     run_fn = _RUNS.get(type(threat.norm), _apgd_run)
     stages = _eps_stages(steps) if eps_schedule else [(1.0, steps)]
-    for target in targets:
-        for _ in range(restarts):
+    passes = len(targets) * restarts
+    for t, target in enumerate(targets):
+        for r in range(restarts):
+            passed = (t * restarts + r) / passes  # of this call's budget, for a progress bar
             active = ActiveSet.where(~success, threat) if early_stop else ActiveSet.all(n, threat, x.device)
             if len(active) == 0:
                 break
@@ -685,23 +692,27 @@ def _apgd(
                     x_start = x0 + stage.norm.project_in_box(
                         x_start - x0, stage.eps_for(x0), lo - x0, hi - x0
                     )
-                run = run_fn(
-                    model,
-                    x0,
-                    active.gather(y),
-                    None if target is None else active.gather(target),
-                    stage,
-                    x_start=x_start,
-                    steps=stage_steps,
-                    objective=objective,
-                    report=report,
-                    targeted=targeted,
-                    rho=rho,
-                    momentum=momentum,
-                    early_stop=early_stop and j == len(stages) - 1,
-                    check=not checked,
-                    warm=j > 0,
-                )
+                first = sum(k for _, k in stages[:j])
+                with progress.share(
+                    passed + first / steps / passes, passed + (first + stage_steps) / steps / passes
+                ):
+                    run = run_fn(
+                        model,
+                        x0,
+                        active.gather(y),
+                        None if target is None else active.gather(target),
+                        stage,
+                        x_start=x_start,
+                        steps=stage_steps,
+                        objective=objective,
+                        report=report,
+                        targeted=targeted,
+                        rho=rho,
+                        momentum=momentum,
+                        early_stop=early_stop and j == len(stages) - 1,
+                        check=not checked,
+                        warm=j > 0,
+                    )
                 checked = True
                 num_grads += run.num_grads
                 num_forwards += run.num_forwards

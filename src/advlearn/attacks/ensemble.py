@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from advlearn import _keyed_random as keyed
 from advlearn._checks import check_inputs, check_logits
+from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
     ATTACKS,
     DERIVED,
@@ -34,7 +40,7 @@ from advlearn.attacks._base import (
     build_attack,
     register,
 )
-from advlearn.attacks.adaptive import EOT
+from advlearn.attacks.adaptive import EOT, RandomizedOutputsWarning, outputs_differ
 from advlearn.attacks.apgd import APGD  # noqa: F401  (registers "apgd" and "apgd_t")
 from advlearn.attacks.fab import FAB  # noqa: F401  (registers "fab" and "fab_t")
 from advlearn.attacks.square import Square  # noqa: F401  (registers "square")
@@ -67,6 +73,8 @@ VERSIONS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
         ("APGD-DLR", "apgd", {"steps": 100, "loss": "dlr", "early_stop": True}),
     ),
 }
+#: Inputs (the first of each call) that the randomized-outputs check passes through the model a second time.
+RANDOMIZED_CHECK = 250
 #: Forward passes averaged per gradient (:class:`~advlearn.attacks.adaptive.EOT`) in ``version="rand"``.
 RAND_SAMPLES = 20
 #: Per (version, norm), the options that differ from :data:`VERSIONS`, by member. At ℓ1 the reference
@@ -78,6 +86,75 @@ NORM_OPTIONS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     },
 }
 CLEAN_WRONG, ROBUST = -2, -1
+
+
+class _MemberBar:
+    """A bar over the examples standing when a member starts, fed by the member's own loops.
+
+    It shows the examples decided: those the member broke, plus the rest times the fraction of
+    its per-example budget it has spent (so the ETA is that of the member's end); at the end
+    every one of them is decided.
+    """
+
+    def __init__(self, label: str, total: int, quiet: bool) -> None:
+        self.total, self.broken, self.fraction, self.shown = total, 0, 0.0, 0
+        self.bar = tqdm(
+            total=total, desc=f"AutoAttack {label}", unit="ex", disable=quiet, leave=False, dynamic_ncols=True
+        )
+
+    def show(self) -> None:
+        broken = min(self.broken, self.total)
+        now = min(int(broken + (self.total - broken) * self.fraction), self.total)
+        if now > self.shown:
+            self.bar.update(now - self.shown)
+            self.shown = now
+
+    def spent(self, fraction: float) -> None:
+        self.fraction = max(self.fraction, min(fraction, 1.0))
+        self.show()
+
+    def broke(self, count: int) -> None:
+        self.broken += count
+        self.show()
+
+
+@contextmanager
+def _member_bar(label: str, total: int, quiet: bool) -> Iterator[_MemberBar]:
+    """:class:`_MemberBar` watching the attacks run inside; complete and closed at the end."""
+    bar = _MemberBar(label, total, quiet)
+    try:
+        with progress.watching(bar.spent, bar.broke):
+            yield bar
+        bar.spent(1.0)
+    finally:
+        bar.bar.close()
+
+
+_RECORDS: ContextVar[list[tuple[AutoAttack, AutoAttackResult]] | None] = ContextVar(
+    "advlearn_autoattack_records", default=None
+)
+
+
+@contextmanager
+def recording() -> Iterator[list[tuple[AutoAttack, AutoAttackResult]]]:
+    """Inside, every :meth:`AutoAttack.evaluate` appends ``(attack, its result)`` to the list yielded.
+
+    For a caller that runs AutoAttack through a generic loop (``evaluate(..., attacks=[AutoAttack(...)])``
+    calls ``run`` per batch) and wants the per-member results too, e.g. to run AutoAttack's own checks.
+    """
+    records: list[tuple[AutoAttack, AutoAttackResult]] = []
+    token = _RECORDS.set(records)
+    try:
+        yield records
+    finally:
+        _RECORDS.reset(token)
+
+
+def _summary(line: str, quiet: bool) -> None:
+    """As the evaluation layer's summaries: logged at INFO, and on stderr beside the bars unless ``quiet``."""
+    logger.info(line)
+    if not quiet:
+        tqdm.write(line, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -118,6 +195,31 @@ class AutoAttackResult:
     def robust_accuracy(self) -> float:
         """The fraction correct clean and under every member."""
         return float(self.robust.float().mean()) if self.robust.numel() else 0.0
+
+    @classmethod
+    def concat(cls, results: Sequence[AutoAttackResult]) -> AutoAttackResult:
+        """One result for the batches of ``results`` (same members), in order, on the CPU.
+
+        Raises:
+            ValueError: for no results or results of different members.
+        """
+        if not results or any(r.members != results[0].members for r in results):
+            raise ValueError("concat needs one or more AutoAttack results of the same members")
+
+        def cat(name: str) -> Tensor:
+            return torch.cat([getattr(r, name).cpu() for r in results])
+
+        return cls(
+            x_adv=cat("x_adv"),
+            clean_correct=cat("clean_correct"),
+            robust=cat("robust"),
+            broken_by=cat("broken_by"),
+            members=results[0].members,
+            num_grads=sum(r.num_grads for r in results),
+            num_forwards=sum(r.num_forwards for r in results),
+            seconds=tuple(map(sum, zip(*(r.seconds for r in results), strict=True))),
+            resumed=min(r.resumed for r in results),
+        )
 
     def accuracy_after(self) -> dict[str, float]:
         """Robust accuracy after each member: the worst case over it and every earlier one."""
@@ -175,9 +277,10 @@ class AutoAttack(Attack):
         the reference does not rescale it: measured as strong, see bench/README.md). At ℓ1,
         as the reference: APGD-CE with 5 restarts and APGD-T on 5 targets, both on the
         3ε → 2ε → ε schedule
-        (:data:`NORM_OPTIONS`); Square has no ℓ1 version here and is left out. On an
+        (:data:`NORM_OPTIONS`), then FAB-T and Square (its ℓ1 version, as the reference's). On an
         example that stays robust (C ≥ 10) it costs 100 + 900 + 900 gradients and 5,000
-        forward passes (ℓ∞, ℓ2); every member stops on an example once it is broken.
+        forward passes (ℓ∞, ℓ2; at ℓ1 500 + 500 + 900 and 5,000); every member stops on an
+        example once it is broken.
         ``"fast"``: APGD-CE with 100 steps, APGD-T on the 3 best targets, Square with
         1,000 queries, no FAB-T; about a quarter of the standard cost on examples that stay robust.
         ``"rand"``: for randomized defenses, as the reference: APGD-CE and APGD-DLR with
@@ -185,11 +288,18 @@ class AutoAttack(Attack):
         passes: 20× the cost of a plain APGD); whether a point fools the model is then
         decided by one pass of the model itself, as for the clean inputs.
         :func:`advlearn.diagnostics.check_randomized_outputs` says when a model needs it.
+        Every other version first runs the reference's randomized-outputs check: a second
+        forward pass on the first 250 inputs of the call (:data:`RANDOMIZED_CHECK`; at most
+        250 forward passes, nothing beside the members' cost), compared with the clean pass;
+        if any logits differ it warns once per ``AutoAttack``
+        (skipped when ``resume`` holds every member)
+        (:class:`~advlearn.attacks.adaptive.RandomizedOutputsWarning`), recommending
+        ``version="rand"``.
         ``"custom"``: the members listed in ``attacks``, each a registered name or a
         mapping ``{"name": ..., **options}``, e.g. ``("apgd", {"name": "square", "queries": 500})``.
 
-    For ℓ1 the members that do not support it (Square) are left out of the
-    standard and fast versions. Members run with their own generators, seeded
+    Members that do not support the threat's norm are left out of the standard and fast
+    versions (today every member supports ℓ∞, ℓ2 and ℓ1). Members run with their own generators, seeded
     from the caller's at the start of a call, so a resumed evaluation draws the
     same random numbers as one that was never interrupted.
 
@@ -288,6 +398,7 @@ class AutoAttack(Attack):
         generator: torch.Generator | None = None,
         resume: EnsembleProgress | None = None,
         after_member: Callable[[EnsembleProgress], None] | None = None,
+        quiet: bool = False,
     ) -> AutoAttackResult:
         """Run the members in order, each on the examples still standing; see :class:`AutoAttackResult`.
 
@@ -296,12 +407,19 @@ class AutoAttack(Attack):
                 and ``generator`` seed; its members are not run again, and the result
                 equals that of a call never interrupted.
             after_member: called with the progress after every member (to save it).
+            quiet: no bars or summaries; also implied inside ``evaluate(..., quiet=True)`` and
+                every caller that wraps the call in :func:`advlearn.attacks._progress.silenced`.
+                Otherwise each member draws a bar on stderr counting, in examples, those standing
+                when it starts (decided ones: broken, or robust at the end of its budget), with an
+                ETA, and leaves one line: its name, the robust left / the standing at its start,
+                and its seconds (also logged at INFO).
 
         Raises:
             ValueError: when ``resume`` names other members or does not match the
                 model's clean predictions, or one of its points lies outside the threat set.
         """
         check_inputs(x, y, self.threat)
+        quiet = quiet or progress.is_quiet()
         members = self.members()
         names = tuple(label for label, _ in members)
         n = x.shape[0]
@@ -311,6 +429,9 @@ class AutoAttack(Attack):
         with torch.no_grad():
             logits = check_logits(model(x), y)
         num_forwards, num_grads = n, 0
+        # The randomized-outputs check, unless every member is read back from ``resume`` (it ran then).
+        if self.version != "rand" and (resume is None or len(resume.done) < len(members)):
+            num_forwards += self._warn_if_randomized(model, x, logits)
         clean_correct = logits.argmax(dim=1) == y
         broken_by = torch.full((n,), ROBUST, dtype=torch.int64, device=x.device)
         broken_by[~clean_correct] = CLEAN_WRONG
@@ -333,7 +454,8 @@ class AutoAttack(Attack):
                 attack = dataclasses.replace(member, threat=standing.threat)  # type: ignore[type-var]
                 member_gen = keyed.member(generator, i, idx, int(seeds[i]), x.device)
                 target = EOT(model, RAND_SAMPLES) if self.version == "rand" else model
-                result = attack.run(target, x[idx], y[idx], generator=member_gen)
+                with _member_bar(label, len(standing), quiet):
+                    result = attack.run(target, x[idx], y[idx], generator=member_gen)
                 num_grads += result.num_grads
                 num_forwards += result.num_forwards
                 if target is not model:  # the attack saw averaged logits; the model decides, as for x
@@ -345,18 +467,16 @@ class AutoAttack(Attack):
                 attacked[idx] = True
                 broken_by[idx[result.success]] = i
             seconds[i] = time.perf_counter() - started
-            logger.info(
-                "AutoAttack %s: %d of %d robust after %.1f s",
-                label,
-                int((broken_by == ROBUST).sum()),
-                n,
-                seconds[i],
+            _summary(
+                f"AutoAttack {label}: {int((broken_by == ROBUST).sum())} robust left / {len(standing)} "
+                f"standing at its start ({n} examples), {seconds[i]:.1f} s",
+                quiet,
             )
             if after_member is not None:
                 after_member(
                     EnsembleProgress(names[: i + 1], broken_by.clone(), attacked.clone(), x_adv.clone())
                 )
-        return AutoAttackResult(
+        out = AutoAttackResult(
             x_adv=x_adv,
             clean_correct=clean_correct,
             robust=broken_by == ROBUST,
@@ -367,6 +487,31 @@ class AutoAttack(Attack):
             seconds=tuple(seconds),
             resumed=done,
         )
+        records = _RECORDS.get()
+        if records is not None:
+            records.append((self, out))
+        return out
+
+    def _warn_if_randomized(self, model: nn.Module, x: Tensor, logits: Tensor) -> int:
+        """The reference's check: a second pass on the first :data:`RANDOMIZED_CHECK` inputs; a warning
+        (once per AutoAttack) if it differs from the first. Returns the forward passes it cost."""
+        k = min(x.shape[0], RANDOMIZED_CHECK)
+        # The global RNG is left as it was, so a randomized model draws what it would have drawn unchecked.
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            differ = outputs_differ(logits[:k], model(x[:k]))
+        if bool(differ.any()) and not getattr(self, "_warned_randomized", False):
+            object.__setattr__(self, "_warned_randomized", True)
+            warnings.warn(
+                f"AutoAttack: the model looks randomized: two forward passes give different logits on "
+                f"{int(differ.sum())} of {k} inputs. Its robust accuracy under version={self.version!r} "
+                "is not reliable (one-sample gradients are noise); evaluate it with "
+                "AutoAttack(threat, version='rand') (APGD-CE and APGD-DLR on EOT(model, 20)), or put the "
+                "model in eval() if it was left in train mode",
+                RandomizedOutputsWarning,
+                stacklevel=4,  # the caller of evaluate, past attack_config's guard
+            )
+        return k
 
     @staticmethod
     def _fooled(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:

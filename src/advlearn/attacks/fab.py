@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
+from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
     DERIVED,
     ActiveSet,
@@ -111,9 +112,10 @@ def _fab_run(
     ts = target
     eps = threat.eps_for(x0)
     num_grads = num_forwards = 0
-    for _ in range(steps):
+    for step in range(steps):
         if len(active) == 0:
             break
+        progress.spent(step / steps)
         _, f, g, passes = _margins_and_grads(model, xs, ys, ts)
         num_grads += passes * len(active)
         a, k, d = g.shape
@@ -140,6 +142,7 @@ def _fab_run(
         if early_stop:
             done = best.norm[active.index] <= eps
             if bool(done.any()):
+                progress.broken(int(done.sum()))
                 parts = (xs, x0s, ys, eps) if ts is None else (xs, x0s, ys, eps, ts)
                 kept = active.drop(done, *parts)
                 xs, x0s, ys, eps = kept[:4]
@@ -179,8 +182,9 @@ def _fab(
         ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)
         targets = [ranked[:, j] for j in range(k)]
     eps_all = threat.eps_for(x)
-    for target in targets:
+    for t, target in enumerate(targets):
         for restart in range(restarts):
+            passed = (t * restarts + restart) / (len(targets) * restarts)  # for a progress bar
             todo = ~clean_wrong & (best.norm > eps_all) if early_stop else ~clean_wrong
             active = ActiveSet.where(todo, threat)
             if len(active) == 0:
@@ -193,21 +197,22 @@ def _fab(
                 b, d = flat(x0).shape
                 delta = threat.norm.random_delta(b, d, radius.unsqueeze(1), x0, generator)
                 x_start = threat.project_box(x0 + delta.reshape(x0.shape))
-            grads, forwards = _fab_run(
-                model,
-                x0,
-                active.gather(y),
-                None if target is None else active.gather(target),
-                active.threat,
-                x_start=x_start,
-                steps=steps,
-                alpha_max=alpha_max,
-                eta=eta,
-                beta=beta,
-                best=best,
-                index=active.index,
-                early_stop=early_stop,
-            )
+            with progress.share(passed, passed + 1 / (len(targets) * restarts)):
+                grads, forwards = _fab_run(
+                    model,
+                    x0,
+                    active.gather(y),
+                    None if target is None else active.gather(target),
+                    active.threat,
+                    x_start=x_start,
+                    steps=steps,
+                    alpha_max=alpha_max,
+                    eta=eta,
+                    beta=beta,
+                    best=best,
+                    index=active.index,
+                    early_stop=early_stop,
+                )
             num_grads += grads
             num_forwards += forwards
     return finish(model, x, y, threat, best.chosen, loss, False, num_grads, num_forwards)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_positive_int
+from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
     DERIVED,
     ActiveSet,
@@ -27,7 +28,7 @@ from advlearn.attacks._base import (
     register,
 )
 from advlearn.losses import get_loss
-from advlearn.threat import L2, Linf, Norm, ThreatModel, get_norm, per_example
+from advlearn.threat import L1, L2, Linf, Norm, ThreatModel, get_norm, per_example
 
 # Iterations (out of 10,000) after which p halves; other budgets rescale them linearly (§3, "p schedule").
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -88,34 +89,39 @@ def _window(p: float, height: int, width: int, l2: bool) -> tuple[int, int]:
     return out[0], out[1]
 
 
-def _rings(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Concentric rectangles around the centre, weighted ``Σ_{k ≥ d} 1/(k+1)²`` at Chebyshev distance ``d``.
+def _rings(h: int, w: int, device: torch.device, dtype: torch.dtype, q: float = 2.0) -> Tensor:
+    """Concentric rectangles around the centre, weighted ``Σ_{k ≥ d} w_k`` at Chebyshev distance ``d``.
 
-    The ℓ2 pattern of Andriushchenko et al. (2020, §3.2), unit ℓ2 norm, shape ``(h, w)``.
+    The ℓ2 pattern of Andriushchenko et al. (2020, §3.2) for ``q = 2`` (``w_k = 1/(k+1)²``), the
+    ℓ1 one of the reference code for ``q = 1`` (``w_k = 1/(k+1)⁴``: mass near the centre, sparse);
+    unit ℓq norm, shape ``(h, w)``.
     """
     rows = (torch.arange(h, device=device) - h // 2).abs()
     cols = (torch.arange(w, device=device) - w // 2).abs()
     ring = torch.maximum(rows[:, None], cols[None, :])  # (h, w)
     rings = max(h // 2, w // 2) + 1
-    weights = 1.0 / torch.arange(1, rings + 1, device=device, dtype=dtype) ** 2
-    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = Σ_{k >= d} 1/(k+1)²
+    weights = 1.0 / torch.arange(1, rings + 1, device=device, dtype=dtype) ** int(2 * (3 - q))
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = Σ_{k >= d} w_k
     pattern: Tensor = tail[ring]
-    unit: Tensor = pattern / pattern.norm()
+    unit: Tensor = pattern / pattern.norm(p=q)
     return unit
 
 
-def _pattern(h: int, w: int, transpose: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The ℓ2 meta-pattern: two halves of concentric rings with opposite signs, unit norm, ``(h, w)``."""
+def _pattern(
+    h: int, w: int, transpose: bool, device: torch.device, dtype: torch.dtype, q: float = 2.0
+) -> Tensor:
+    """The ℓq meta-pattern (q = 2 or 1): two halves of concentric rings with opposite signs, unit ℓq norm."""
     if h == w and transpose:
-        return _pattern(h, w, False, device, dtype).T
+        return _pattern(h, w, False, device, dtype, q).T
     if h >= 2:
-        top = _rings(h // 2, w, device, dtype)
-        pattern = torch.cat([top, -_rings(h - h // 2, w, device, dtype)], dim=0)
+        top = _rings(h // 2, w, device, dtype, q)
+        pattern = torch.cat([top, -_rings(h - h // 2, w, device, dtype, q)], dim=0)
     elif w >= 2:
-        pattern = torch.cat([_rings(h, w // 2, device, dtype), -_rings(h, w - w // 2, device, dtype)], dim=1)
+        left, right = _rings(h, w // 2, device, dtype, q), _rings(h, w - w // 2, device, dtype, q)
+        pattern = torch.cat([left, -right], dim=1)
     else:
         pattern = torch.ones(h, w, device=device, dtype=dtype)
-    unit: Tensor = pattern / pattern.norm()
+    unit: Tensor = pattern / pattern.norm(p=q)
     return unit
 
 
@@ -136,6 +142,20 @@ def _random_windows(
     return torch.where(inside, rows, -1), torch.where(inside, cols, -1)
 
 
+def _window_mask(
+    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """One random window per example as a mask ``(B, 1, H, W)``: the draws of :func:`_random_windows`,
+    built by broadcasting a row and a column mask (ℓ∞ needs no offsets: a tenth of the work)."""
+    sh, sw = sides
+    top = torch.randint(0, height - sh + 1, (b, 1), generator=generator, device=like.device)
+    left = torch.randint(0, width - sw + 1, (b, 1), generator=generator, device=like.device)
+    r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
+    c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
+    in_rows, in_cols = (r >= 0) & (r < sh), (c >= 0) & (c < sw)
+    return in_rows[:, None, :, None] & in_cols[:, None, None, :]
+
+
 def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
     draws = torch.randint(0, 2, shape, generator=generator, device=like.device)
     return draws.to(like.dtype) * 2 - 1
@@ -149,16 +169,20 @@ def _init_linf(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Ge
 
 
 def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
-    """A grid of tiles of side H/5 (or W/5), each the ℓ2 pattern with a random sign, scaled to norm ε."""
+    """A grid of tiles of side H/5 (or W/5), each the ℓq pattern with a random sign; at ℓ2 scaled to
+    norm ε, at ℓ1 (the reference's start) projected exactly onto the ball ∩ box, which keeps the
+    tiles' centres (sparse)."""
     b, c, h, w = x0.shape
     th, tw = max(h // 5, 1), max(w // 5, 1)
-    tile = _pattern(th, tw, False, x0.device, x0.dtype)
+    tile = _pattern(th, tw, False, x0.device, x0.dtype, threat.norm.ord)
     delta = torch.zeros_like(x0)
     oh, ow = (h - th * (h // th)) // 2, (w - tw * (w // tw)) // 2
     for i in range(h // th):
         for j in range(w // tw):
             rs, cs = oh + i * th, ow + j * tw
             delta[:, :, rs : rs + th, cs : cs + tw] = tile * _signs((b, c, 1, 1), x0, generator)
+    if isinstance(threat.norm, L1):
+        return _project_l1(x0, x0 + delta, eps, threat)
     norms = delta.reshape(b, -1).norm(dim=1).clamp_min(1e-12)
     delta = delta * per_example(eps.flatten() / norms, delta)
     return threat.project(x0 + delta, x0)
@@ -169,19 +193,25 @@ def _propose_linf(
 ) -> Tensor:
     """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2)."""
     b, c, h, w = x.shape
-    rows, _ = _random_windows(b, _window(p, h, w, l2=False), h, w, x, generator)
-    window = (rows >= 0).unsqueeze(1)  # (B, 1, H, W)
-    x_new = x
-    redo = torch.ones(b, dtype=torch.bool, device=x.device)
-    # A draw that leaves the window as it is wastes a query: redraw its signs a few times.
-    for _ in range(10):
-        signs = _signs((b, c, 1, 1), x, generator)
-        candidate = threat.project_box(torch.where(window, x0 + eps * signs, x))
-        x_new = torch.where(per_example(redo, x), candidate, x_new)
+    window = _window_mask(b, _window(p, h, w, l2=False), h, w, x, generator)  # (B, 1, H, W)
+    signs = _signs((b, c, 1, 1), x, generator)
+    x_new = threat.project_box(torch.where(window, x0 + eps * signs, x))
+    # A draw that leaves the window as it is wastes a query: redraw its signs (10 draws at most).
+    for _ in range(9):
         redo = (x_new - x).abs().reshape(b, -1).amax(dim=1) < 1e-7
         if not bool(redo.any()):
             break
+        signs = _signs((b, c, 1, 1), x, generator)
+        candidate = threat.project_box(torch.where(window, x0 + eps * signs, x))
+        x_new = torch.where(per_example(redo, x), candidate, x_new)
     return x_new
+
+
+def _project_l1(x0: Tensor, x: Tensor, eps: Tensor, threat: ThreatModel) -> Tensor:
+    """The exact projection onto the ℓ1 ball ∩ box (the reference's ``L1_projection``), as a point."""
+    lo, hi = threat.box
+    eps_b = eps.reshape(eps.shape[0], -1)[:, 0]
+    return x0 + threat.norm.project_in_box(x - x0, eps_b, lo - x0, hi - x0)
 
 
 def _propose_l2(
@@ -189,28 +219,34 @@ def _propose_l2(
 ) -> Tensor:
     """Move the mass of two random windows into the first, with a fresh pattern (Algorithm 3).
 
-    Per channel the first window receives ``ν = √((ε² − ‖δ‖²)/C + ‖δ_{W1∪W2}‖²)``, the
-    second is emptied, so ``‖δ‖₂`` becomes ε before the box clip.
+    Per channel the first window receives ``ν = ((ε^q − ‖δ‖_q^q)/C + ‖δ_{W1∪W2}‖_q^q)^{1/q}``,
+    the second is emptied, so ``‖δ‖_q`` becomes ε before the box. ``q`` is the threat's: 2
+    (Algorithm 3, then the box clip) or 1 (the ℓ1 version of the reference code, Croce & Hein
+    2021, with its ℓ1 pattern and the exact projection onto ball ∩ box; for C > 1 channels the
+    reference gives the window C times this mass and lets the projection take it back).
     """
+    q = threat.norm.ord
     b, c, h, w = x.shape
     sides = _window(p, h, w, l2=True)
     transpose = bool(torch.randint(0, 2, (1,), generator=generator, device=x.device).item())
-    pattern = _pattern(sides[0], sides[1], transpose, x.device, x.dtype)
+    pattern = _pattern(sides[0], sides[1], transpose, x.device, x.dtype, q)
     rows1, cols1 = _random_windows(b, sides, h, w, x, generator)
     rows2, _ = _random_windows(b, sides, h, w, x, generator)
     w1, w2 = (rows1 >= 0).unsqueeze(1), (rows2 >= 0).unsqueeze(1)  # (B, 1, H, W)
     delta = x - x0
 
     def channel_norm(t: Tensor) -> Tensor:
-        return t.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (B, C, 1, 1)
+        return t.abs().pow(q).sum(dim=(2, 3), keepdim=True).pow(1 / q)  # (B, C, 1, 1)
 
-    slack = (eps.pow(2) - delta.pow(2).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(0.0) / c
-    nu = (slack + channel_norm(delta * (w1 | w2)).pow(2)).sqrt()
+    slack = (eps.pow(q) - delta.abs().pow(q).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(0.0) / c
+    nu = (slack + channel_norm(delta * (w1 | w2)).pow(q)).pow(1 / q)
     placed = pattern[rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
     inside = delta * w1
     fresh = placed * _signs((b, c, 1, 1), x, generator) + inside / channel_norm(inside).clamp_min(1e-12)
     fresh = fresh / channel_norm(fresh).clamp_min(1e-12) * nu
     delta_new = torch.where(w1, fresh, delta.masked_fill(w2, 0.0))
+    if isinstance(threat.norm, L1):
+        return _project_l1(x0, x0 + delta_new, eps, threat)
     return threat.project(x0 + delta_new, x0)
 
 
@@ -221,6 +257,7 @@ _Propose = Callable[[Tensor, Tensor, Tensor, float, ThreatModel, "torch.Generato
 _GEOMETRY: dict[type[Norm], tuple[_Init, _Propose]] = {
     Linf: (_init_linf, _propose_linf),
     L2: (_init_l2, _propose_l2),
+    L1: (_init_l2, _propose_l2),  # the reference's ℓ1 branch: ℓ2's moves with ℓ1 mass and projection
 }
 _SUPPORTED: tuple[Norm, ...] = tuple(get_norm(norm.name) for norm in _GEOMETRY)
 
@@ -262,7 +299,9 @@ def square(
 
     ℓ∞: the window's perturbation becomes ``±ε`` per channel. ℓ2: the mass of two
     windows moves into the first one, shaped by the concentric-ring pattern, so
-    ``‖δ‖₂`` stays ε. An example stops at its first success; the others stop when
+    ``‖δ‖₂`` stays ε. ℓ1 (the reference code's version, Croce & Hein 2021): the same
+    moves with ℓ1 masses and a sharper pattern, each point then projected exactly onto
+    the ℓ1 ball ∩ box (which keeps it sparse). An example stops at its first success; the others stop when
     they have spent ``queries`` forward passes. No gradient is ever computed, so
     the attack works on models that cannot be differentiated.
 
@@ -273,7 +312,7 @@ def square(
         model: maps inputs in ``threat.bounds`` to logits ``(B, C)``.
         x: clean inputs ``(B, C, H, W)``, ``(B, C, L)`` or ``(B, D)`` inside ``threat.bounds``.
         y: labels ``(B,)``.
-        threat: an ℓ∞ or ℓ2 ball and the box (``eps`` may be a ``(B,)`` tensor).
+        threat: an ℓ∞, ℓ2 or ℓ1 ball and the box (``eps`` may be a ``(B,)`` tensor).
         queries: forward passes per example, the first at the initial point included.
         p_init: the fraction of pixels the first windows cover.
         loss: what a proposal must raise: ``"cw"`` (the margin, the paper's
@@ -288,7 +327,8 @@ def square(
         queries spent.
 
     Raises:
-        ValueError: for an ℓ1 threat model, bad options, or bad inputs.
+        ValueError: for bad options or bad inputs, or an ℓ1 threat without bounds (its
+            projection is onto ball ∩ box).
 
     References:
         Andriushchenko, Croce, Flammarion & Hein. Square Attack: a query-efficient
@@ -310,6 +350,8 @@ def square(
         supported = " and ".join(map(repr, _SUPPORTED))
         raise ValueError(f"the Square attack supports norm {supported}, not threat.norm={threat.norm.name!r}")
     _check_square(queries, p_init, loss, rescale)
+    if isinstance(threat.norm, L1):
+        _ = threat.box  # the exact ℓ1 projection needs the box: a clear ValueError without one
     loss_fn = get_loss(loss)
     images = _as_images(x)  # (B, C, H, W)
     b = images.shape[0]
@@ -322,11 +364,13 @@ def square(
         loss_cur, success = loss_fn(logits, y), is_success(logits, y, False)
         num_forwards = b
         # The examples still running, gathered once and compacted only when some succeed.
+        progress.broken(int(success.sum()))
         active = ActiveSet.where(~success, threat)
         x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
         for i in range(1, queries):
             if len(active) == 0:
                 break
+            progress.spent(i / queries)
             candidate = propose(
                 x0_a, x_a, eps_a, square_fraction(p_init, i, queries, rescale), active.threat, generator
             )
@@ -338,6 +382,7 @@ def square(
             x_a = torch.where(per_example(accept, x_a), candidate, x_a)
             loss_a = torch.where(accept, new_loss, loss_a)
             if bool(hit.any()):
+                progress.broken(int(hit.sum()))
                 done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
                 x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)

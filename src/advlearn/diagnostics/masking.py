@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from advlearn._checks import check_inputs, check_logits, check_nonnegative, check_positive_int
 from advlearn.attacks import ATTACKS, FGSM, PGD, Attack, Transfer, build_attack
+from advlearn.attacks.adaptive import RandomizedOutputsWarning, outputs_differ
 from advlearn.losses import cross_entropy
 from advlearn.threat import Linf, ThreatModel
 
@@ -68,7 +69,7 @@ class MaskingCheck:
         name: one of :data:`CHECKS`.
         title: a short human title, e.g. ``"zero gradients"``.
         status: ``"pass"``, ``"fail"`` (a symptom of gradient masking) or
-            ``"not run"`` (it does not apply, e.g. Square in ℓ1 with no surrogate).
+            ``"not run"`` (it does not apply, e.g. no score-based attack for the norm and no surrogate).
         figure: the number the decision rests on (NaN when not run).
         detail: the figure in words, with the counts it was measured on.
         meaning: one sentence on what the outcome means.
@@ -216,8 +217,7 @@ def _pct(value: float) -> str:
 
 def _check_randomness(model: nn.Module, x: Tensor, batch_size: int) -> tuple[MaskingCheck, Tensor]:
     first, second = _predict(model, x, batch_size), _predict(model, x, batch_size)
-    scale = 1.0 + first.abs().amax(dim=1)
-    differ = (first - second).abs().amax(dim=1) > 1e-5 * scale  # (N,) beyond float rounding
+    differ = outputs_differ(first, second)  # (N,) beyond float rounding
     flips = first.argmax(1) != second.argmax(1)
     n = x.shape[0]
     fraction = float(differ.float().mean())
@@ -601,7 +601,8 @@ def check_randomized_outputs(model: nn.Module, x: Tensor, *, batch_size: int = 2
     """Two forward passes on ``x`` that disagree mean a randomized model: warn, naming ``version="rand"``.
 
     Costs two forward passes per example. When the check fails it also raises a
-    ``UserWarning`` naming the fix, ``AutoAttack(threat, version="rand")`` (APGD on
+    :class:`~advlearn.attacks.adaptive.RandomizedOutputsWarning` (a ``UserWarning``) naming the
+    fix, ``AutoAttack(threat, version="rand")`` (APGD on
     ``EOT(model, 20)``), or ``advlearn.attacks.EOT`` around the model for any attack.
 
     Example:
@@ -615,7 +616,7 @@ def check_randomized_outputs(model: nn.Module, x: Tensor, *, batch_size: int = 2
             f"the model looks randomized ({found.detail}): its robust accuracy under AutoAttack's "
             "standard version is not reliable; use AutoAttack(threat, version='rand') (APGD on "
             "EOT(model, 20)) or wrap the model in advlearn.attacks.EOT",
-            UserWarning,
+            RandomizedOutputsWarning,
             stacklevel=2,
         )
     return found

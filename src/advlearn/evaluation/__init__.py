@@ -23,6 +23,7 @@ from advlearn._checks import check_batch, check_logits, untouched_batchnorm
 from advlearn._keyed_random import KeyedGenerator
 from advlearn._precision import check_precision, fast_model, to_memory_format
 from advlearn.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackResult, AutoAttack
+from advlearn.attacks._progress import silenced
 from advlearn.data import Data, batches  # re-exported: `from advlearn.evaluation import batches` still works
 from advlearn.diagnostics import CHECKS, MaskingCheck, MaskingDiagnosis, diagnose_masking
 from advlearn.evaluation._progress import count_examples, counted, example_bar, summary
@@ -281,7 +282,8 @@ def evaluate(
     own: list[int] = []  # under torchrun, the batches this rank evaluates: b ≡ rank (mod world size)
     offset = 0  # the index in data of the batch's first example: what the attacks' random draws are keyed by
     # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
-    with untouched_batchnorm(model, "evaluate"):
+    # quiet also silences the bars drawn inside attacks (AutoAttack's bar per member).
+    with untouched_batchnorm(model, "evaluate"), silenced(quiet):
         for index, (x, y) in enumerate(batches(data, batch_size)):
             keys = torch.arange(offset, offset + int(y.shape[0]), device=device)
             offset += int(y.shape[0])

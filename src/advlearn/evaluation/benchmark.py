@@ -30,7 +30,9 @@ from torch import Tensor, nn
 from advlearn._io import atomic_write_text
 from advlearn._version import __version__
 from advlearn.attacks import Attack, AutoAttack
+from advlearn.attacks.ensemble import AutoAttackResult, recording
 from advlearn.data import Data, batches
+from advlearn.diagnostics import MaskingCheck, autoattack_checks
 from advlearn.evaluation._progress import summary
 
 #: The default ε sweep, as fractions of the evaluation ε.
@@ -75,6 +77,31 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
     }
 
 
+def _autoattack_checks(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: Any,
+    chosen: Mapping[str, Attack],
+    records: list[tuple[AutoAttack, AutoAttackResult]],
+    batch_size: int,
+    device: torch.device,
+    quiet: bool,
+) -> dict[str, tuple[MaskingCheck, ...]]:
+    """AutoAttack's own checks (:func:`~advlearn.diagnostics.autoattack_checks`) on each AutoAttack's
+    result over all examples, keyed by the attack's name in the table; three forward passes per example."""
+    out = {}
+    for name, attack in chosen.items():
+        mine = [result for who, result in records if who is attack]
+        if not mine:
+            continue
+        result = AutoAttackResult.concat(mine)
+        checks = autoattack_checks(model, x.to(device), y.to(device), threat, result, batch_size=batch_size)
+        out[name] = checks
+        summary(f"{name}'s own checks: " + ", ".join(f"{c.name} {c.status}" for c in checks), quiet)
+    return out
+
+
 def benchmark(
     model: nn.Module,
     data: Data,
@@ -106,7 +133,10 @@ def benchmark(
     3. the ε sweep (default ε × ``SWEEP_FRACTIONS``) with APGD-CE + APGD-T at every nonzero
        radius (about 1,000 forward-backward passes per example and radius before early exit);
     4. the gradient-masking checks (:func:`~advlearn.evaluation.diagnose_masking`) on at most
-       ``diagnose_examples`` examples (seconds to minutes);
+       ``diagnose_examples`` examples (seconds to minutes), and each AutoAttack's own checks
+       (:func:`~advlearn.diagnostics.autoattack_checks`: randomized outputs, probabilities for
+       logits, Square beating the gradient members, ε/bounds) on its result, shown beside its
+       figure (three forward passes per example);
     5. an example grid of ``examples`` inputs under the strongest attack.
 
     A transfer matrix needs two models or more, so a single-model benchmark has none.
@@ -179,9 +209,11 @@ def benchmark(
     chosen: dict[str, Attack] = (
         dict(attacks) if attacks is not None else {"AutoAttack": AutoAttack(threat, version="standard")}
     )
-    evaluation = evaluate(
-        model, (x, y), threat, chosen, batch_size=batch_size, device=target, seed=seed, quiet=quiet
-    )
+    with recording() as records:
+        evaluation = evaluate(
+            model, (x, y), threat, chosen, batch_size=batch_size, device=target, seed=seed, quiet=quiet
+        )
+    aa_checks = _autoattack_checks(model, x, y, threat, chosen, records, batch_size, target, quiet)
     certified = certified_accuracies(
         model,
         (x.to(target), y.to(target)),
@@ -219,13 +251,23 @@ def benchmark(
         "certified": evaluation.certified,
         "eps_sweep": sweep.to_dict(),
         "masking_diagnostics": diagnosis.table(),
+        "autoattack_checks": {name: [dataclasses.asdict(c) for c in cs] for name, cs in aa_checks.items()},
         "per_example": {name: flags.tolist() for name, flags in evaluation.correct.items()},
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, allow_nan=True) + "\n")
     write_report(
         out,
         title=f"advlearn benchmark: {label}",
-        models=[ModelReport(label, evaluation, sweep=sweep, examples=grid, diagnosis=diagnosis)],
+        models=[
+            ModelReport(
+                label,
+                evaluation,
+                sweep=sweep,
+                examples=grid,
+                diagnosis=diagnosis,
+                autoattack_checks=aa_checks,
+            )
+        ],
         notes=[
             f"{evaluation.num_examples} examples, {threat}, seed {seed}; wall time {seconds:.0f} s on "
             f"{target} with torch {torch.__version__}. Per-example flags are in results.json."

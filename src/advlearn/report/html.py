@@ -6,9 +6,11 @@ import base64
 import html
 from collections.abc import Sequence
 
+from advlearn.diagnostics import MaskingCheck
 from advlearn.report.figures import _Figure
 from advlearn.report.model import ModelReport
 from advlearn.report.text import (
+    _AUTOATTACK_CHECKS_LEGEND,
     _DIAGNOSTICS_LEGEND,
     _TABLE_LEGEND,
     _format_threat,
@@ -45,6 +47,14 @@ table.diagnostics td.not-run { color: #888; }
 """
 
 
+def _check_row(c: MaskingCheck) -> str:
+    e = html.escape
+    return (
+        f"<tr><td>{e(c.title)}</td><td class='{c.status.replace(' ', '-')}'>{e(c.status)}</td>"
+        f"<td>{e(c.detail)}</td><td>{e(c.meaning)}</td></tr>"
+    )
+
+
 def _diagnostics_html(models: Sequence[ModelReport]) -> list[str]:
     """The diagnostics panel: per model, one row per check with its result, figure and meaning."""
     diagnosed = [m for m in models if m.diagnosis is not None]
@@ -61,12 +71,21 @@ def _diagnostics_html(models: Sequence[ModelReport]) -> list[str]:
             "<table class='diagnostics'>\n<thead><tr><th>check</th><th>result</th><th>figure</th>"
             "<th>what it means</th></tr></thead>\n<tbody>"
         )
-        for c in diag.checks:
-            out.append(
-                f"<tr><td>{e(c.title)}</td><td class='{c.status.replace(' ', '-')}'>{e(c.status)}</td>"
-                f"<td>{e(c.detail)}</td><td>{e(c.meaning)}</td></tr>"
-            )
+        out += [_check_row(c) for c in diag.checks]
         out.append("</tbody>\n</table>")
+    return out
+
+
+def _autoattack_checks_html(models: Sequence[ModelReport]) -> list[str]:
+    """AutoAttack's own checks, beside its figure: per model and AutoAttack row, one row per check."""
+    e = html.escape
+    out = []
+    for m in models:
+        for attack, checks in m.autoattack_checks.items():
+            out.append(f"<p class='legend'>{e(m.label)}, {e(attack)}: {e(_AUTOATTACK_CHECKS_LEGEND)}</p>")
+            out.append("<table class='diagnostics'>\n<tbody>")
+            out += [_check_row(c) for c in checks]
+            out.append("</tbody>\n</table>")
     return out
 
 
@@ -149,6 +168,7 @@ def _html(
         out += [f"<li class='warning'>⚠ {e(check)}</li>" for check in checks]
         out.append("</ul>")
     out += ["<h2>Results</h2>", _html_table(models), f"<p class='legend'>{e(_TABLE_LEGEND)}</p>"]
+    out += _autoattack_checks_html(models)
     out += _diagnostics_html(models)
     in_examples = False
     for fig in figures:

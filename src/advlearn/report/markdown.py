@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from advlearn.diagnostics import MaskingCheck
 from advlearn.report.figures import _Figure
 from advlearn.report.model import ModelReport
 from advlearn.report.text import (
+    _AUTOATTACK_CHECKS_LEGEND,
     _DIAGNOSTICS_LEGEND,
     _TABLE_LEGEND,
     Escape,
@@ -22,6 +24,11 @@ from advlearn.report.text import (
     format_table,
 )
 from advlearn.threat import Norm
+
+
+def _check_row(c: MaskingCheck) -> str:
+    result = "**fail**" if c.flagged else c.status
+    return f"| {_md_cell(c.title)} | {result} | {_md_cell(c.detail)} | {_md_cell(c.meaning)} |"
 
 
 def _diagnostics_markdown(models: Sequence[ModelReport], esc: Escape) -> list[str]:
@@ -39,9 +46,7 @@ def _diagnostics_markdown(models: Sequence[ModelReport], esc: Escape) -> list[st
             "| check | result | figure | what it means |",
             "|---|---|---|---|",
         ]
-        for c in diag.checks:
-            result = "**fail**" if c.flagged else c.status
-            out.append(f"| {_md_cell(c.title)} | {result} | {_md_cell(c.detail)} | {_md_cell(c.meaning)} |")
+        out += [_check_row(c) for c in diag.checks]
         out.append("")
     return out
 
@@ -69,6 +74,16 @@ def _markdown(
         who = "" if len(threats) == 1 else f" ({_join(labels)})"
         out.append(f"Threat model{who}: {norm.symbol}, ε = {eps}, inputs in [{lo:g}, {hi:g}].  ")
     out += [_TABLE_LEGEND, ""]
+    for m in models:  # AutoAttack's own checks, beside its figure
+        for attack, aa_checks in m.autoattack_checks.items():
+            out += [
+                f"{esc(m.label)}, {esc(attack)}: {_AUTOATTACK_CHECKS_LEGEND}",
+                "",
+                "| check | result | figure | what it means |",
+                "|---|---|---|---|",
+            ]
+            out += [_check_row(c) for c in aa_checks]
+            out.append("")
     out += _diagnostics_markdown(models, esc)
     in_examples = False
     for fig in figures:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from advlearn.certify.smoothing import SmoothingCertificates
+from advlearn.diagnostics import MaskingCheck
 from advlearn.evaluation import EpsSweep, Evaluation, Examples, MaskingDiagnosis
 
 #: how many adversarial examples a figure shows per model at most
@@ -30,6 +31,8 @@ class ModelReport:
             empirical curves (``verified_vs_eps.png``) when some model certifies anything.
         smoothing: randomized-smoothing certificates (:func:`advlearn.certify.certify_dataset`), if run:
             the report then draws certified accuracy against the ℓ2 radius, with a table.
+        autoattack_checks: per AutoAttack row of the table, its own checks on its result
+            (:func:`advlearn.diagnostics.autoattack_checks`), shown beside the figure.
     """
 
     label: str
@@ -40,6 +43,7 @@ class ModelReport:
     diagnosis: MaskingDiagnosis | None = None
     certified_sweep: Sequence[tuple[float, float]] = ()
     smoothing: SmoothingCertificates | None = None
+    autoattack_checks: Mapping[str, Sequence[MaskingCheck]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():

@@ -282,6 +282,13 @@ _SWEEP_SENTENCES: dict[str, Callable[[str, SweepFinding], str]] = {
 }
 
 
+_AUTOATTACK_CHECKS_LEGEND = (
+    "AutoAttack's own checks on its result (as the reference runs them): randomized outputs, "
+    "probabilities instead of logits, Square breaking what the gradient members missed, and every point "
+    "inside ball ∩ box; a failed check means the figure beside it is not to be trusted as it stands."
+)
+
+
 _DIAGNOSTICS_LEGEND = (
     "Symptoms of gradient masking (Athalye, Carlini & Wagner 2018, §3.1): a failed check means the "
     "attacks' robust accuracy may come from gradients that mislead them rather than from robustness; "
