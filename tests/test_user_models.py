@@ -336,3 +336,31 @@ def test_torchscript_failure_names_the_reason_not_the_interpreter(
     err = _one_line_error(capsys, ["evaluate", "--model", str(path), "--data", "digits", "--eps", "0.1"])
     assert "TorchScript interpreter" not in err
     assert "channels" in err
+
+
+def test_attack_in_bf16_and_report_refuses_precision(
+    tmp_path: Path, trained: nn.Module, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``attack --precision bf16`` runs the model under autocast and still writes float32 points in
+    the ball; ``evaluate --report`` runs in float32 and says so rather than ignoring --precision."""
+    model = tmp_path / "t.pt"
+    torch.jit.save(torch.jit.trace(trained, digits().test.x[:1]), str(model))
+    out = tmp_path / "adv.npz"
+    argv = ["attack", "--model", str(model), "--data", "digits", "--eps", "0.1", "--num-examples", "8"]
+    assert main([*argv, "--precision", "bf16", "--out", str(out), "--quiet"]) == 0
+    saved = np.load(out)
+    assert saved["x_adv"].dtype == np.float32
+    assert np.abs(saved["x_adv"] - saved["x"]).max() <= 0.1 + 1e-6
+    report = [
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        "digits",
+        "--eps",
+        "0.1",
+        "--report",
+        str(tmp_path / "r"),
+    ]
+    err = _one_line_error(capsys, [*report, "--precision", "bf16"])
+    assert "--report runs in float32" in err

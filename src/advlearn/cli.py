@@ -233,6 +233,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     spec = _model_spec(args)
     if dist.init_from_env(args.device) and args.report:
         raise ValueError("--report runs in one process; drop torchrun (or --report) to write a report")
+    if args.report and args.precision != "32":
+        raise ValueError(
+            f"--report runs in float32 (its IBP bounds need it); "
+            f"drop --precision {args.precision} or --report"
+        )
     if args.report:
         from advlearn.experiments.saved_model import benchmark_saved
 
@@ -297,6 +302,7 @@ def _attack(args: argparse.Namespace) -> int:
         name=args.attack,
         device=args.device,
         seed=args.seed,
+        precision=args.precision,
     )
     fooled = float((examples.pred_adv != examples.y).float().mean())
     n = examples.y.shape[0]
@@ -619,6 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack_arguments(attack)
     attack.add_argument("--num-examples", type=int, default=16, help="how many test examples (default 16)")
     attack.add_argument("--out", default="adversarial.npz", help="output .npz (a .png grid goes beside it)")
+    attack.add_argument(
+        "--precision",
+        choices=_PRECISIONS,
+        default="32",
+        help="the model's forward passes: 32 (default), bf16 or fp16 (autocast; points stay float32)",
+    )
     attack.set_defaults(func=_attack)
 
     certify = commands.add_parser(

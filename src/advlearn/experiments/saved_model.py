@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from advlearn._io import atomic_write_bytes
+from advlearn._precision import check_precision, fast_model
 from advlearn.attacks import Attack
 from advlearn.checkpoint import CONFIG_FILE, check_input_shape, load_model, read_record
 from advlearn.config import Named, with_key
@@ -405,14 +406,19 @@ def write_adversarial_examples(
     name: str = "",
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "32",
 ) -> tuple[Examples, Path]:
     """Attack the first ``num_examples`` inputs of a split of ``data`` with a user's model.
 
-    Writes ``out`` (a ``.npz`` with ``x``, ``x_adv``, ``y``, ``pred_clean``,
-    ``pred_adv``, ``conf_adv``) and a PNG grid beside it; returns the examples and the PNG's path.
+    ``precision`` (``"32"``, ``"bf16"``, ``"fp16"``) runs the model's forward passes under
+    autocast; the adversarial points stay float32 and inside the threat set. Writes ``out`` (a
+    ``.npz`` with ``x``, ``x_adv``, ``y``, ``pred_clean``, ``pred_adv``, ``conf_adv``) and a PNG grid
+    beside it; returns the examples and the PNG's path.
     """
     net, _, examples = load_model_and_data(model, data, split=split, num_examples=num_examples, device=device)
     target = resolve_device(device)
+    check_precision(precision, target)
+    net = fast_model(net, precision=precision)
     found = adversarial_examples(
         net, examples.x.to(target), examples.y.to(target), attack, name=name, seed=seed
     )
