@@ -664,19 +664,21 @@ def transfer_matrix(
     if device is None:
         first = models[names[0]]
         device = next((p.device for p in first.parameters()), torch.device("cpu"))
-    generators = {name: torch.Generator(device=device).manual_seed(seed) for name in names}
     correct = [[0] * len(names) for _ in names]
     clean = dict.fromkeys(names, 0)
     n = 0
     for x, y in tqdm(batches(data, batch_size), desc="transfer", disable=quiet, leave=False):
         x, y = x.to(device), y.to(device)
+        # the draws evaluate() makes for its first attack on these examples: keyed by (seed, 0, index)
+        keys = torch.arange(n, n + int(x.shape[0]), device=device)
         n += x.shape[0]
         with torch.no_grad():
             clean_ok = {name: models[name](x).argmax(1) == y for name in names}
         for name in names:
             clean[name] += int(clean_ok[name].sum())
         for i, source in enumerate(names):
-            x_adv = attack.run(models[source], x, y, generator=generators[source]).x_adv
+            generator = KeyedGenerator(seed, keys, 0, device)
+            x_adv = attack.run(models[source], x, y, generator=generator).x_adv
             check_attack_output(type(attack).__name__, x_adv, x, attack.threat)
             for j, target in enumerate(names):
                 with torch.no_grad():

@@ -320,7 +320,12 @@ class L1(Norm):
             >>> L1().project_in_box(d, torch.tensor([0.8]), lower, upper) + 0.0  # θ = 0.3, then the box
             tensor([[0.5000, 0.0000, 0.3000]])
         """
-        z = flat(delta)
+        # θ comes from cumulative sums over 2D kinks: in float32 they drift by D·ulp, enough to
+        # leave the ball by 1e-5 at ε = 4 on 192 coordinates, so they run in float64 (not on MPS,
+        # which has none).
+        work = torch.float32 if delta.device.type == "mps" else torch.float64
+        z = flat(delta).to(work)
+        eps, upper, lower = eps.to(work), upper.to(work), lower.to(work)
         mag = z.abs()
         room = torch.where(z >= 0, flat(upper), -flat(lower)).clamp_min(0.0)
         clipped = torch.minimum(mag, room)  # θ = 0
@@ -339,7 +344,7 @@ class L1(Norm):
         ).clamp_min(1)
         theta = torch.where(inside.unsqueeze(1), torch.zeros_like(theta), theta)
         out = z.sign() * torch.minimum((mag - theta).clamp_min(0.0), room)
-        return out.reshape(delta.shape)
+        return out.reshape(delta.shape).to(delta.dtype)
 
     def sparse_ascent(self, g: Tensor, fraction: Tensor) -> Tensor:
         """The unit-ℓ1 direction spreading equal mass, with ``g``'s signs, over the ``fraction`` ``(B,)``
