@@ -364,3 +364,17 @@ def test_attack_in_bf16_and_report_refuses_precision(
     ]
     err = _one_line_error(capsys, [*report, "--precision", "bf16"])
     assert "--report runs in float32" in err
+
+
+def test_quiet_silences_the_bars_inside_attacks(
+    tmp_path: Path, trained: nn.Module, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--quiet`` reaches AutoAttack's per-member bars and summaries, not only evaluate's bar."""
+    model = tmp_path / "t.pt"
+    torch.jit.save(torch.jit.trace(trained, digits().test.x[:1]), str(model))
+    argv = ["attack", "--model", str(model), "--data", "digits", "--eps", "0.1", "--num-examples", "4"]
+    argv += ["--attack", "autoattack", "--out", str(tmp_path / "adv.npz")]
+    assert main([*argv, "--quiet"]) == 0
+    assert "AutoAttack" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "AutoAttack APGD-CE" in capsys.readouterr().err  # the same run, not quiet, shows them

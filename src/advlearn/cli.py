@@ -737,6 +737,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc relaunches under torchrun
     try:
+        if getattr(args, "quiet", False):  # --quiet also silences the bars drawn inside attacks
+            from advlearn.attacks._progress import silenced
+
+            with silenced():
+                return int(args.func(args))
         return int(args.func(args))
     except (ValueError, OSError) as err:
         # User mistakes (bad configs, options, paths, permissions, checkpoints): one line naming what

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from advlearn._io import atomic_write_text
 from advlearn._version import __version__
 from advlearn.attacks import Attack, AutoAttack
+from advlearn.attacks._progress import silenced
 from advlearn.attacks.ensemble import AutoAttackResult, recording
 from advlearn.data import Data, batches
 from advlearn.diagnostics import MaskingCheck, autoattack_checks
@@ -239,7 +240,8 @@ def benchmark(
     grid = None
     if examples:
         k = min(examples, len(y))
-        grid = adversarial_examples(model, x[:k], y[:k], strongest, name=strongest_name, seed=seed)
+        with silenced(quiet):  # a grid of a few examples: no bars inside its attack when quiet
+            grid = adversarial_examples(model, x[:k], y[:k], strongest, name=strongest_name, seed=seed)
     seconds = time.perf_counter() - started
     results = {
         **environment(target, seed),

@@ -31,6 +31,7 @@ import advlearn
 from advlearn import _distributed as dist
 from advlearn._io import atomic_write_text, first_line
 from advlearn.attacks import PGD, Attack, build_attack
+from advlearn.attacks._progress import silenced
 from advlearn.certify.smoothing import SmoothingCertificates
 from advlearn.checkpoint import save_model
 from advlearn.config import (
@@ -344,9 +345,10 @@ def evaluate_one(
     if ev_cfg.examples:
         strongest_name, strongest = list(attacks.items())[-1]
         n = min(ev_cfg.examples, len(test))
-        examples = adversarial_examples(
-            model, test.x[:n], test.y[:n], strongest, name=strongest_name, seed=cfg.seed
-        )
+        with silenced(quiet):  # a grid of a few examples: no bars inside its attack under --quiet
+            examples = adversarial_examples(
+                model, test.x[:n], test.y[:n], strongest, name=strongest_name, seed=cfg.seed
+            )
     # The gradient-masking checks (Athalye et al. 2018) on at most 500 of the same examples: seconds.
     diagnosis = diagnose_masking(
         model,
