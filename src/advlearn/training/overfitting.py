@@ -31,6 +31,22 @@ def collapse_recorded(records: Records) -> bool:
     return any(r.get("co_detected", 0.0) > 0 for r in records)
 
 
+def collapse_declared(pgd_acc: float, fgsm_acc: float, records: Records, *, gap: float) -> bool:
+    """Whether this epoch's guard figures declare a collapse, given the earlier epochs' ``records``.
+
+    A pure function of the recorded figures (so a resumed run decides the same, and a recorded
+    trajectory can be replayed). RULE PLACEHOLDER.
+    """
+    best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
+    return (
+        not collapse_recorded(records)
+        and best is not None
+        and best >= COLLAPSE_FLOOR
+        and pgd_acc < 0.5 * best
+        and fgsm_acc - pgd_acc >= gap
+    )
+
+
 def check_collapse(
     model: nn.Module,
     x: Tensor,
@@ -42,13 +58,10 @@ def check_collapse(
     gap: float,
     fallback_steps: int,
 ) -> dict[str, float]:
-    """This epoch's ``co_pgd_acc``, ``co_fgsm_acc`` and ``co_detected`` on the batch ``(x, y)``.
+    """This epoch's ``co_clean_acc``, ``co_pgd_acc``, ``co_fgsm_acc`` and ``co_detected`` on ``(x, y)``.
 
-    A collapse is declared (once per run) when PGD-``steps`` accuracy has fallen
-    below half its best earlier value, that best was at least 20% (a model that
-    never was robust cannot collapse; below that, epoch-to-epoch noise would
-    trip it), and FGSM accuracy stays at least ``gap`` above PGD accuracy. It
-    then warns, naming the remedy (PGD-``fallback_steps``, or none when 0).
+    The decision is :func:`collapse_declared`'s (once per run); on a collapse it warns,
+    naming the remedy (PGD-``fallback_steps``, or none when 0).
 
     Args:
         model: the network, in the mode the caller chose (the Trainer: eval).
@@ -56,20 +69,15 @@ def check_collapse(
         threat: the full ε-ball (not a warm-up's smaller one).
         records: the earlier epochs' records.
         steps: PGD steps of the check.
-        gap: how far FGSM accuracy must exceed PGD accuracy at a collapse.
+        gap: passed to :func:`collapse_declared`.
         fallback_steps: PGD steps of the remedy the warning announces.
     """
+    clean_acc = _accuracy(model, x, y)
     pgd_acc = _accuracy(model, PGD(threat, steps=steps)(model, x, y), y)
     fgsm_acc = _accuracy(model, FGSM(threat)(model, x, y), y)
-    best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
-    collapsed = (
-        not collapse_recorded(records)
-        and best is not None
-        and best >= COLLAPSE_FLOOR
-        and pgd_acc < 0.5 * best
-        and fgsm_acc - pgd_acc >= gap
-    )
+    collapsed = collapse_declared(pgd_acc, fgsm_acc, records, gap=gap)
     if collapsed:
+        best = max(r["co_pgd_acc"] for r in records if "co_pgd_acc" in r)
         remedy = f"switching to PGD-{fallback_steps}" if fallback_steps else "no fallback set"
         warnings.warn(
             f"catastrophic overfitting after epoch {len(records) + 1}: PGD-{steps} accuracy "
@@ -77,7 +85,12 @@ def check_collapse(
             RuntimeWarning,
             stacklevel=3,  # the caller of the objective's end_epoch
         )
-    return {"co_pgd_acc": pgd_acc, "co_fgsm_acc": fgsm_acc, "co_detected": float(collapsed)}
+    return {
+        "co_clean_acc": clean_acc,
+        "co_pgd_acc": pgd_acc,
+        "co_fgsm_acc": fgsm_acc,
+        "co_detected": float(collapsed),
+    }
 
 
-__all__ = ["COLLAPSE_FLOOR", "check_collapse", "collapse_recorded"]
+__all__ = ["COLLAPSE_FLOOR", "check_collapse", "collapse_declared", "collapse_recorded"]
