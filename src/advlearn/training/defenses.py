@@ -251,11 +251,12 @@ class FastAT(_GuardedSingleStep):
     epoch the model learns to defeat the single step while multi-step PGD
     accuracy drops to about zero. The **guard** watches for it: after every
     epoch it measures FGSM and PGD-``guard_steps`` accuracy on a fixed held-out
-    batch (the Trainer's first validation batch). A collapse is declared when
-    PGD accuracy has fallen below half its best earlier value, that best was
-    at least 20% (a model that never was robust cannot collapse; below that,
-    epoch-to-epoch noise would trip it), and FGSM accuracy stays at least
-    ``collapse_gap`` above PGD accuracy. Then it warns, records
+    batch (the Trainer's first validation batch), always at the full ε (also
+    during an ε warm-up). A collapse is declared when FGSM accuracy is at least
+    ``collapse_gap`` above PGD accuracy and PGD accuracy has either fallen below
+    half its best earlier value (that best at least 20%) or is below half of FGSM
+    accuracy (:func:`~advlearn.training.overfitting.collapse_declared` gives the
+    reasons). Then it warns, records
     ``co_detected = 1`` in that epoch's metrics, and (with ``fallback_steps > 0``)
     trains with PGD-``fallback_steps`` for the rest of the run, the remedy of
     the seed chapter's §62.7. The decision is a function of the recorded
@@ -270,7 +271,7 @@ class FastAT(_GuardedSingleStep):
             without it this is plain FGSM training.
         guard: measure and react to catastrophic overfitting.
         guard_steps: PGD steps of the guard's check.
-        collapse_gap: how far FGSM accuracy must exceed PGD accuracy at a collapse.
+        collapse_gap: how far FGSM accuracy must exceed PGD accuracy at a collapse (a share, 0.3: 30 points).
         fallback_steps: PGD steps after a collapse; 0 only warns.
         fallback: train with PGD-``fallback_steps`` now (the guard sets it).
         eps_warmup: epochs of linear ε ramp.
