@@ -235,12 +235,18 @@ def test_the_decision_fires_at_most_once_and_only_with_the_gap(
 
 # The guard's figures (PGD-10 and FGSM accuracy, correct of its 128 examples, at the full ε = 0.3) per epoch,
 # recorded by `bench/defenses.py --only pgd_at fast_at n_fgsm grad_align --epochs 8 --train-n 2000
-# --eval-n 500 --threads 1 --clock thread --no-art --align-weight 1.0 --seed 0` (PGD-AT watched only).
-RECORDED = {
-    "pgd_at": [(4, 12), (11, 30), (26, 49), (34, 55), (38, 54), (38, 66), (47, 68), (46, 70)],
-    "fast_at": [(1, 13), (7, 25), (15, 44), (15, 50), (19, 62)],  # then PGD-5: the guard fired after epoch 5
-    "n_fgsm": [(4, 9), (14, 27), (10, 10), (10, 10), (10, 10), (10, 10), (10, 10), (10, 10)],
-    "grad_align": [(2, 10), (3, 16), (13, 27), (8, 36), (7, 46)],  # then PGD-5
+# --eval-n 500 --threads 1 --clock thread --no-art --align-weight 1.0 --seed S` (PGD-AT watched only), up to
+# the epoch the guard fired (PGD-5 trained after it), with the epoch it fired at.
+RECORDED: dict[tuple[str, int], tuple[list[tuple[int, int]], list[int]]] = {
+    ("pgd_at", 0): ([(4, 12), (11, 30), (26, 49), (34, 55), (38, 54), (38, 66), (47, 68), (46, 70)], []),
+    ("pgd_at", 1): ([(2, 19), (11, 16), (20, 39), (30, 42), (37, 51), (43, 58), (48, 59), (47, 56)], []),
+    ("fast_at", 0): ([(1, 13), (7, 25), (15, 44), (15, 50), (19, 62)], [5]),
+    ("fast_at", 1): ([(1, 19), (10, 14), (14, 35), (20, 43), (31, 54), (22, 61)], [6]),
+    # N-FGSM (k = 2) diverged to a constant class (clean accuracy 8%): FGSM and PGD accuracy fell together
+    ("n_fgsm", 0): ([(4, 9), (14, 27), (10, 10), (10, 10), (10, 10), (10, 10), (10, 10), (10, 10)], []),
+    ("n_fgsm", 1): ([(0, 12), (9, 28), (14, 14), (14, 14), (14, 14), (14, 14), (13, 13), (13, 13)], []),
+    ("grad_align", 0): ([(2, 10), (3, 16), (13, 27), (8, 36), (7, 46)], [5]),
+    ("grad_align", 1): ([(1, 7), (6, 17), (11, 27), (19, 41), (18, 48), (14, 51), (16, 56)], [7]),
 }
 
 
@@ -254,14 +260,10 @@ def _old_rule(trajectory: list[tuple[float, float]]) -> list[int]:
     return fired
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"), [("pgd_at", []), ("fast_at", [5]), ("n_fgsm", []), ("grad_align", [5])]
-)
-def test_replayed_trajectories(name: str, expected: list[int]) -> None:
-    trajectory = [(pgd / 128, fgsm / 128) for pgd, fgsm in RECORDED[name]]
+@pytest.mark.parametrize("key", sorted(RECORDED))
+def test_replayed_trajectories(key: tuple[str, int]) -> None:
+    counts, expected = RECORDED[key]
+    trajectory = [(pgd / 128, fgsm / 128) for pgd, fgsm in counts]
     assert _replay(trajectory) == expected
-    # Fast-AT's PGD accuracy never rose at the full ε, so the old rule (a fall from a best ≥ 20%) stayed quiet
-    if name == "fast_at":
+    if key[0] == "fast_at":  # its PGD accuracy never rose at the full ε: the old rule (a fall) stayed quiet
         assert _old_rule(trajectory) == []
-    # N-FGSM (k = 2) diverged to a constant class: FGSM and PGD accuracy fell together, not a
-    # single-step collapse, and the guard stays quiet (the clean accuracy shows it: 10 of 128)

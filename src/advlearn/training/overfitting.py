@@ -91,11 +91,12 @@ def check_collapse(
     fgsm_acc = _accuracy(model, FGSM(threat)(model, x, y), y)
     collapsed = collapse_declared(pgd_acc, fgsm_acc, records, gap=gap)
     if collapsed:
-        best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=pgd_acc)
+        best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
         remedy = f"switching to PGD-{fallback_steps}" if fallback_steps else "no fallback set"
+        earlier = f"best earlier {best:.1%}" if best is not None else "no earlier epoch"
         warnings.warn(
             f"catastrophic overfitting after epoch {len(records) + 1}: PGD-{steps} accuracy "
-            f"{pgd_acc:.1%} (best {best:.1%}) while FGSM accuracy is {fgsm_acc:.1%}; {remedy}",
+            f"{pgd_acc:.1%} ({earlier}) while FGSM accuracy is {fgsm_acc:.1%}; {remedy}",
             RuntimeWarning,
             stacklevel=3,  # the caller of the objective's end_epoch
         )
