@@ -308,10 +308,14 @@ def test_guard_fires_on_a_collapse_and_not_without_one() -> None:
     assert metrics["co_fgsm_acc"] == 1.0
     assert metrics["co_pgd_acc"] < 0.1
     assert metrics["co_detected"] == 1.0
+    # never robust (best below the floor), but FGSM accuracy outpaces PGD accuracy (100% vs < 10%): since
+    # issue 17 session 4 that is a collapse too (the floor guards the "fell" arm only, see
+    # tests/test_single_step_guard.py)
+    with pytest.warns(RuntimeWarning, match="catastrophic overfitting"):
+        assert guard.end_epoch(model, x, y, [{"co_pgd_acc": 0.1}])["co_detected"] == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        # never robust (best below the floor), or already reported: no new event
-        assert guard.end_epoch(model, x, y, [{"co_pgd_acc": 0.1}])["co_detected"] == 0.0
+        # already reported: no new event
         assert guard.end_epoch(model, x, y, [{"co_pgd_acc": 0.8, "co_detected": 1.0}])["co_detected"] == 0.0
         # a healthy model: PGD accuracy close to FGSM accuracy
         healthy = nn.Sequential(nn.Linear(4, 2))

@@ -16,7 +16,15 @@ from advlearn._io import atomic_write_text
 from advlearn.checkpoint import save_model
 from advlearn.data import DataSplit, mnist5k, mnist_m_style
 from advlearn.experiments._run_folder import _jsonl, _run_dir, _toml
-from advlearn.games.dann import DANN, DANNHistory, as_rgb, features, train_dann
+from advlearn.games.dann import (
+    DANN,
+    DANNHistory,
+    accuracy,
+    adapt_batchnorm,
+    as_rgb,
+    features,
+    train_dann,
+)
 from advlearn.models.loading import resolve_device
 from advlearn.report import page as _report
 
@@ -31,11 +39,15 @@ class DANNConfig:
     Args:
         epochs: passes over the 4,000 source images, for each of the two models.
         batch_size: source (and target) images per step.
-        lr: Adam's learning rate.
+        lr: the learning rate (Adam's; SGD's before annealing).
+        optimizer: ``"adam"`` (constant rate) or ``"sgd"`` (Ganin et al.'s momentum 0.9 and
+            annealing; use it with ``lr=0.01``), see :func:`~advlearn.games.dann.train_dann`.
         gamma: ``γ`` of the λ schedule.
         batchnorm: domain-specific batch normalization after each convolution of both networks
             (:class:`~advlearn.games.dann.DomainBatchNorm2d`); the source-only network never sees
-            a target image, so it scores the target through its source statistics.
+            a target image, so it scores the target through its source statistics, and also
+            after AdaBN (:func:`~advlearn.games.dann.adapt_batchnorm`: target statistics from
+            the unlabelled target training images), the fair baseline for this network.
         seed: seeds both models' initialization (the same for both), batches and the target set.
         embed_examples: source and target test images in the embedding plot (each).
         max_examples: use only the first this many training and test images of each domain
@@ -45,6 +57,7 @@ class DANNConfig:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
+    optimizer: str = "adam"
     gamma: float = 10.0
     batchnorm: bool = False
     seed: int = 0
@@ -58,6 +71,8 @@ class DANNConfig:
             check_positive_int("max_examples", self.max_examples, minimum=self.batch_size)
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not isinstance(self.batchnorm, bool):
             raise ValueError(f"batchnorm must be True or False, got {self.batchnorm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -73,7 +88,8 @@ class DANNRun:
         html: its ``report.html``.
         markdown: its ``report.md``.
         source_only: final metrics of the source-only model: ``source_acc``, ``target_acc``,
-            ``domain_separability`` (held-out accuracy of a linear domain classifier on its features).
+            ``domain_separability`` (held-out accuracy of a linear domain classifier on its
+            features), ``seconds``; with ``batchnorm`` also ``target_acc_adabn`` (after AdaBN).
         dann: the same for the DANN model.
         histories: the two :class:`~advlearn.games.dann.DANNHistory`, by label.
         seconds: wall time of the whole run.
@@ -217,6 +233,7 @@ def run_dann(
             epochs=config.epochs,
             batch_size=config.batch_size,
             lr=config.lr,
+            optimizer="sgd" if config.optimizer == "sgd" else "adam",
             gamma=config.gamma,
             seed=config.seed,
             source_test=source.test,
@@ -233,6 +250,8 @@ def run_dann(
             "domain_separability": _domain_separability(fs, ft, config.seed),
             "seconds": history.seconds,
         }
+        if not adapt and adapt_batchnorm(model, target.train.x):  # the source-only net, target statistics
+            finals[label]["target_acc_adabn"] = accuracy(model, target.test.x, target.test.y, domain="target")
         embeds.append((f"{label}: target acc {finals[label]['target_acc']:.1%}", fs[:n_embed], ft[:n_embed]))
         save_model(
             run_dir,
@@ -265,6 +284,10 @@ def run_dann(
                 f"{m['seconds']:.0f} s",
             ]
         )
+        if "target_acc_adabn" in m:  # the same network, target statistics from the unlabelled target set
+            table.append(
+                [f"{label} + AdaBN", f"{m['source_acc']:.1%}", f"{m['target_acc_adabn']:.1%}", "", ""]
+            )
     k = 12
     examples = torch.cat([as_rgb(source.test.x[:k]), target.test.x[:k]])
     sections = [

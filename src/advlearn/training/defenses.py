@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -156,22 +156,27 @@ class NoiseAugment(_Blend):
 # ----------------------------------------------------------------------------- Fast-AT and its guard
 
 
+@dataclass(frozen=True)
 class _GuardedSingleStep(AdversarialObjective):
     """Base of the single-step objectives (Fast-AT, N-FGSM, GradAlign): the catastrophic-overfitting guard.
 
-    Subclasses are frozen dataclasses that declare ``guard``, ``guard_steps``, ``collapse_gap``,
-    ``fallback_steps`` and ``fallback`` (see :class:`FastAT`) and implement :meth:`single_step`,
-    the loss of their own method; after a recorded collapse (with ``fallback_steps > 0``) the
-    loss is PGD-``fallback_steps``'s instead.
+    It holds the guard's options and ``eps_warmup`` (see :class:`FastAT`) as keyword-only
+    fields, so that they come after each subclass's own options and the subclass's ``threat``
+    (no default) can still come first. Subclasses are frozen dataclasses that declare
+    ``threat`` and their own options, call ``super().__post_init__()``, and implement
+    :meth:`single_step`, the loss of their own method; after a recorded collapse (with
+    ``fallback_steps > 0``) the loss is PGD-``fallback_steps``'s instead.
     """
 
-    guard: bool
-    guard_steps: int
-    collapse_gap: float
-    fallback_steps: int
-    fallback: bool
+    guard: bool = field(default=True, kw_only=True)
+    guard_steps: int = field(default=10, kw_only=True)
+    collapse_gap: float = field(default=0.3, kw_only=True)
+    fallback_steps: int = field(default=5, kw_only=True)
+    fallback: bool = field(default=False, kw_only=True)
+    eps_warmup: int = field(default=0, kw_only=True)
 
-    def _check_guard(self) -> None:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _float_eps(self.threat, type(self).__name__)
         check_positive_int("guard_steps", self.guard_steps)
         check_positive_int("fallback_steps", self.fallback_steps, minimum=0)
@@ -185,6 +190,17 @@ class _GuardedSingleStep(AdversarialObjective):
             return F.cross_entropy(model(PGD(self.threat, steps=self.fallback_steps)(model, x, y)), y)
         return self.single_step(model, x, y)
 
+    def _full_threat(self) -> ThreatModel:
+        """The ε-ball the guard measures in: the full one, also on an ε warm-up's copies of the objective.
+
+        :meth:`at_epoch` hands out copies whose ``threat`` is the ramped one; each carries the
+        radius the user gave, so the guard compares every epoch at the same ε (before, its
+        warm-up epochs were measured at the ramped ε, whose higher accuracies then set the
+        "best" a full-ε epoch was compared with).
+        """
+        full: ThreatModel = getattr(self, "_guard_threat", self.threat)
+        return full
+
     def at_epoch(self, epoch: int, epochs: int, records: Records = ()) -> Objective:
         objective = super().at_epoch(epoch, epochs, records)
         if (
@@ -192,14 +208,15 @@ class _GuardedSingleStep(AdversarialObjective):
             and self.fallback_steps > 0
             and isinstance(objective, _GuardedSingleStep)
         ):
-            return dataclasses.replace(objective, fallback=True)  # type: ignore[type-var]
+            objective = dataclasses.replace(objective, fallback=True)  # type: ignore[type-var]
+        if objective is not self:  # a copy (ramped ε, fallback): it keeps the full ε for the guard
+            object.__setattr__(objective, "_guard_threat", self._full_threat())
         return objective
 
     def end_epoch(self, model: nn.Module, x: Tensor, y: Tensor, records: Records = ()) -> dict[str, float]:
         if not self.guard:
             return {}
-        name = type(self).__name__
-        threat = self.threat.with_eps(_float_eps(self.threat, name))  # the full ε, even during a warm-up
+        threat = self._full_threat()
         return check_collapse(
             model,
             x,
@@ -234,11 +251,12 @@ class FastAT(_GuardedSingleStep):
     epoch the model learns to defeat the single step while multi-step PGD
     accuracy drops to about zero. The **guard** watches for it: after every
     epoch it measures FGSM and PGD-``guard_steps`` accuracy on a fixed held-out
-    batch (the Trainer's first validation batch). A collapse is declared when
-    PGD accuracy has fallen below half its best earlier value, that best was
-    at least 20% (a model that never was robust cannot collapse; below that,
-    epoch-to-epoch noise would trip it), and FGSM accuracy stays at least
-    ``collapse_gap`` above PGD accuracy. Then it warns, records
+    batch (the Trainer's first validation batch), always at the full ε (also
+    during an ε warm-up). A collapse is declared when FGSM accuracy is at least
+    ``collapse_gap`` above PGD accuracy and PGD accuracy has either fallen below
+    half its best earlier value (that best at least 20%) or is below half of FGSM
+    accuracy (:func:`~advlearn.training.overfitting.collapse_declared` gives the
+    reasons). Then it warns, records
     ``co_detected = 1`` in that epoch's metrics, and (with ``fallback_steps > 0``)
     trains with PGD-``fallback_steps`` for the rest of the run, the remedy of
     the seed chapter's §62.7. The decision is a function of the recorded
@@ -253,7 +271,7 @@ class FastAT(_GuardedSingleStep):
             without it this is plain FGSM training.
         guard: measure and react to catastrophic overfitting.
         guard_steps: PGD steps of the guard's check.
-        collapse_gap: how far FGSM accuracy must exceed PGD accuracy at a collapse.
+        collapse_gap: how far FGSM accuracy must exceed PGD accuracy at a collapse (a share, 0.3: 30 points).
         fallback_steps: PGD steps after a collapse; 0 only warns.
         fallback: train with PGD-``fallback_steps`` now (the guard sets it).
         eps_warmup: epochs of linear ε ramp.
@@ -266,16 +284,9 @@ class FastAT(_GuardedSingleStep):
     threat: ThreatModel
     step_ratio: float = 1.25
     random_start: bool = True
-    guard: bool = True
-    guard_steps: int = 10
-    collapse_gap: float = 0.3
-    fallback_steps: int = 5
-    fallback: bool = False
-    eps_warmup: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_guard()
         check_nonnegative("step_ratio", self.step_ratio)
 
     def single_step(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -316,16 +327,9 @@ class NFGSM(_GuardedSingleStep):
     threat: ThreatModel
     noise_ratio: float = 2.0
     step_ratio: float = 1.0
-    guard: bool = True
-    guard_steps: int = 10
-    collapse_gap: float = 0.3
-    fallback_steps: int = 5
-    fallback: bool = False
-    eps_warmup: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_guard()
         check_nonnegative("noise_ratio", self.noise_ratio)
         check_nonnegative("step_ratio", self.step_ratio)
 
@@ -374,16 +378,9 @@ class GradAlign(_GuardedSingleStep):
     threat: ThreatModel
     align_weight: float = 0.2
     step_ratio: float = 1.0
-    guard: bool = True
-    guard_steps: int = 10
-    collapse_gap: float = 0.3
-    fallback_steps: int = 5
-    fallback: bool = False
-    eps_warmup: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_guard()
         check_nonnegative("align_weight", self.align_weight)
         check_nonnegative("step_ratio", self.step_ratio)
 
