@@ -42,7 +42,7 @@ from torch import nn
 from advlearn.attacks import FGSM, Rotation, rotate
 from advlearn.evaluation import transfer_matrix
 from advlearn.experiments.reproduce import _mnist
-from advlearn.experiments.reproduce._common import Comparison, Context, Experiment, Outcome
+from advlearn.experiments.reproduce._common import Comparison, Context, Experiment, Outcome, percent_rows
 from advlearn.models import logreg, maxout
 from advlearn.report.page import Section
 from advlearn.threat import ThreatModel
@@ -300,35 +300,31 @@ def run(context: Context) -> Outcome:
     ]
     input_best = all(mean("input layer error") < mean(f"{k} layer error") for k in ("hidden", "last hidden"))
     underfits = mean("last hidden layer train error") > mean("input layer train error")
-    for name in LAYERS:
-        comparisons += [
-            Comparison(
-                f"6. α = 0.5 FGSM blend on the {name} layer: error on (input) FGSM examples",
-                None,
-                values(f"{name} layer error"),
-                holds=input_best,
-                why="published: perturbing the input is best (no figure)"
-                + ("; here it is" if input_best else "; not here: the input is not the lowest of the three")
-                + ".",
-                percent=True,
-                count=n,
+    layers = {name: {m: values(f"{name} layer {m}") for m in ("error", "train error")} for name in LAYERS}
+    verdicts = {
+        "error": (
+            input_best,
+            "published: perturbing the input is best (no figure)"
+            + ("; here it is." if input_best else "; not here: the input is not the lowest of the three."),
+        ),
+        "train error": (
+            underfits,
+            "published: perturbing the last hidden layer underfits (no figure)"
+            + (
+                "; here the last layer's training error exceeds the input arm's."
+                if underfits
+                else "; not here: the last layer's training error is no higher than the input arm's."
             ),
-            Comparison(
-                f"6. α = 0.5 FGSM blend on the {name} layer: training error (clean)",
-                None,
-                values(f"{name} layer train error"),
-                holds=underfits,
-                why="published: perturbing the last hidden layer underfits (no figure)"
-                + (
-                    "; here the last layer's training error exceeds the input arm's"
-                    if underfits
-                    else "; not here: the last layer's training error is no higher than the input arm's"
-                )
-                + ".",
-                percent=True,
-                count=len(split.train),
-            ),
-        ]
+        ),
+    }
+    comparisons += percent_rows(
+        layers,
+        LAYERS,
+        {"error": "error on (input) FGSM examples", "train error": "training error (clean)"},
+        lambda _name, m: verdicts[m],
+        count={"error": n, "train error": len(split.train)},
+        quantity="6. α = 0.5 FGSM blend on the {arm} layer: {measure}",
+    )
     comparisons += [
         Comparison(
             "standard maxout: clean test error",
