@@ -286,7 +286,8 @@ class Experiment:
         name: what ``advlearn reproduce NAME`` takes.
         source: paper, table or equation.
         claim: what it checks, one sentence.
-        cost: its time on two CPU cores, quick and full, as measured.
+        cost: its measured time, quick and full, with how it was taken (wall and CPU on a quiet
+            2-core machine, or CPU seconds on one thread), or "not timed".
         run: the reproduction itself.
         seeds: the default number of seeds, quick and full.
         reads_data_dir: whether ``--data-dir`` (full MNIST IDX files) applies.

@@ -147,7 +147,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, overview claim (c) (adversarial fine-tuning of the head)",
     claim="Adversarially fine-tuning only the head of a standard-pretrained network is cheaper than "
     "full adversarial training but buys less robustness.",
-    cost="quick 4.0 min wall / 15 s CPU at load ~23 (2 seeds), full not timed",
+    cost="quick 5 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(2, 3),
 )

@@ -127,7 +127,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, overview claim (a) (Tsipras et al. 2019; Zhang et al. 2019)",
     claim="Training for robustness trades clean accuracy for robust accuracy, along PGD-AT's ε and "
     "along TRADES's β.",
-    cost="quick 4.3 min wall / 16 s CPU at load ~22 (2 seeds), full not timed",
+    cost="quick 8 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(2, 3),
 )

@@ -142,7 +142,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, overview claim (b) (Carmon et al. 2019, robust self-training)",
     claim="Pseudo-labelled unlabelled data improves the robust accuracy of adversarial training at "
     "equal labelled count.",
-    cost="quick 4.1 min wall / 16 s CPU at load ~23 (2 seeds), full not timed",
+    cost="quick 5 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(2, 3),
 )

@@ -238,7 +238,7 @@ EXPERIMENT = Experiment(
     source="Madry et al. 2018 (ICLR), Table 1 (MNIST, ℓ∞ ε = 0.3)",
     claim="Against a PGD-trained model, robust accuracy flattens as PGD's steps and restarts grow; "
     "a gradient-masked model's figure collapses under a stronger attack.",
-    cost="quick 16.7 min wall / 68 s CPU at load ~22 (1 seed), full not timed",
+    cost="quick 60 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(1, 3),
     reads_data_dir=True,
