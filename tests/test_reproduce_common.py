@@ -53,7 +53,8 @@ def test_percent_rows_order_names_counts_and_published():
     assert rows[1].why == "b/PGD."
     assert all(r.percent for r in rows)
     assert rows[1].verdict == "matches"  # 0.15 lies in B's PGD interval
-    assert rows[3].verdict == "same direction"  # A: 0.15 lies outside even the Wilson interval of 100 points at 50%; A holds
+    # A: 0.15 lies outside even the Wilson interval of 100 points at 50%, and A holds
+    assert rows[3].verdict == "same direction"
 
 
 def test_percent_rows_plain_keys_and_quantity_template():
@@ -97,6 +98,7 @@ def test_digits_setup(quick: bool):
 def test_listed_times_say_how_they_were_taken(name: str):
     """`--list` states measured times with their conditions, or says 'not timed'; no loaded-machine figure."""
     cost = EXPERIMENTS[name].cost
-    assert "quick" in cost and "full" in cost
+    assert "quick" in cost
+    assert "full" in cost
     assert "load" not in cost
     assert "quiet, 2 cores" in cost or "1 thread" in cost

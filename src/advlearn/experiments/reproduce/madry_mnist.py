@@ -238,7 +238,8 @@ EXPERIMENT = Experiment(
     source="Madry et al. 2018 (ICLR), Table 1 (MNIST, ℓ∞ ε = 0.3)",
     claim="Against a PGD-trained model, robust accuracy flattens as PGD's steps and restarts grow; "
     "a gradient-masked model's figure collapses under a stronger attack.",
-    cost="quick 60 s wall (quiet, 2 cores); full not timed",
+    cost="quick 60 s wall (quiet, 2 cores); full (3 seeds) over the 15-minute goal: stopped unfinished "
+    "after 36 min wall / 1,655 CPU-s on 2 threads, still evaluating the first seed's PGD-AT model",
     run=run,
     seeds=(1, 3),
     reads_data_dir=True,
