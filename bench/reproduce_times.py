@@ -11,6 +11,7 @@ Usage:
     python bench/reproduce_times.py --quick                    # every experiment, as CI runs them
     python bench/reproduce_times.py goodfellow madry-mnist     # full runs
     python bench/reproduce_times.py --quick --json times.json claim-head
+    python bench/reproduce_times.py claim-overfitting --threads 1 --out-dir /tmp/runs   # keep the run folder
 """
 
 from __future__ import annotations
@@ -40,16 +41,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--out-dir", default=None, help="keep the run folders here (default: a temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.names or list(EXPERIMENTS)
+    for name in names:
+        EXPERIMENTS.lookup(name)  # an unknown name fails here, listing the known ones
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs visible, {args.threads} torch threads"
     )
     print(f"{'experiment':18} {'wall s':>8} {'CPU s':>8} {'load before':>12} {'load after':>11}")
     rows = []
-    with tempfile.TemporaryDirectory() as out_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        out_dir = args.out_dir or scratch
         for name in names:
             load_before = os.getloadavg()[0]
             wall, cpu = time.perf_counter(), _cpu_seconds()

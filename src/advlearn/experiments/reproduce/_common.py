@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -169,6 +169,56 @@ class Comparison:
         }
 
 
+def percent_rows(
+    scores: Mapping[str, Mapping[str, Sequence[float]]],
+    arms: Mapping[str, str] | Iterable[str],
+    measures: Mapping[str, str] | Iterable[str],
+    verdict: Callable[[str, str], tuple[bool, str]],
+    *,
+    count: int | Mapping[str, int],
+    quantity: str = "{arm}: {measure} accuracy",
+    published: Mapping[str, float] | None = None,
+) -> list[Comparison]:
+    """The main table's percentage rows (accuracies, errors): one per arm and measure, arms outermost.
+
+    Args:
+        scores: ``scores[arm][measure]`` is the per-seed values (as :func:`._mnist.score` collects them).
+        arms, measures: which rows, in order: keys of ``scores``, or a mapping from each key to
+            the name the row shows.
+        verdict: ``(arm, measure) -> (holds, why)`` (the keys); ``why`` is one sentence.
+        count: the test points per seed (by measure, where they differ).
+        quantity: the row's name, formatted with the names of ``arm`` and ``measure``.
+        published: the published figure by measure; a measure not in it has none.
+
+    Example:
+        >>> rows = percent_rows(
+        ...     {"AT": {"clean": [0.9, 0.8]}}, ["AT"], ["clean"], lambda a, m: (True, "fine."),
+        ...     count=100, published={"clean": 0.85},
+        ... )
+        >>> rows[0].quantity, rows[0].verdict
+        ('AT: clean accuracy', 'matches')
+    """
+    arm_names = arms if isinstance(arms, Mapping) else {a: a for a in arms}
+    measure_names = measures if isinstance(measures, Mapping) else {m: m for m in measures}
+    published = published or {}
+    rows = []
+    for arm, arm_name in arm_names.items():
+        for measure, measure_name in measure_names.items():
+            holds, why = verdict(arm, measure)
+            rows.append(
+                Comparison(
+                    quantity.format(arm=arm_name, measure=measure_name),
+                    published.get(measure),
+                    tuple(scores[arm][measure]),
+                    holds=bool(holds),
+                    why=why,
+                    percent=True,
+                    count=count if isinstance(count, int) else count[measure],
+                )
+            )
+    return rows
+
+
 @dataclass(frozen=True)
 class Check:
     """An identity checked against an independent computation: ``|ours − reference| ≤ tolerance``."""
@@ -236,7 +286,8 @@ class Experiment:
         name: what ``advlearn reproduce NAME`` takes.
         source: paper, table or equation.
         claim: what it checks, one sentence.
-        cost: its time on two CPU cores, quick and full, as measured.
+        cost: its measured time, quick and full, with how it was taken (wall and CPU on a quiet
+            2-core machine, or CPU seconds on one thread), or "not timed".
         run: the reproduction itself.
         seeds: the default number of seeds, quick and full.
         reads_data_dir: whether ``--data-dir`` (full MNIST IDX files) applies.

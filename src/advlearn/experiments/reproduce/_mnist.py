@@ -1,17 +1,23 @@
-"""What the MNIST reproductions share: the data (MNIST-5k or full MNIST IDX files) and one training call."""
+"""What the trained reproductions share: MNIST (MNIST-5k or IDX files), one training and one scoring call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from advlearn.attacks import Attack
-from advlearn.data import Dataset, DataSplit, load_mnist_idx, mnist5k, stratified_split
+from advlearn.attacks import PGD, Attack
+from advlearn.data import Dataset, DataSplit, digits, load_mnist_idx, mnist5k, stratified_split
+from advlearn.evaluation import evaluate
 from advlearn.experiments.reproduce._common import Context
+from advlearn.threat import ThreatModel
 from advlearn.training import Objective, Trainer
+
+Scores = dict[str, dict[str, list[float]]]
+"""Per arm (a trained model's name), per measure (``"clean"``, an attack's name): one value per seed."""
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -39,6 +45,34 @@ def load(context: Context) -> tuple[DataSplit, str]:
         raise FileNotFoundError(f"--data-dir {root} lacks {', '.join(missing)}; it looks for {looked}")
     split = load_mnist_idx(root)
     return split, f"full MNIST from {root} ({len(split.train):,} train / {len(split.test):,} test)"
+
+
+@dataclass(frozen=True)
+class DigitsPGD:
+    """The 8×8-digits claims' common ground: the data, the scored test digits, ℓ∞ PGD-20.
+
+    Attributes:
+        split: scikit-learn's 8×8 digits.
+        test: the scored test digits ``(x, y)``: the first 300 with ``--quick``, else all.
+        threat: ℓ∞ at the claim's ε, in the box [0, 1].
+        attacks: ``{"PGD-20": PGD(threat, steps=20, early_stop=True)}``.
+        measures: the scores' measures and the names their rows show.
+    """
+
+    split: DataSplit
+    test: tuple[torch.Tensor, torch.Tensor]
+    threat: ThreatModel
+    attacks: dict[str, Attack]
+    measures: dict[str, str]
+
+    @classmethod
+    def make(cls, context: Context, eps: float) -> DigitsPGD:
+        split = digits()
+        n_test = 300 if context.quick else len(split.test)
+        threat = ThreatModel("linf", eps, (0.0, 1.0))
+        attacks: dict[str, Attack] = {"PGD-20": PGD(threat, steps=20, early_stop=True)}
+        measures = {"clean": "clean", "PGD-20": f"PGD-20 at ε = {eps:g}"}
+        return cls(split, (split.test.x[:n_test], split.test.y[:n_test]), threat, attacks, measures)
 
 
 def validation_split(train: Dataset, size: int, seed: int) -> tuple[Dataset, Dataset]:
@@ -76,6 +110,47 @@ def fit(
     )
     trainer.fit(data.loader(batch_size, shuffle=True), epochs=epochs)
     return model.eval()
+
+
+def score(
+    scores: Scores,
+    arm: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    attacks: Mapping[str, Attack],
+    seed: int,
+) -> None:
+    """Append ``model``'s clean accuracy and its accuracy under each of ``attacks`` to ``scores[arm]``.
+
+    One :func:`~advlearn.evaluation.evaluate` call on ``(x, y)`` with ``seed``'s keyed random
+    starts; the measures are ``"clean"`` and the attacks' names.
+    """
+    ev = evaluate(model, (x, y), threat, dict(attacks), seed=seed, quiet=True)
+    for measure, value in {"clean": ev.clean_accuracy, **ev.robust_accuracy}.items():
+        scores.setdefault(arm, {}).setdefault(measure, []).append(value)
+
+
+def fit_and_score(
+    scores: Scores,
+    arm: str,
+    make_model: Callable[[], nn.Module],
+    objective: Objective,
+    data: Dataset,
+    test: tuple[torch.Tensor, torch.Tensor],
+    threat: ThreatModel,
+    attacks: Mapping[str, Attack],
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int = 128,
+    quiet: bool = True,
+) -> nn.Module:
+    """:func:`fit` a fresh model, then :func:`score` it on ``test`` into ``scores[arm]``; return it."""
+    model = fit(make_model, objective, data, epochs=epochs, seed=seed, batch_size=batch_size, quiet=quiet)
+    score(scores, arm, model, *test, threat, attacks, seed)
+    return model
 
 
 def error_and_confidence(

@@ -131,7 +131,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, overview claim (d) (Salman et al. 2019)",
     claim="Adversarially trained models get larger certified radii under randomized smoothing "
     "than standard ones.",
-    cost="quick 38 s (wall at load ~10), full not timed",
+    cost="quick 6 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(2, 3),
 )

@@ -16,11 +16,8 @@ from __future__ import annotations
 import statistics
 from functools import partial
 
-from advlearn.attacks import PGD
-from advlearn.data import digits
-from advlearn.evaluation import evaluate
 from advlearn.experiments.reproduce import _mnist
-from advlearn.experiments.reproduce._common import Comparison, Context, Experiment, Outcome
+from advlearn.experiments.reproduce._common import Context, Experiment, Outcome, percent_rows
 from advlearn.models import mlp
 from advlearn.report.page import Section, figure, png
 from advlearn.threat import ThreatModel
@@ -48,49 +45,43 @@ def _arms(quick: bool, steps: int) -> dict[str, Objective]:
 
 
 def run(context: Context) -> Outcome:
-    split = digits()
-    epochs, steps, n_test = (10, 3, 300) if context.quick else (30, 7, len(split.test))
-    x, y = split.test.x[:n_test], split.test.y[:n_test]
-    threat = ThreatModel("linf", EPS, (0.0, 1.0))
-    attack = PGD(threat, steps=20, early_stop=True)
+    bench = _mnist.DigitsPGD.make(context, EPS)  # 8×8 digits, PGD-20 at EPS
+    split, threat, n_test = bench.split, bench.threat, len(bench.test[0])
+    epochs, steps = (10, 3) if context.quick else (30, 7)
     arms = _arms(context.quick, steps)
-    clean: dict[str, list[float]] = {k: [] for k in arms}
-    robust: dict[str, list[float]] = {k: [] for k in arms}
+    scores: _mnist.Scores = {}
     for seed in context.seeds:
         for label, objective in arms.items():
-            model = _mnist.fit(_model, objective, split.train, epochs=epochs, seed=seed, quiet=context.quiet)
-            ev = evaluate(model, (x, y), threat, {"PGD-20": attack}, seed=seed, quiet=True)
-            clean[label].append(ev.clean_accuracy)
-            robust[label].append(ev.robust_accuracy["PGD-20"])
+            _mnist.fit_and_score(
+                scores, label, _model, objective, split.train, bench.test, threat, bench.attacks,
+                epochs=epochs, seed=seed, quiet=context.quiet,
+            )  # fmt: skip
+    clean = {k: v["clean"] for k, v in scores.items()}
+    robust = {k: v["PGD-20"] for k, v in scores.items()}
 
     def mean(values: list[float]) -> float:
         return statistics.fmean(values)
 
-    comparisons = []
+    claims: dict[tuple[str, str], tuple[bool, str]] = {}  # (arm, measure) -> (holds, why)
+    kinds = {"standard": "PGD-AT"}  # the standard model's rows once, on the PGD-AT curve
     for kind, prefix, knob in (("PGD-AT", "eps=", "training ε"), ("TRADES", "beta=", "β")):
-        curve = ["standard", *(k for k in arms if k.startswith(prefix))]
+        curve = [k for k in arms if k.startswith(prefix)]
         top = curve[-1]
-        costs = mean(clean[top]) < mean(clean["standard"])
-        buys = mean(robust[top]) > mean(robust["standard"])
-        for label in curve if kind == "PGD-AT" else curve[1:]:  # the standard model's rows once
-            name = (
-                "standard (ε = 0, β = 0: both curves' origin)" if label == "standard" else f"{kind}, {label}"
-            )
-            for measure, values, holds, claim in (
-                ("clean", clean, costs, f"clean accuracy falls as {knob} grows"),
-                (f"PGD-20 at ε = {EPS:g}", robust, buys, f"robust accuracy rises as {knob} grows"),
-            ):
-                comparisons.append(
-                    Comparison(
-                        f"{name}: {measure} accuracy",
-                        None,
-                        tuple(values[label]),
-                        holds=holds,
-                        why=f"{claim}: {'holds' if holds else 'fails'} from the standard model to {top}.",
-                        percent=True,
-                        count=n_test,
-                    )
-                )
+        falls = mean(clean[top]) < mean(clean["standard"])
+        rises = mean(robust[top]) > mean(robust["standard"])
+        for measure, holds, claim in (
+            ("clean", falls, f"clean accuracy falls as {knob} grows"),
+            ("PGD-20", rises, f"robust accuracy rises as {knob} grows"),
+        ):
+            why = f"{claim}: {'holds' if holds else 'fails'} from the standard model to {top}."
+            for label in ["standard", *curve] if kind == "PGD-AT" else curve:
+                claims[label, measure] = holds, why
+                kinds.setdefault(label, kind)
+
+    names = {k: f"{kinds[k]}, {k}" for k in arms} | {
+        "standard": "standard (ε = 0, β = 0: both curves' origin)"
+    }
+    comparisons = percent_rows(scores, names, bench.measures, lambda a, m: claims[a, m], count=n_test)
     fig = figure(12.0, 3.8)
     frontier = fig.add_subplot(1, 3, 3)
     for i, (kind, prefix) in enumerate((("PGD-AT: training ε", "eps="), ("TRADES: β", "beta="))):
@@ -136,7 +127,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, overview claim (a) (Tsipras et al. 2019; Zhang et al. 2019)",
     claim="Training for robustness trades clean accuracy for robust accuracy, along PGD-AT's ε and "
     "along TRADES's β.",
-    cost="quick 4.3 min wall / 16 s CPU at load ~22 (2 seeds), full not timed",
+    cost="quick 8 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(2, 3),
 )

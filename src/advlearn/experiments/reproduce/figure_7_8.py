@@ -162,7 +162,7 @@ EXPERIMENT = Experiment(
     source="Goodfellow, Shlens & Szegedy 2015, Figure 1 (the panda)",
     claim="A sign-gradient perturbation turns a correctly classified input into a confident "
     "mistake; adversarial training blunts it.",
-    cost="quick 47 s (1 seed, wall at load ~9), full not timed",
+    cost="quick 9 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(1, 3),
     reads_data_dir=True,

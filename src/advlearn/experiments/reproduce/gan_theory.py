@@ -133,7 +133,7 @@ EXPERIMENT = Experiment(
     name="gan-theory",
     source="Adversarial Learning chapter, eqs. 62.4 and 62.5 (Goodfellow et al. 2014, Prop. 1, Thm. 1)",
     claim="D* = p_data/(p_data + p_g) and V(G, D*) = −log 4 + 2·JSD, by integration and by a trained D.",
-    cost="quick 72 s wall / 14 s CPU at load 13, full not timed",
+    cost="quick 7 s wall (quiet, 2 cores); full not timed",
     run=run,
     seeds=(2, 3),
 )

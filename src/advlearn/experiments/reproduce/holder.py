@@ -141,7 +141,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, eq. 62.1 (Hölder's inequality)",
     claim="FGSM's value equals ε‖g‖_q to machine precision; the best of 100,000 random "
     "perturbations falls far short (ℓ∞, ℓ2, ℓ1).",
-    cost="quick 17 s, full 36 s (wall, 2 cores shared at load ~9)",
+    cost="quick 14 s wall (quiet, 2 cores); full (10 seeds) 8 CPU-s on 1 thread",
     run=run,
     seeds=(5, 10),
 )

@@ -307,7 +307,7 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, §62.3, Table 62.1 and Figure 62.1",
     claim="FGSM at ε = 1 drops logistic regression on two Gaussians to chance; FGSM adversarial "
     "training barely helps, because the Bayes-optimal robust accuracy at ε = 1 is chance.",
-    cost="quick 8 s, full 21 s (wall, 2 cores shared at load ~9)",
+    cost="quick 3 s wall (quiet, 2 cores); full (20 seeds) 2 CPU-s on 1 thread",
     run=run,
     seeds=(5, 20),
 )
