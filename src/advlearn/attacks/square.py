@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from advlearn import _keyed_random as keyed
 from advlearn._checks import check_inputs, check_logits, check_positive_int
 from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
@@ -125,13 +126,26 @@ def _pattern(
     return unit
 
 
+def _offsets(
+    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """One random window position per example, ``(top, left)`` ``(B, 1)`` each, uniform over the
+    positions that fit: one draw call, keyed per example under a
+    :class:`~advlearn._keyed_random.KeyedGenerator`."""
+    sh, sw = sides
+    places = torch.tensor([height - sh + 1, width - sw + 1], device=like.device)
+    u = keyed.rand((b, 2), generator=generator, device=like.device, dtype=torch.float64)
+    # u < 1, so u·n < n; the clamp only guards the product's rounding
+    at = torch.minimum((u * places).floor().long(), places - 1)  # (B, 2)
+    return at[:, :1], at[:, 1:]
+
+
 def _random_windows(
     b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:
     """One random window per example: ``(rows, cols)`` offsets into it, ``(B, H, W)`` each, −1 outside."""
     sh, sw = sides
-    top = torch.randint(0, height - sh + 1, (b, 1), generator=generator, device=like.device)
-    left = torch.randint(0, width - sw + 1, (b, 1), generator=generator, device=like.device)
+    top, left = _offsets(b, sides, height, width, like, generator)
     r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
     c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
     r = torch.where((r >= 0) & (r < sh), r, -1)
@@ -148,8 +162,7 @@ def _window_mask(
     """One random window per example as a mask ``(B, 1, H, W)``: the draws of :func:`_random_windows`,
     built by broadcasting a row and a column mask (ℓ∞ needs no offsets: a tenth of the work)."""
     sh, sw = sides
-    top = torch.randint(0, height - sh + 1, (b, 1), generator=generator, device=like.device)
-    left = torch.randint(0, width - sw + 1, (b, 1), generator=generator, device=like.device)
+    top, left = _offsets(b, sides, height, width, like, generator)
     r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
     c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
     in_rows, in_cols = (r >= 0) & (r < sh), (c >= 0) & (c < sw)
@@ -157,8 +170,8 @@ def _window_mask(
 
 
 def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    draws = torch.randint(0, 2, shape, generator=generator, device=like.device)
-    return draws.to(like.dtype) * 2 - 1
+    """±1 of ``like``'s dtype, shaped ``shape`` (first dimension: examples), one draw call."""
+    return keyed.random_sign(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 def _init_linf(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
@@ -177,10 +190,11 @@ def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Gene
     tile = _pattern(th, tw, False, x0.device, x0.dtype, threat.norm.ord)
     delta = torch.zeros_like(x0)
     oh, ow = (h - th * (h // th)) // 2, (w - tw * (w // tw)) // 2
+    signs = _signs((b, h // th, w // tw, c), x0, generator)  # one sign per tile and channel
     for i in range(h // th):
         for j in range(w // tw):
             rs, cs = oh + i * th, ow + j * tw
-            delta[:, :, rs : rs + th, cs : cs + tw] = tile * _signs((b, c, 1, 1), x0, generator)
+            delta[:, :, rs : rs + th, cs : cs + tw] = tile * signs[:, i, j, :, None, None]
     if isinstance(threat.norm, L1):
         return _project_l1(x0, x0 + delta, eps, threat)
     norms = delta.reshape(b, -1).norm(dim=1).clamp_min(1e-12)
@@ -188,23 +202,34 @@ def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Gene
     return threat.project(x0 + delta, x0)
 
 
+#: Sign draws per ℓ∞ proposal: the first that changes the window is taken (a no-op wastes a query).
+_SIGN_DRAWS = 10
+
+
 def _propose_linf(
     x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, generator: torch.Generator | None
 ) -> Tensor:
-    """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2)."""
+    """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2).
+
+    A sign draw that leaves the window as it is would waste a query, so each example draws
+    :data:`_SIGN_DRAWS` sign vectors at once and takes the first that changes its window (the last
+    if none does): the distribution of redrawing until a change, at one draw call per proposal and
+    without a pass over the image per redraw. Which draws are no-ops is read from two masks per
+    channel, the window's pixels already at the box-clipped ``x0 + ε`` and at ``x0 − ε``.
+    """
     b, c, h, w = x.shape
     window = _window_mask(b, _window(p, h, w, l2=False), h, w, x, generator)  # (B, 1, H, W)
-    signs = _signs((b, c, 1, 1), x, generator)
-    x_new = threat.project_box(torch.where(window, x0 + eps * signs, x))
-    # A draw that leaves the window as it is wastes a query: redraw its signs (10 draws at most).
-    for _ in range(9):
-        redo = (x_new - x).abs().reshape(b, -1).amax(dim=1) < 1e-7
-        if not bool(redo.any()):
-            break
-        signs = _signs((b, c, 1, 1), x, generator)
-        candidate = threat.project_box(torch.where(window, x0 + eps * signs, x))
-        x_new = torch.where(per_example(redo, x), candidate, x_new)
-    return x_new
+    signs = _signs((b, _SIGN_DRAWS, c), x, generator)  # (B, R, C)
+    up, down = threat.project_box(x0 + eps), threat.project_box(x0 - eps)
+    outside = ~window
+    # (B, C): moving channel c's window to +ε (−ε) changes nothing
+    still_up = ((up - x).abs() < 1e-7).logical_or_(outside).flatten(2).all(dim=2)
+    still_down = ((down - x).abs() < 1e-7).logical_or_(outside).flatten(2).all(dim=2)
+    noop = torch.where(signs > 0, still_up[:, None, :], still_down[:, None, :]).all(dim=2)  # (B, R)
+    noop[:, -1] = False
+    first = noop.logical_not().to(torch.uint8).argmax(dim=1)  # the first draw that changes the window
+    chosen = signs[torch.arange(b, device=x.device), first]  # (B, C)
+    return torch.where(window, torch.where(chosen[:, :, None, None] > 0, up, down), x)
 
 
 def _project_l1(x0: Tensor, x: Tensor, eps: Tensor, threat: ThreatModel) -> Tensor:
@@ -234,10 +259,12 @@ def _propose_l2(
     q = threat.norm.ord
     b, c, h, w = x.shape
     sides = _window(p, h, w, l2=True)
-    transpose = bool(torch.randint(0, 2, (1,), generator=generator, device=x.device).item())
-    pattern = _pattern(sides[0], sides[1], transpose, x.device, x.dtype, q)
     rows1, cols1 = _random_windows(b, sides, h, w, x, generator)
     rows2, _ = _random_windows(b, sides, h, w, x, generator)
+    # each example's pattern is transposed or not (a square window's only freedom), by its own coin
+    transpose = _signs((b, 1, 1), x, generator) > 0  # (B, 1, 1)
+    pattern = _pattern(sides[0], sides[1], False, x.device, x.dtype, q)
+    patterns = torch.where(transpose, _pattern(sides[0], sides[1], True, x.device, x.dtype, q), pattern)
     w1, w2 = (rows1 >= 0).unsqueeze(1), (rows2 >= 0).unsqueeze(1)  # (B, 1, H, W)
     delta = x - x0
 
@@ -246,7 +273,8 @@ def _propose_l2(
 
     slack = (eps.pow(q) - delta.abs().pow(q).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(0.0) / c
     nu = (slack + channel_norm(delta * (w1 | w2)).pow(q)).pow(1 / q)
-    placed = pattern[rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
+    rows_b = torch.arange(b, device=x.device)[:, None, None]
+    placed = patterns[rows_b, rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
     inside = delta * w1
     fresh = placed * _signs((b, c, 1, 1), x, generator) + inside / channel_norm(inside).clamp_min(1e-12)
     fresh = fresh / channel_norm(fresh).clamp_min(1e-12) * nu
@@ -326,7 +354,10 @@ def square(
         rescale: stretch the window schedule (written for 10,000 queries) to ``queries``;
             ``False`` keeps it at fixed iterations, as the reference AutoAttack does
             (``resc_schedule=False``; at 5,000 queries the windows then shrink half as early).
-        generator: random source; ``None`` uses torch's global RNG.
+        generator: random source; ``None`` uses torch's global RNG. A
+            :class:`~advlearn._keyed_random.KeyedGenerator` (as :func:`~advlearn.evaluation.evaluate`
+            passes) draws each example's windows and signs from its own key, so an example's
+            result does not depend on the batch it is in nor on which others are still running.
 
     Returns:
         An :class:`AttackResult` with ``num_grads = 0`` and ``num_forwards`` the
@@ -373,12 +404,13 @@ def square(
         progress.broken(int(success.sum()))
         active = ActiveSet.where(~success, threat)
         x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
+        draws = active.draws(generator)  # keyed by the examples still running, not their places
         for i in range(1, queries):
             if len(active) == 0:
                 break
             progress.spent(i / queries)
             candidate = propose(
-                x0_a, x_a, eps_a, square_fraction(p_init, i, queries, rescale), active.threat, generator
+                x0_a, x_a, eps_a, square_fraction(p_init, i, queries, rescale), active.threat, draws
             )
             logits = model(candidate.reshape((-1, *x.shape[1:])))
             num_forwards += len(active)
@@ -392,6 +424,7 @@ def square(
                 done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
                 x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)
+                draws = active.draws(generator)
         x_cur[active.index], loss_cur[active.index] = x_a, loss_a
 
     return AttackResult(
