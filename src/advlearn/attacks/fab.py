@@ -112,17 +112,11 @@ def _fab_run(
     ts = target
     eps = threat.eps_for(x0)
     num_grads = num_forwards = 0
-    # FAB-T takes one gradient per step, at the point the step's check pass has just run on, unless the
-    # point crossed and was pulled back: run with a graph, that pass is the forward of the next gradient.
-    reuse: tuple[Tensor, Tensor] | None = None  # (f, g) at xs, from the check pass
     for step in range(steps):
         if len(active) == 0:
             break
         progress.spent(step / steps)
-        if reuse is None:
-            _, f, g, passes = _margins_and_grads(model, xs, ys, ts)
-        else:
-            (f, g), passes = reuse, 1
+        _, f, g, passes = _margins_and_grads(model, xs, ys, ts)
         num_grads += passes * len(active)
         a, k, d = g.shape
         # The nearest linearized boundary: |f_k| / ‖∇f_k‖_q (q the dual exponent).
@@ -138,41 +132,21 @@ def _fab_run(
         alpha = per_example((n1 / (n1 + n2)).clamp(0.0, alpha_max), x_flat)
         x_new = ((1 - alpha) * (x_flat + eta * d1) + alpha * (x0_flat + eta * d2)).clamp(lo, hi)
         xs = x_new.reshape(xs.shape)
-        graph = ts is not None and step + 1 < steps
-        with torch.set_grad_enabled(graph):
-            xg = xs.requires_grad_(True) if graph else xs
-            logits = model(xg)
+        with torch.no_grad():
+            logits = model(xs)
         num_forwards += len(active)
         fooled = logits.argmax(dim=1) != ys
-        xs = xs.detach()
-        best.update(active.index, xs, x0s, signed_margin(logits.detach(), ys, False), fooled)
+        best.update(active.index, xs, x0s, signed_margin(logits, ys, False), fooled)
         # Past the boundary: step back towards x0 (the paper's β).
         xs = torch.where(per_example(fooled, xs), x0s + beta * (xs - x0s), xs)
-        reuse = None
-        # The check pass's backward serves every row (a full-batch backward), the crossed rows need a fresh
-        # pass of their own: cheaper than a fresh pass for all while under a third crossed (backward ≈ 2
-        # forwards). Either way each row gets the gradient at its point (the same numbers, up to the last
-        # bit where a model's kernels depend on the batch size).
-        crossed = int(fooled.sum()) if graph else a
-        if graph and 3 * crossed < a:
-            assert ts is not None
-            f_next = (logits[rows, ts] - logits[rows, ys]).unsqueeze(1)
-            (g_next,) = torch.autograd.grad(f_next.sum(), xg)
-            f_next, g_next = f_next.detach(), flat(g_next).unsqueeze(1)
-            if crossed:
-                _, f_back, g_back, _ = _margins_and_grads(model, xs[fooled], ys[fooled], ts[fooled])
-                f_next[fooled], g_next[fooled] = f_back, g_back
-            reuse = (f_next, g_next)
-        del xg, logits
         if early_stop:
             done = best.norm[active.index] <= eps
             if bool(done.any()):
                 progress.broken(int(done.sum()))
-                parts = [xs, x0s, ys, eps, *([] if ts is None else [ts]), *([] if reuse is None else reuse)]
-                kept = list(active.drop(done, *parts))
+                parts = (xs, x0s, ys, eps) if ts is None else (xs, x0s, ys, eps, ts)
+                kept = active.drop(done, *parts)
                 xs, x0s, ys, eps = kept[:4]
                 ts = kept[4] if ts is not None else None
-                reuse = (kept[-2], kept[-1]) if reuse is not None else None
     return num_grads, num_forwards
 
 
@@ -363,11 +337,8 @@ def fab_t(
 
     Returns:
         An :class:`AttackResult`. Without early stop it costs ``steps·restarts·T``
-        gradients and ``2 + steps·restarts·T`` forward passes per correctly
-        classified example, ``T = min(num_targets, C − 1)``. A step's check pass runs with a
-        graph, and while under a third of the points cross the boundary its backward gives the
-        next step's gradients (a fresh pass only for the crossed points, pulled back): there a
-        gradient costs one backward pass instead of a forward and a backward.
+        forward+backward passes and ``2 + steps·restarts·T`` forward passes per correctly
+        classified example, ``T = min(num_targets, C − 1)``.
 
     References:
         Croce & Hein (2020), FAB; its targeted version in AutoAttack (Croce & Hein, ICML 2020, §4).
