@@ -36,7 +36,9 @@ Run
     Options: --n (test digits, default 1000), --batch-size, --threads, --versions (advlearn versions
     to run, default "standard"; "standard,fast" adds the cheaper one), --norm, --eps, --out (JSON),
     --state-dict FILE (instead of the main job's models: a tensors-only torch file {"state", "xte",
-    "yte", "label"} of the small CNN defined below, e.g. one trained outside the project; repeatable).
+    "yte", "label"} of the small CNN defined below, e.g. one trained outside the project; repeatable),
+    --offset K (with --state-dict: start at held-out digit K, for a slice not compared before),
+    --clock thread (time each library by the thread's CPU time, with --threads 1 on a shared machine).
 
 Evidence
     Not yet run at full size; the lead engineer runs the timed comparison (see bench/README.md).
