@@ -36,7 +36,9 @@ Run
     Options: --n (test digits, default 1000), --batch-size, --threads, --versions (advlearn versions
     to run, default "standard"; "standard,fast" adds the cheaper one), --norm, --eps, --out (JSON),
     --state-dict FILE (instead of the main job's models: a tensors-only torch file {"state", "xte",
-    "yte", "label"} of the small CNN defined below, e.g. one trained outside the project; repeatable).
+    "yte", "label"} of the small CNN defined below, e.g. one trained outside the project; repeatable),
+    --offset K (with --state-dict: start at held-out digit K, for a slice not compared before),
+    --clock thread (time each library by the thread's CPU time, with --threads 1 on a shared machine).
 
 Evidence
     Not yet run at full size; the lead engineer runs the timed comparison (see bench/README.md).
@@ -72,6 +74,10 @@ DEFAULT_OUT = HERE / "results" / "evaluation.json"
 LABELS = ("standard", "pgd-at")
 SEED = 0
 NORM_NAMES = {"linf": "Linf", "l2": "L2", "l1": "L1"}  # the original's spelling
+CLOCKS = {
+    "wall": time.perf_counter,
+    "thread": time.thread_time,
+}  # --clock thread: CPU time, for a shared machine
 ORIGINAL_INSTALL = "pip install git+https://github.com/fra31/auto-attack --no-deps"
 
 # (model, x, y) -> adversarial inputs, plus a dict the library may fill with details
@@ -105,8 +111,11 @@ def small_cnn() -> nn.Module:
     )  # fmt: skip
 
 
-def state_dict_models(paths: list[Path], n: int) -> tuple[dict[str, nn.Module], Tensor, Tensor]:
-    """Models and held-out digits from tensors-only files (``weights_only=True``: nothing is unpickled)."""
+def state_dict_models(
+    paths: list[Path], n: int, offset: int = 0
+) -> tuple[dict[str, nn.Module], Tensor, Tensor]:
+    """Models and held-out digits ``offset … offset + n − 1`` from tensors-only files (``weights_only=True``:
+    nothing is unpickled)."""
     models, data = {}, None
     for path in paths:
         blob = torch.load(path, weights_only=True)
@@ -114,8 +123,8 @@ def state_dict_models(paths: list[Path], n: int) -> tuple[dict[str, nn.Module], 
         model.load_state_dict(blob["state"])
         models[str(blob.get("label", path.stem))] = model.eval().requires_grad_(False)
         if data is None:
-            data = (blob["xte"][:n], blob["yte"][:n])
-        elif not torch.equal(data[0], blob["xte"][:n]):
+            data = (blob["xte"][offset : offset + n], blob["yte"][offset : offset + n])
+        elif not torch.equal(data[0], blob["xte"][offset : offset + n]):
             raise ValueError(f"{path}: its held-out digits differ from the first file's")
     assert data is not None
     return models, data[0], data[1]
@@ -221,14 +230,21 @@ def libraries(versions: list[str], threat: al.ThreatModel) -> dict[str, EvalFn]:
 
 
 def evaluate_library(
-    name: str, fn: EvalFn, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, threat: al.ThreatModel
+    name: str,
+    fn: EvalFn,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    threat: al.ThreatModel,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     counter = PassCounter(model)
     details: dict[str, Any] = {}
     robust = []
     feasible = True
     torch.manual_seed(SEED)
-    start = time.perf_counter()
+    start = CLOCKS[clock]()
     try:
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
             x_adv = fn(model, xb, yb, details)
@@ -236,7 +252,7 @@ def evaluate_library(
             robust.append((predict(model, xb) == yb) & (predict(model, x_adv) == yb))
     finally:
         counter.remove()
-    seconds = time.perf_counter() - start
+    seconds = CLOCKS[clock]() - start
     flags = torch.cat(robust)
     details.pop("batches", None)
     return {
@@ -379,6 +395,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="a small-CNN file instead of the main job",
     )
+    p.add_argument(
+        "--offset", type=int, default=0, help="with --state-dict: skip this many held-out digits first"
+    )
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=sorted(CLOCKS),
+        help="wall time, or the thread's CPU time (with --threads 1, on a shared machine)",
+    )
     args = p.parse_args(argv)
     args.n = args.n or (16 if args.quick else 1000)
     return args
@@ -393,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"WARNING: 1-minute load average is {load:.2f}; other processes will add noise to the times")
     threat = al.ThreatModel(args.norm, args.eps)
     if args.state_dict:
-        models, x, y = state_dict_models(args.state_dict, args.n)
+        models, x, y = state_dict_models(args.state_dict, args.n, args.offset)
         run_dir: Path | None = None
     else:
         models, run_dir = main_job_models(args.run_dir)
@@ -405,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label}: clean accuracy {100 * clean:.1f}% on {len(y)} test digits")
         results = {}
         for name, fn in libs.items():
-            res = evaluate_library(name, fn, model, x, y, args.batch_size, threat)
+            res = evaluate_library(name, fn, model, x, y, args.batch_size, threat, args.clock)
             print(f"  {name}: robust {100 * res['robust_acc']:.1f}% in {res['seconds']:.1f} s")
             results[name] = res
         cells.append({"model": label, "clean_acc": clean, "results": results})

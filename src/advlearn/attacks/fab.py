@@ -195,7 +195,8 @@ def _fab(
                 # Later restarts start at a random point of the ball of radius min(best so far, ε)/2.
                 radius = torch.minimum(best.norm[active.index], active.threat.eps_for(x0)) / 2
                 b, d = flat(x0).shape
-                delta = threat.norm.random_delta(b, d, radius.unsqueeze(1), x0, generator)
+                # keyed by the examples restarted, not their places (whatever the batch or the early exits)
+                delta = threat.norm.random_delta(b, d, radius.unsqueeze(1), x0, active.draws(generator))
                 x_start = threat.project_box(x0 + delta.reshape(x0.shape))
             with progress.share(passed, passed + 1 / (len(targets) * restarts)):
                 grads, forwards = _fab_run(
@@ -267,7 +268,8 @@ def fab(
         early_stop: leave an example once a point in the ε-ball fools the model
             (for evaluation; the figure is unchanged, the norm is no longer minimized).
         loss: the per-example loss reported in ``AttackResult.loss``.
-        generator: random source for the restarts.
+        generator: random source for the restarts; a :class:`~advlearn._keyed_random.KeyedGenerator`
+            draws each example's starts from its own key, so they do not depend on the batching.
 
     Returns:
         An :class:`AttackResult`. Without early stop it costs ``steps·restarts·C``

@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from advlearn import _keyed_random as keyed
 from advlearn._checks import check_inputs, check_logits, check_positive_int
 from advlearn.attacks import _progress as progress
 from advlearn.attacks._base import (
@@ -125,13 +126,21 @@ def _pattern(
     return unit
 
 
+def _offsets(sides: tuple[int, int], height: int, width: int, u: Tensor) -> tuple[Tensor, Tensor]:
+    """One random window position per example, ``(top, left)`` ``(B, 1)`` each, uniform over the
+    positions that fit, from two uniforms per example ``u`` ``(B, 2)``."""
+    sh, sw = sides
+    top = (u[:, :1] * (height - sh + 1)).long().clamp_max(height - sh)  # u < 1; the clamp guards rounding
+    left = (u[:, 1:] * (width - sw + 1)).long().clamp_max(width - sw)
+    return top, left
+
+
 def _random_windows(
-    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, generator: torch.Generator | None
+    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, u: Tensor
 ) -> tuple[Tensor, Tensor]:
     """One random window per example: ``(rows, cols)`` offsets into it, ``(B, H, W)`` each, −1 outside."""
     sh, sw = sides
-    top = torch.randint(0, height - sh + 1, (b, 1), generator=generator, device=like.device)
-    left = torch.randint(0, width - sw + 1, (b, 1), generator=generator, device=like.device)
+    top, left = _offsets(sides, height, width, u)
     r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
     c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
     r = torch.where((r >= 0) & (r < sh), r, -1)
@@ -142,14 +151,11 @@ def _random_windows(
     return torch.where(inside, rows, -1), torch.where(inside, cols, -1)
 
 
-def _window_mask(
-    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, generator: torch.Generator | None
-) -> Tensor:
+def _window_mask(b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, u: Tensor) -> Tensor:
     """One random window per example as a mask ``(B, 1, H, W)``: the draws of :func:`_random_windows`,
     built by broadcasting a row and a column mask (ℓ∞ needs no offsets: a tenth of the work)."""
     sh, sw = sides
-    top = torch.randint(0, height - sh + 1, (b, 1), generator=generator, device=like.device)
-    left = torch.randint(0, width - sw + 1, (b, 1), generator=generator, device=like.device)
+    top, left = _offsets(sides, height, width, u)
     r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
     c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
     in_rows, in_cols = (r >= 0) & (r < sh), (c >= 0) & (c < sw)
@@ -157,8 +163,8 @@ def _window_mask(
 
 
 def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    draws = torch.randint(0, 2, shape, generator=generator, device=like.device)
-    return draws.to(like.dtype) * 2 - 1
+    """±1 of ``like``'s dtype, shaped ``shape`` (first dimension: examples), one draw call."""
+    return keyed.random_sign(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 def _init_linf(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Generator | None) -> Tensor:
@@ -177,10 +183,11 @@ def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Gene
     tile = _pattern(th, tw, False, x0.device, x0.dtype, threat.norm.ord)
     delta = torch.zeros_like(x0)
     oh, ow = (h - th * (h // th)) // 2, (w - tw * (w // tw)) // 2
+    signs = _signs((b, h // th, w // tw, c), x0, generator)  # one sign per tile and channel
     for i in range(h // th):
         for j in range(w // tw):
             rs, cs = oh + i * th, ow + j * tw
-            delta[:, :, rs : rs + th, cs : cs + tw] = tile * _signs((b, c, 1, 1), x0, generator)
+            delta[:, :, rs : rs + th, cs : cs + tw] = tile * signs[:, i, j, :, None, None]
     if isinstance(threat.norm, L1):
         return _project_l1(x0, x0 + delta, eps, threat)
     norms = delta.reshape(b, -1).norm(dim=1).clamp_min(1e-12)
@@ -188,23 +195,32 @@ def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Gene
     return threat.project(x0 + delta, x0)
 
 
-def _propose_linf(
-    x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, generator: torch.Generator | None
-) -> Tensor:
-    """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2)."""
+#: Sign draws per ℓ∞ proposal: the first that changes the window is taken (a no-op wastes a query).
+_SIGN_DRAWS = 10
+
+
+def _propose_linf(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, u: Tensor) -> Tensor:
+    """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2).
+
+    A sign draw that leaves the window as it is would waste a query, so each example draws
+    :data:`_SIGN_DRAWS` sign vectors at once and takes the first that changes its window (the last
+    if none does): the distribution of redrawing until a change, at one draw call per proposal and
+    without a pass over the image per redraw. Which draws are no-ops is read from two masks per
+    channel, the window's pixels already at the box-clipped ``x0 + ε`` and at ``x0 − ε``.
+    """
     b, c, h, w = x.shape
-    window = _window_mask(b, _window(p, h, w, l2=False), h, w, x, generator)  # (B, 1, H, W)
-    signs = _signs((b, c, 1, 1), x, generator)
-    x_new = threat.project_box(torch.where(window, x0 + eps * signs, x))
-    # A draw that leaves the window as it is wastes a query: redraw its signs (10 draws at most).
-    for _ in range(9):
-        redo = (x_new - x).abs().reshape(b, -1).amax(dim=1) < 1e-7
-        if not bool(redo.any()):
-            break
-        signs = _signs((b, c, 1, 1), x, generator)
-        candidate = threat.project_box(torch.where(window, x0 + eps * signs, x))
-        x_new = torch.where(per_example(redo, x), candidate, x_new)
-    return x_new
+    window = _window_mask(b, _window(p, h, w, l2=False), h, w, x, u[:, :2])  # (B, 1, H, W)
+    signs = u[:, 2:].reshape(b, _SIGN_DRAWS, c) >= 0.5  # (B, R, C): True for +ε
+    up, down = threat.project_box(x0 + eps), threat.project_box(x0 - eps)
+    outside = ~window
+    # (B, C): moving channel c's window to +ε (−ε) changes nothing
+    still_up = ((up - x).abs() < 1e-7).logical_or_(outside).flatten(2).all(dim=2)
+    still_down = ((down - x).abs() < 1e-7).logical_or_(outside).flatten(2).all(dim=2)
+    noop = torch.where(signs, still_up[:, None, :], still_down[:, None, :]).all(dim=2)  # (B, R)
+    noop[:, -1] = False
+    first = noop.logical_not().to(torch.uint8).argmax(dim=1)  # the first draw that changes the window
+    chosen = signs[torch.arange(b, device=x.device), first]  # (B, C)
+    return torch.where(window, torch.where(chosen[:, :, None, None], up, down), x)
 
 
 def _project_l1(x0: Tensor, x: Tensor, eps: Tensor, threat: ThreatModel) -> Tensor:
@@ -220,9 +236,7 @@ def _project_l1(x0: Tensor, x: Tensor, eps: Tensor, threat: ThreatModel) -> Tens
     return torch.where(overshoot, torch.nextafter(point, x0), point)
 
 
-def _propose_l2(
-    x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, generator: torch.Generator | None
-) -> Tensor:
+def _propose_l2(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, u: Tensor) -> Tensor:
     """Move the mass of two random windows into the first, with a fresh pattern (Algorithm 3).
 
     Per channel the first window receives ``ν = ((ε^q − ‖δ‖_q^q)/C + ‖δ_{W1∪W2}‖_q^q)^{1/q}``,
@@ -234,10 +248,12 @@ def _propose_l2(
     q = threat.norm.ord
     b, c, h, w = x.shape
     sides = _window(p, h, w, l2=True)
-    transpose = bool(torch.randint(0, 2, (1,), generator=generator, device=x.device).item())
-    pattern = _pattern(sides[0], sides[1], transpose, x.device, x.dtype, q)
-    rows1, cols1 = _random_windows(b, sides, h, w, x, generator)
-    rows2, _ = _random_windows(b, sides, h, w, x, generator)
+    rows1, cols1 = _random_windows(b, sides, h, w, x, u[:, 0:2])
+    rows2, _ = _random_windows(b, sides, h, w, x, u[:, 2:4])
+    # each example's pattern is transposed or not (a square window's only freedom), by its own coin
+    transpose = (u[:, 4] >= 0.5)[:, None, None]  # (B, 1, 1)
+    pattern = _pattern(sides[0], sides[1], False, x.device, x.dtype, q)
+    patterns = torch.where(transpose, _pattern(sides[0], sides[1], True, x.device, x.dtype, q), pattern)
     w1, w2 = (rows1 >= 0).unsqueeze(1), (rows2 >= 0).unsqueeze(1)  # (B, 1, H, W)
     delta = x - x0
 
@@ -246,9 +262,11 @@ def _propose_l2(
 
     slack = (eps.pow(q) - delta.abs().pow(q).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(0.0) / c
     nu = (slack + channel_norm(delta * (w1 | w2)).pow(q)).pow(1 / q)
-    placed = pattern[rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
+    rows_b = torch.arange(b, device=x.device)[:, None, None]
+    placed = patterns[rows_b, rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
     inside = delta * w1
-    fresh = placed * _signs((b, c, 1, 1), x, generator) + inside / channel_norm(inside).clamp_min(1e-12)
+    signs = torch.where(u[:, 5:] >= 0.5, 1.0, -1.0).to(x.dtype)[:, :, None, None]  # (B, C, 1, 1)
+    fresh = placed * signs + inside / channel_norm(inside).clamp_min(1e-12)
     fresh = fresh / channel_norm(fresh).clamp_min(1e-12) * nu
     delta_new = torch.where(w1, fresh, delta.masked_fill(w2, 0.0))
     if isinstance(threat.norm, L1):
@@ -259,13 +277,47 @@ def _propose_l2(
 # Each norm's start and proposal (§3.1 and Algorithm 2 for ℓ∞, §3.2 and Algorithm 3 for ℓ2), keyed by the
 # norm's class: the Square attack asks the threat model's norm which to use, and supports exactly these.
 _Init = Callable[[Tensor, Tensor, ThreatModel, "torch.Generator | None"], Tensor]
-_Propose = Callable[[Tensor, Tensor, Tensor, float, ThreatModel, "torch.Generator | None"], Tensor]
+_Propose = Callable[[Tensor, Tensor, Tensor, float, ThreatModel, Tensor], Tensor]
 _GEOMETRY: dict[type[Norm], tuple[_Init, _Propose]] = {
     Linf: (_init_linf, _propose_linf),
     L2: (_init_l2, _propose_l2),
     L1: (_init_l2, _propose_l2),  # the reference's ℓ1 branch: ℓ2's moves with ℓ1 mass and projection
 }
 _SUPPORTED: tuple[Norm, ...] = tuple(get_norm(norm.name) for norm in _GEOMETRY)
+
+
+#: Uniforms per example each proposal takes, given the channels: ℓ∞ a window position and
+#: :data:`_SIGN_DRAWS` sign vectors; ℓ2/ℓ1 two window positions, a transpose coin and a sign per channel.
+_UNIFORMS: dict[type[Norm], Callable[[int], int]] = {
+    Linf: lambda c: 2 + _SIGN_DRAWS * c,
+    L2: lambda c: 5 + c,
+    L1: lambda c: 5 + c,
+}
+#: Iterations whose uniforms are drawn in one call.
+_BLOCK = 100
+
+
+class _Uniforms:
+    """Each iteration's uniforms for the examples still running, drawn :data:`_BLOCK` iterations at a time.
+
+    One draw call per block, for the examples running at its start (keyed by theirs under a
+    :class:`~advlearn._keyed_random.KeyedGenerator`, so example ``e``'s uniforms at iteration ``i`` are
+    the same in any batch); the rows of examples that leave are dropped with them.
+    """
+
+    def __init__(self, generator: torch.Generator | None, width: int, like: Tensor) -> None:
+        self.generator, self.width, self.like = generator, width, like
+        self.block = like.new_empty(0)
+
+    def at(self, i: int, active: ActiveSet) -> Tensor:
+        """The uniforms ``(A, width)`` of iteration ``i`` (from 1) for the ``active`` examples."""
+        if (i - 1) % _BLOCK == 0:
+            shape = (len(active), _BLOCK, self.width)
+            self.block = keyed.rand(shape, generator=active.draws(self.generator), device=self.like.device)
+        return self.block[:, (i - 1) % _BLOCK]
+
+    def drop(self, leave: Tensor) -> None:
+        self.block = self.block[~leave]
 
 
 def _check_square(queries: int, p_init: float, loss: str, rescale: bool) -> None:
@@ -326,7 +378,10 @@ def square(
         rescale: stretch the window schedule (written for 10,000 queries) to ``queries``;
             ``False`` keeps it at fixed iterations, as the reference AutoAttack does
             (``resc_schedule=False``; at 5,000 queries the windows then shrink half as early).
-        generator: random source; ``None`` uses torch's global RNG.
+        generator: random source; ``None`` uses torch's global RNG. A
+            :class:`~advlearn._keyed_random.KeyedGenerator` (as :func:`~advlearn.evaluation.evaluate`
+            passes) draws each example's windows and signs from its own key, so an example's
+            result does not depend on the batch it is in nor on which others are still running.
 
     Returns:
         An :class:`AttackResult` with ``num_grads = 0`` and ``num_forwards`` the
@@ -373,12 +428,18 @@ def square(
         progress.broken(int(success.sum()))
         active = ActiveSet.where(~success, threat)
         x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
+        uniforms = _Uniforms(generator, _UNIFORMS[type(threat.norm)](images.shape[1]), images)
         for i in range(1, queries):
             if len(active) == 0:
                 break
             progress.spent(i / queries)
             candidate = propose(
-                x0_a, x_a, eps_a, square_fraction(p_init, i, queries, rescale), active.threat, generator
+                x0_a,
+                x_a,
+                eps_a,
+                square_fraction(p_init, i, queries, rescale),
+                active.threat,
+                uniforms.at(i, active),
             )
             logits = model(candidate.reshape((-1, *x.shape[1:])))
             num_forwards += len(active)
@@ -392,6 +453,7 @@ def square(
                 done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
                 x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)
+                uniforms.drop(hit)
         x_cur[active.index], loss_cur[active.index] = x_a, loss_a
 
     return AttackResult(
