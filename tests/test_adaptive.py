@@ -172,12 +172,17 @@ def test_square_and_eps_checks(digits: tuple[nn.Module, Tensor, Tensor]) -> None
     model, x, y = digits
     x, y = x[:40], y[:40]
     defended = nn.Sequential(Quantize(), model)  # zero gradients: only Square can break it
-    members = ({"name": "apgd", "steps": 50, "early_stop": True}, {"name": "square", "queries": 300})
+    members = (
+        {"name": "apgd", "steps": 50, "early_stop": True},
+        {"name": "apgd_t", "steps": 50, "num_targets": 3, "early_stop": True},
+        {"name": "square", "queries": 300},
+    )
     out = AutoAttack(THREAT, version="custom", attacks=members).evaluate(defended, x, y)
     square = check_square_vs_gradient_members(out)
     assert square.status == "fail", square.detail
     honest = AutoAttack(THREAT, version="custom", attacks=members).evaluate(model, x, y)
-    # On the undefended model APGD-50 leaves Square at most an example or two (of 40), far fewer.
+    # On the undefended model APGD-CE and APGD-T (as in the reference ensemble) leave Square at most an
+    # example of 40 (measured over 4 seeds: 1, 0, 0, 0; APGD-CE alone left it 0 to 3, a test at its threshold).
     assert check_square_vs_gradient_members(honest).figure < square.figure
     assert check_square_vs_gradient_members(honest, tolerance=0.05).status == "pass"
     no_square = AutoAttack(THREAT, version="custom", attacks=members[:1]).evaluate(model, x, y)
