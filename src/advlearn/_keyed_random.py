@@ -47,6 +47,35 @@ def _mix(h: Tensor) -> Tensor:
     return h ^ (h >> 16)
 
 
+def _mix_int(h: int) -> int:
+    """:func:`_mix` on one Python int (a 32-bit word)."""
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & _MASK
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & _MASK
+    return h ^ (h >> 16)
+
+
+def stream_seed(seed: int, stream: int, key: int, counter: int) -> int:
+    """A 64-bit seed for the random stream of example ``key`` at draw call ``counter`` of ``stream``.
+
+    Its low 32 bits are the row hash a :class:`KeyedGenerator`'s draws start from (the same chain of
+    mixes over seed, stream, the key's two words and the counter); the high 32 bits mix it once more,
+    for generators that take 64-bit seeds (CUDA's Philox; CPU's Mersenne Twister reads the low 32).
+    For draw sites that seed a torch generator per example instead of hashing every element
+    (randomized smoothing's noise: :mod:`advlearn.certify.smoothing`).
+
+    Example:
+        >>> stream_seed(0, 0, 7, 0) == stream_seed(0, 0, 7, 0) != stream_seed(0, 0, 8, 0)
+        True
+    """
+    h = _mix_int(_mix_int(int(seed) & _MASK) ^ (int(stream) & _MASK))
+    h = _mix_int(h ^ (int(key) & _MASK))
+    h = _mix_int(h ^ ((int(key) >> 32) & _MASK))
+    h = _mix_int(h ^ (int(counter) & _MASK))
+    return h | (_mix_int(h ^ 0x9E3779B9) << 32)
+
+
 class KeyedGenerator(torch.Generator):
     """A generator whose draws for a row depend on ``(seed, stream, key of the row, draw counter)`` only.
 
@@ -95,6 +124,15 @@ class KeyedGenerator(torch.Generator):
         view = KeyedGenerator(self.key_seed, keys, self.stream, self.device, batch_seed=self.batch_seed)
         view._counter = self._counter
         return view
+
+    def row_seeds(self) -> list[int]:
+        """One draw call's :func:`stream_seed` for each row (consuming the call's counter, as a draw does).
+
+        Reads the keys to the host once (one sync on a GPU): for draw sites outside an attack's loop.
+        """
+        counter = self._counter[0]
+        self._counter[0] += 1
+        return [stream_seed(self.key_seed, self.stream, key, counter) for key in self.keys.tolist()]
 
     def _bits(self, shape: Sequence[int]) -> Tensor:
         """``(B, *shape)`` 32-bit hashes for the next draw call (int64)."""
@@ -193,4 +231,4 @@ def rows(generator: torch.Generator | None, index: Tensor) -> torch.Generator | 
     return generator.rows(index) if isinstance(generator, KeyedGenerator) else generator
 
 
-__all__ = ["KeyedGenerator", "exponential", "member", "rand", "randn", "random_sign", "rows"]
+__all__ = ["KeyedGenerator", "exponential", "member", "rand", "randn", "random_sign", "rows", "stream_seed"]
