@@ -42,17 +42,19 @@ def _data(n: int = 9) -> tuple[Tensor, Tensor]:
     return torch.rand(n, 3, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_certificates_do_not_depend_on_batch_size_or_chunk(fast: bool) -> None:
     model = _mlp() if fast else Net().eval()
     assert (_leading_affine(model, torch.Size([3, 4])) is not None) == fast
     x, y = _data()
     smooth = Smooth(model, num_classes=3, sigma=3.0)  # large: the counts, and so the radii, vary
+    settings = {"n0": 40, "n": 700, "alpha": 0.01, "quiet": True}
     runs = [
-        certify_dataset(
-            smooth, x, y, n0=40, n=700, alpha=0.01, batch_size=batch, chunk=chunk, quiet=True,
-            generator=torch.Generator().manual_seed(3),
-        )  # fmt: skip
+        certify_dataset(smooth, x, y, batch_size=batch, chunk=chunk, generator=_gen(3), **settings)
         for batch, chunk in [(1000, 9), (64, 2), (NOISE_BLOCK, 4), (300, 1)]
     ]
     for run in runs[1:]:
@@ -61,10 +63,7 @@ def test_certificates_do_not_depend_on_batch_size_or_chunk(fast: bool) -> None:
     radii = runs[0].radii
     assert bool((radii > 0).any())
     assert len(set(radii.tolist())) > 2  # the radii vary from example to example: noise is being drawn
-    other = certify_dataset(
-        smooth, x, y, n0=40, n=700, alpha=0.01, batch_size=1000, quiet=True,
-        generator=torch.Generator().manual_seed(4),
-    )  # fmt: skip
+    other = certify_dataset(smooth, x, y, batch_size=1000, generator=_gen(4), **settings)
     assert not torch.equal(other.radii, radii)  # another seed, other draws
 
 

@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -159,6 +159,23 @@ def _uniform(shape: Sequence[int], generator: KeyedGenerator, *, open_low: bool 
     return (top + (1.0 if open_low else 0.0)) * 2.0**-24
 
 
+def _draw(
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | None,
+    dtype: torch.dtype | None,
+    keyed: Callable[[KeyedGenerator], Tensor],
+    plain: Callable[[tuple[int, ...], torch.Generator | None, torch.device | None], Tensor],
+) -> Tensor:
+    """The one dispatch of every draw: ``keyed(generator)`` under a :class:`KeyedGenerator`, else
+    ``plain(shape, generator, device)`` from torch's RNG; either cast to ``device`` and ``dtype``."""
+    if isinstance(generator, KeyedGenerator):
+        out = keyed(generator)
+    else:
+        out = plain(tuple(shape), generator, device)
+    return out.to(device=device, dtype=dtype)
+
+
 def rand(
     shape: Sequence[int],
     *,
@@ -167,9 +184,16 @@ def rand(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Uniform on [0, 1), shaped ``shape`` (first dimension: rows)."""
-    if isinstance(generator, KeyedGenerator):
-        return _uniform(shape, generator).to(device=device, dtype=dtype)
-    return torch.rand(*shape, generator=generator, device=device, dtype=dtype)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: _uniform(shape, g),
+        lambda s, gen, dev: torch.rand(*s, generator=gen, device=dev, dtype=dtype),
+    )  # fmt: skip
+
+
+def _box_muller(shape: Sequence[int], generator: KeyedGenerator) -> Tensor:
+    u1, u2 = _uniform(shape, generator, open_low=True), _uniform(shape, generator)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
 
 
 def randn(
@@ -180,11 +204,11 @@ def randn(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Standard normal, shaped ``shape`` (keyed: Box–Muller on two keyed uniforms)."""
-    if isinstance(generator, KeyedGenerator):
-        u1, u2 = _uniform(shape, generator, open_low=True), _uniform(shape, generator)
-        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-        return z.to(device=device, dtype=dtype)
-    return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: _box_muller(shape, g),
+        lambda s, gen, dev: torch.randn(*s, generator=gen, device=dev, dtype=dtype),
+    )  # fmt: skip
 
 
 def exponential(
@@ -195,9 +219,11 @@ def exponential(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Exponential with rate 1, shaped ``shape``."""
-    if isinstance(generator, KeyedGenerator):
-        return (-torch.log(_uniform(shape, generator, open_low=True))).to(device=device, dtype=dtype)
-    return torch.empty(*shape, device=device, dtype=dtype).exponential_(generator=generator)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: -torch.log(_uniform(shape, g, open_low=True)),
+        lambda s, gen, dev: torch.empty(*s, device=dev, dtype=dtype).exponential_(generator=gen),
+    )  # fmt: skip
 
 
 def random_sign(
@@ -208,11 +234,11 @@ def random_sign(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """±1 with probability 1/2 each, shaped ``shape``."""
-    if isinstance(generator, KeyedGenerator):
-        bits = generator._bits(shape) & 1
-    else:
-        bits = torch.randint(0, 2, tuple(shape), device=device, generator=generator)
-    return (bits * 2 - 1).to(device=device, dtype=dtype)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: (g._bits(shape) & 1) * 2 - 1,
+        lambda s, gen, dev: torch.randint(0, 2, s, device=dev, generator=gen) * 2 - 1,
+    )  # fmt: skip
 
 
 def member(

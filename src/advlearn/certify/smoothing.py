@@ -398,10 +398,8 @@ class Smooth:
             for start in range(0, total, size):
                 b = min(size, total - start)
                 spans = draws.fill(noise[:b], start)  # σ η per row (general path), z (fast path)
-                if scale is None:
-                    batch = noise[:b]
-                else:
-                    batch = torch.mm(noise[:b], scale, out=batches[:b])  # (b, k): σ Rᵀ z per row
+                # (b, k) on the fast path: σ Rᵀ z per row
+                batch = noise[:b] if scale is None else torch.mm(noise[:b], scale, out=batches[:b])
                 if len(spans) <= 4:
                     for e, lo, hi in spans:
                         batch[lo:hi].add_(sources[e])
