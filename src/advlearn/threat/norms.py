@@ -220,7 +220,8 @@ class L2(Norm):
 
     def steepest_ascent_(self, g: Tensor) -> Tensor:
         rows = flat(g)  # (B, D), a view of g
-        largest = torch.linalg.vector_norm(rows, ord=math.inf, dim=1, keepdim=True)  # NaN/inf propagate
+        # max |g|: NaN/inf propagate, as in vector_norm(ord=inf), which is 10x slower on CPU
+        largest = rows.abs().amax(dim=1, keepdim=True)
         if not bool(largest.isfinite().all()):  # one (B,) flag read per step; rare rows take the exact path
             return self.steepest_ascent(g)
         rows.div_(largest.clamp_min(torch.finfo(rows.dtype).tiny))
@@ -262,10 +263,12 @@ class L1(Norm):
         eps = _as_tensor(eps, delta)
         rows = flat(delta)  # (B, D)
         u = rows.abs()
-        inside = u.sum(dim=1) <= eps
-        d = rows.shape[1]
+        return self._project_rows(delta, rows, u, u.sum(dim=1) <= eps, eps)
+
+    def _project_rows(self, delta: Tensor, rows: Tensor, u: Tensor, inside: Tensor, eps: Tensor) -> Tensor:
+        """:meth:`project` given ``rows = flat(delta)``, ``u = |rows|`` and which rows are ``inside``."""
         found = _largest_first(u, eps, inside) if rows.device.type == "cpu" else None
-        _, cumsum, positive = found if found is not None else _duchi_prefix(u, eps, d)
+        _, cumsum, positive = found if found is not None else _duchi_prefix(u, eps, rows.shape[1])
         rho = positive.to(torch.int64).cumsum(dim=1).argmax(dim=1, keepdim=True)  # index of the last True
         theta = (cumsum.gather(1, rho) - eps.unsqueeze(1)) / (rho + 1).to(rows.dtype)  # (B, 1)
         projected = rows.sign() * (u - theta).clamp_min(0.0)
@@ -289,11 +292,15 @@ class L1(Norm):
         return g
 
     def project_(self, delta: Tensor, eps: float | Tensor) -> Tensor:
-        # Inside the ball (every step until the iterate reaches the sphere) the sort is skipped.
+        # Inside the ball (every step until the iterate reaches the sphere) the sort is skipped;
+        # outside, |δ| and the row sums are not computed twice.
         eps = _as_tensor(eps, delta)
-        if bool((flat(delta).abs().sum(dim=1) <= eps).all()):
+        rows = flat(delta)
+        u = rows.abs()
+        inside = u.sum(dim=1) <= eps
+        if bool(inside.all()):
             return delta
-        return self.project(delta, eps)
+        return self._project_rows(delta, rows, u, inside, eps)
 
     def random_delta(
         self, b: int, d: int, eps: Tensor, like: Tensor, generator: torch.Generator | None
