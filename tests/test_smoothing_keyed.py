@@ -142,3 +142,12 @@ def test_stream_seed_starts_from_the_keyed_generators_row_hash() -> None:
     assert g.row_seeds() == [stream_seed(11, 4, k, 1) for k in keys.tolist()]  # the counter moved
     assert len({stream_seed(0, 0, k, 0) for k in range(1000)}) == 1000
     assert all(0 <= stream_seed(0, 0, k, 0) < 2**64 for k in range(100))
+
+
+def test_one_input_of_a_leading_linear_model_takes_the_fast_path() -> None:
+    smooth = Smooth(_mlp(), num_classes=3, sigma=0.5)
+    x, _ = _data(1)
+    one = smooth.sample_counts(x[0], 600, 128, _gen(8))
+    many = smooth.sample_counts_many(x, 600, 1000, _gen(8))
+    assert torch.equal(one, many[0])
+    assert int(one.sum()) == 600

@@ -264,8 +264,9 @@ class Smooth:
         """How often the base classifier predicts each class on ``num`` noisy copies of ``x``.
 
         The noise is the stream :meth:`sample_counts_many` draws for an input alone
-        (the same counts on the general path for the same generator state), whatever
-        ``batch_size``.
+        (the same counts for the same generator state), whatever ``batch_size``; a
+        model with a leading linear layer takes :meth:`sample_counts_many`'s fast path
+        (noise after that layer), which is where it runs then.
 
         Args:
             x: one input, without a batch dimension.
@@ -281,6 +282,8 @@ class Smooth:
         check_positive_int("batch_size", batch_size)
         device = self._device(x)
         self._check_generator(generator, device)
+        if _leading_affine(self.model, x.shape) is not None:  # its shapes fit: no batch-dimension error
+            return self.sample_counts_many(x.unsqueeze(0), num, batch_size, generator)[0]
         x = x.to(device)
         counts = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
         noise = _ExampleNoise(_stream_seeds(generator, 1, device), num, x.shape, self.sigma, device, x.dtype)
