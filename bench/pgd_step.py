@@ -9,7 +9,10 @@ What it measures
     fp32. torchattacks' PGD (l-inf) and PGDL2 (l2; it has no l1 PGD) run in the same rounds when
     installed. The opt-in fast path rows run advlearn's l-inf PGD through
     ``advlearn._precision.FastModel`` (bf16, channels_last, both; ``--compile`` adds a compiled row,
-    its compile time excluded) and are reported against the same eager fp32 limit. The timing block is
+    its compile time excluded) and are reported against the same eager fp32 limit. A second table times
+    ``ThreatModel.ascent_step_`` alone (ten steps from a random start along fixed random gradients,
+    ``--step-repeats`` runs, median) against one forward+backward pass of the limit: the step's own
+    share of a PGD step, free of the model's timing noise. The timing block is
     bench/attack_overhead.py's (``round_robin``): rounds rotate the order, every cell of a round gets
     the same seed, medians of ``--reps`` rounds after ``--warmup`` dropped ones, on the wall clock or
     (``--clock thread --threads 1``) the main thread's CPU time. bench/attack_overhead.py measures the
@@ -20,7 +23,8 @@ Run
     pip install torchattacks --no-deps --target /tmp/bench13-pkgs   # or into any path; optional
     python bench/pgd_step.py --reps 3          # TORCHATTACKS_PATH=/tmp/bench13-pkgs by default
     python bench/pgd_step.py --threads 1 --clock thread --reps 5   # on a machine others are using
-    Options: --batch, --threads (2), --warmup (1), --norms, --no-fast, --compile, --device, --out (JSON,
+    Options: --batch, --threads (2), --warmup (1), --norms, --no-fast, --only-step, --step-repeats,
+    --compile, --device, --out (JSON,
     default bench/results/pgd_step.json).
 
 Evidence: see bench/README.md ("PGD's step") for the table this script printed, hardware and versions.
@@ -54,6 +58,31 @@ from attack_overhead import CLOCKS, Timing, git_state, make_cnn, round_robin  # 
 RADII = {"linf": 0.1, "l2": 2.0, "l1": 10.0}
 
 
+def step_alone(norm: str, x0: Tensor, repeats: int, clock: Callable[[], float]) -> float:
+    """Seconds per ``ThreatModel.ascent_step_`` of PGD-10 in ``norm`` without the model: ten steps
+    from a random start along fixed random gradients (box [0, 1]), minus the copies of the scratch
+    gradients, median of ``repeats`` runs."""
+    eps = RADII[norm]
+    threat = al.ThreatModel(norm, eps)
+    g = torch.Generator(device=x0.device).manual_seed(1)
+    grads = [torch.randn(x0.shape, generator=g, device=x0.device) for _ in range(10)]
+    step = torch.full((x0.shape[0],), 0.25 * eps, device=x0.device)
+    box = (lambda b: (b[0], b[1]))(threat.enclosing_box(x0)) if threat.norm.ball_is_box else None
+    start = threat.random_init(x0, torch.Generator(device=x0.device).manual_seed(0))
+    runs = []
+    for _ in range(repeats):
+        x = start.clone()
+        t0 = clock()
+        for grad in grads:
+            x = threat.ascent_step_(x, x0, grad.clone(), step, box)
+        steps_s = clock() - t0
+        t0 = clock()
+        for grad in grads:
+            grad.clone()
+        runs.append((steps_s - (clock() - t0)) / len(grads))
+    return statistics.median(runs)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--batch", type=int, default=256)
@@ -65,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-fast", action="store_true", help="skip the bf16 / channels_last rows")
     p.add_argument("--compile", action="store_true", help="add a compiled l-inf row")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--step-repeats", type=int, default=20, help="runs of the step-alone table")
+    p.add_argument("--only-step", action="store_true", help="the limit and the step-alone table only")
     p.add_argument("--out", type=Path, default=HERE / "results" / "pgd_step.json")
     args = p.parse_args(argv)
     if args.clock == "thread" and args.threads != 1:
@@ -84,14 +115,14 @@ def main(argv: list[str] | None = None) -> None:
         return x
 
     fns: dict[str, Callable[[], Tensor]] = {"limit": limit}
-    for norm in args.norms:
+    for norm in [] if args.only_step else args.norms:
         eps = RADII[norm]
         attack = al.attacks.PGD(al.ThreatModel(norm, eps), steps=10, step_size=0.25 * eps)
         fns[f"advlearn {norm}"] = (lambda a: lambda: a(model, x, y))(attack)
     linf = al.attacks.PGD(al.ThreatModel("linf", 0.1), steps=10, step_size=0.025)
     cl = x.contiguous(memory_format=torch.channels_last)
     fast: dict[str, tuple[dict[str, object], Tensor]] = {}
-    if not args.no_fast:
+    if not (args.no_fast or args.only_step):
         fast["advlearn linf bf16"] = ({"precision": "bf16"}, x)
         fast["advlearn linf channels_last"] = ({"memory_format": "channels_last"}, cl)
         both = {"precision": "bf16", "memory_format": "channels_last"}
@@ -108,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         fns[name] = (lambda n, xi: lambda: linf(n, xi, y))(net, xin)
     sys.path.insert(0, os.environ.get("TORCHATTACKS_PATH", "/tmp/bench13-pkgs"))
     try:
+        if args.only_step:
+            raise ImportError("--only-step")
         import torchattacks
 
         ta = {"linf": torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10)}
@@ -132,6 +165,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['cell']} | {r['median_ms']:.1f} | {r['x_limit']:.3f} |")
     if compile_s is not None:
         print(f"(compile: {compile_s:.0f} s, excluded)")
+    # The step alone, against one forward+backward pass of the limit: what the step adds per step.
+    pass_s = lim / 10
+    steps = []
+    for norm in args.norms:
+        seconds = step_alone(norm, x, args.step_repeats, CLOCKS[args.clock])
+        steps.append({"norm": norm, "step_ms": 1e3 * seconds, "x_pass": seconds / pass_s})
+    print(f"\n| norm | ascent_step_ ms | / one fwd+bwd pass ({1e3 * pass_s:.1f} ms) |\n|---|---|---|")
+    for r in steps:
+        print(f"| {r['norm']} | {r['step_ms']:.3f} | {r['x_pass']:.4f} |")
     env = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
@@ -145,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
+    args.out.write_text(json.dumps({"environment": env, "rows": rows, "step_alone": steps}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
