@@ -14,26 +14,32 @@ What it measures
     Table 2 (training): ``--train-steps`` optimizer steps of the ``Trainer`` (SGD, batch ``--batch``)
     with ``Standard`` and with ``PGDAT(steps=10)``, in fp32 and bf16 (train mode, BatchNorm on), as
     seconds per step and the ratio PGD-AT / standard (the limit is K + 1 = 11; the goal <= 1.05 * 11).
-    Table 3 (``--compile-shapes``): an early-exit attack's shrinking batches (64, 50, 37, 20, 9, 3,
-    ...) through one compiled model: ``dynamic=True`` (one graph for every batch size) against static
-    graphs with the batch padded up to a power of two (one graph per bucket); total seconds for
-    the sequence, compile included, and how many graphs were built.
+    Table 3 (``--compile-shapes``): an early-exit PGD-10 (``--shape-eps``) on small_cnn, ``--shape-batch``
+    examples labelled by the model, through ``FastModel(compile=True)`` (``dynamic=True``: one graph
+    for every batch size) and through static graphs with the batch padded up to a power of two
+    (:class:`Bucketed`: one graph per bucket), and eagerly: the first call (it compiles), the median
+    of later calls, the graphs built, and whether the results equal the eager attack's.
+    Table 4 (``--ddp``, CPU): PGD-AT on small_cnn, the same global batches on 1 and 2 gloo ranks
+    (torchrun, one torch thread each), wall clock, images/s.
 
 Hardware and versions of the run below
-    CPU only (no GPU was lent to this session, so nothing here ran on CUDA): 2 vCPUs of an AMD EPYC,
-    torch.set_num_threads(2), Linux, Python 3.11.7, torch 2.13.0+cpu, torchattacks 3.5.1 (installed
-    with --no-deps into a separate folder), advlearn at the commit printed in the JSON. The machine was
-    shared with seven other agents (load average 20-30 on 2 cores during the run), so absolute times
-    are many times the quiet machine's; only the ratios within one run mean anything.
+    CPU only (no GPU was lent, so nothing here ran on CUDA): 2 vCPUs of an AMD EPYC shared with other
+    agents (load average 5-9), one torch thread, --clock thread, Python 3.11.7, torch 2.13.0+cpu,
+    torchattacks 3.5.1 (installed with --no-deps into a separate folder), branch s4-13; the command:
+    TORCHINDUCTOR_COMPILE_THREADS=1 python bench/scale.py --width 4 --batch 16 --reps 2 --train-steps 2
+    --threads 1 --clock thread --compile-shapes --shape-batch 64 --ddp --ddp-batch 32 --ddp-steps 4
+    --ddp-pgd-steps 5 (561 s). Only the ratios within one run mean anything.
 
 Run
     pip install torchattacks --no-deps                      # optional: the torchattacks row
     python bench/scale.py                                   # CPU defaults: width 16, batch 32
     python bench/scale.py --width 64 --batch 256 --train-steps 20 --compile-shapes   # a GPU
     python bench/scale.py --quick                           # smoke run: 1 round, 2 training steps
-    Options: --reps, --threads, --device, --no-compile, --out (JSON, default bench/results/scale.json).
+    python bench/scale.py --threads 1 --clock thread --compile-shapes --ddp   # shared CPU, all tables
+    Options: --reps, --threads, --clock, --device, --no-compile, --shape-batch, --shape-eps, --ddp-batch,
+    --ddp-steps, --ddp-pgd-steps, --out (JSON, default bench/results/scale.json).
 
-Evidence: see bench/README.md ("Scaling on one device") for the tables this script printed.
+Evidence: see bench/README.md ("Session 4 (issue 13)") for the tables this script printed.
 """
 
 from __future__ import annotations
