@@ -422,20 +422,33 @@ def reseed(seed: int) -> None:
     np.random.seed(seed)  # noqa: NPY002 -- ART draws its random starts from numpy's global RNG
 
 
-def timed(fn: Callable[[], Tensor], seed: int, clock: Callable[[], float]) -> tuple[float, Tensor]:
+def _no_sync() -> None:
+    pass
+
+
+def timed(
+    fn: Callable[[], Tensor], seed: int, clock: Callable[[], float], sync: Callable[[], None] = _no_sync
+) -> tuple[float, Tensor]:
     reseed(seed)
     gc.collect()
+    sync()
     t0 = clock()
     out = fn()
+    sync()
     return clock() - t0, out
 
 
 def round_robin(
-    fns: Mapping[str, Callable[[], Tensor]], timing: Timing, first_round: int = 0
+    fns: Mapping[str, Callable[[], Tensor]],
+    timing: Timing,
+    first_round: int = 0,
+    sync: Callable[[], None] = _no_sync,
 ) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
     """Each round times every callable once (the order rotates); the first ``warmup`` rounds are dropped.
 
     Every callable of a round gets the same seed. Returns the kept times and each callable's last output.
+    ``sync`` runs before and after each call (``torch.cuda.synchronize`` on a GPU); bench/pgd_step.py and
+    bench/scale.py time with this block too.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     outputs: dict[str, Tensor] = {}
@@ -443,7 +456,7 @@ def round_robin(
     for rnd in range(first_round, first_round + timing.warmup + timing.reps):
         shift = rnd % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds, outputs[name] = timed(fns[name], SEED + rnd, CLOCKS[timing.clock])
+            seconds, outputs[name] = timed(fns[name], SEED + rnd, CLOCKS[timing.clock], sync)
             if rnd >= first_round + timing.warmup:
                 times[name].append(seconds)
     return times, outputs

@@ -14,26 +14,32 @@ What it measures
     Table 2 (training): ``--train-steps`` optimizer steps of the ``Trainer`` (SGD, batch ``--batch``)
     with ``Standard`` and with ``PGDAT(steps=10)``, in fp32 and bf16 (train mode, BatchNorm on), as
     seconds per step and the ratio PGD-AT / standard (the limit is K + 1 = 11; the goal <= 1.05 * 11).
-    Table 3 (``--compile-shapes``): an early-exit attack's shrinking batches (64, 50, 37, 20, 9, 3,
-    ...) through one compiled model: ``dynamic=True`` (one graph for every batch size) against static
-    graphs with the batch padded up to a power of two (one graph per bucket); total seconds for
-    the sequence, compile included, and how many graphs were built.
+    Table 3 (``--compile-shapes``): an early-exit PGD-10 (``--shape-eps``) on small_cnn, ``--shape-batch``
+    examples labelled by the model, through ``FastModel(compile=True)`` (``dynamic=True``: one graph
+    for every batch size) and through static graphs with the batch padded up to a power of two
+    (:class:`Bucketed`: one graph per bucket), and eagerly: the first call (it compiles), the median
+    of later calls, the graphs built, and whether the results equal the eager attack's.
+    Table 4 (``--ddp``, CPU): PGD-AT on small_cnn, the same global batches on 1 and 2 gloo ranks
+    (torchrun, one torch thread each), wall clock, images/s.
 
 Hardware and versions of the run below
-    CPU only (no GPU was lent to this session, so nothing here ran on CUDA): 2 vCPUs of an AMD EPYC,
-    torch.set_num_threads(2), Linux, Python 3.11.7, torch 2.13.0+cpu, torchattacks 3.5.1 (installed
-    with --no-deps into a separate folder), advlearn at the commit printed in the JSON. The machine was
-    shared with seven other agents (load average 20-30 on 2 cores during the run), so absolute times
-    are many times the quiet machine's; only the ratios within one run mean anything.
+    CPU only (no GPU was lent, so nothing here ran on CUDA): 2 vCPUs of an AMD EPYC shared with other
+    agents (load average 5-9), one torch thread, --clock thread, Python 3.11.7, torch 2.13.0+cpu,
+    torchattacks 3.5.1 (installed with --no-deps into a separate folder), branch s4-13; the command:
+    TORCHINDUCTOR_COMPILE_THREADS=1 python bench/scale.py --width 4 --batch 16 --reps 2 --train-steps 2
+    --threads 1 --clock thread --compile-shapes --shape-batch 64 --ddp --ddp-batch 32 --ddp-steps 4
+    --ddp-pgd-steps 5 (561 s). Only the ratios within one run mean anything.
 
 Run
     pip install torchattacks --no-deps                      # optional: the torchattacks row
     python bench/scale.py                                   # CPU defaults: width 16, batch 32
     python bench/scale.py --width 64 --batch 256 --train-steps 20 --compile-shapes   # a GPU
     python bench/scale.py --quick                           # smoke run: 1 round, 2 training steps
-    Options: --reps, --threads, --device, --no-compile, --out (JSON, default bench/results/scale.json).
+    python bench/scale.py --threads 1 --clock thread --compile-shapes --ddp   # shared CPU, all tables
+    Options: --reps, --threads, --clock, --device, --no-compile, --shape-batch, --shape-eps, --ddp-batch,
+    --ddp-steps, --ddp-pgd-steps, --out (JSON, default bench/results/scale.json).
 
-Evidence: see bench/README.md ("Scaling on one device") for the tables this script printed.
+Evidence: see bench/README.md ("Session 4 (issue 13)") for the tables this script printed.
 """
 
 from __future__ import annotations
@@ -61,6 +67,9 @@ from advlearn._precision import FastModel
 from advlearn.models import build_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from attack_overhead import CLOCKS, Timing, round_robin  # noqa: E402
+
 EPS, STEP, STEPS = 8 / 255, 2 / 255, 10
 
 
@@ -123,7 +132,7 @@ def attack_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str
         fns["torchattacks PGD"] = lambda: ta(x, y)
     except ImportError:
         print("torchattacks not installed: no torchattacks row")
-    times = round_robin(fns, args.reps, device)
+    times, _ = round_robin(fns, Timing(args.reps, 1, args.clock), sync=lambda: sync(device))
     limit = statistics.median(times["limit (eager fp32)"])
     rows = []
     for name, ts in times.items():
@@ -139,24 +148,6 @@ def attack_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str
             }
         )
     return rows
-
-
-def round_robin(
-    fns: dict[str, Callable[[], Tensor]], reps: int, device: torch.device
-) -> dict[str, list[float]]:
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for rnd in range(reps + 1):  # round 0 warms up
-        shift = rnd % len(names)
-        for name in names[shift:] + names[:shift]:
-            torch.manual_seed(rnd)
-            sync(device)
-            t0 = time.perf_counter()
-            fns[name]()
-            sync(device)
-            if rnd:
-                times[name].append(time.perf_counter() - t0)
-    return times
 
 
 class _Steps(list):  # type: ignore[type-arg]
@@ -189,12 +180,13 @@ def training_rows(args: argparse.Namespace, device: torch.device) -> list[dict[s
             trainer = al.training.Trainer(
                 model, objective, opt, device=device, quiet=True, precision=precision
             )
+            clock = CLOCKS[args.clock]
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             trainer.fit(batches, epochs=1)
             sync(device)
             if rnd:
-                times[(precision, objective_name)].append((time.perf_counter() - t0) / args.train_steps)
+                times[(precision, objective_name)].append((clock() - t0) / args.train_steps)
     for precision in ("32", "bf16"):
         std = statistics.median(times[(precision, "standard")])
         at = statistics.median(times[(precision, "pgd_at")])
@@ -204,31 +196,129 @@ def training_rows(args: argparse.Namespace, device: torch.device) -> list[dict[s
     return rows
 
 
+class Bucketed(nn.Module):
+    """``model`` compiled with static shapes, every batch padded with zero rows up to a power of two
+    (at least ``minimum``): one graph per bucket; the padded rows' outputs are cut off (eval mode only:
+    padding would move BatchNorm's batch statistics in train mode)."""
+
+    def __init__(self, model: nn.Module, minimum: int = 8) -> None:
+        super().__init__()
+        self.module, self.minimum = model, minimum
+        self.compiled = torch.compile(model, dynamic=False)
+        self.buckets: set[int] = set()
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        size = max(self.minimum, 1 << (n - 1).bit_length())
+        self.buckets.add(size)
+        if size != n:
+            x = torch.cat([x, x.new_zeros(size - n, *x.shape[1:])])
+        out: Tensor = self.compiled(x)
+        return out[:n]
+
+
+def _shape_model(device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("small_cnn", in_shape=(1, 28, 28), num_classes=10).to(device).eval()
+
+
 def compile_shape_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    sizes = [64, 50, 37, 20, 9, 3, 1]
-    x_all = torch.rand(64, 3, 32, 32, device=device)
+    """An early-exit PGD's shrinking batches through torch.compile: a dynamic batch dimension
+    (advlearn's FastModel) against static graphs on power-of-two buckets (:class:`Bucketed`)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(args.shape_batch, 1, 28, 28, generator=g).to(device)
+    eager = _shape_model(device)
+    with torch.no_grad():
+        y = eager(x).argmax(1)  # every example starts correct, so none leaves before the first step
+    # small ε: the untrained net's examples fall one by one over the steps, not all at the first
+    attack = al.attacks.PGD(al.ThreatModel("linf", args.shape_eps), steps=STEPS, early_stop=True)
+    torch.manual_seed(0)
+    sizes: list[int] = []
+    hook = eager.register_forward_pre_hook(lambda module, inputs: sizes.append(inputs[0].shape[0]))
+    result = attack.run(eager, x, y, generator=torch.Generator().manual_seed(0))
+    hook.remove()
     rows = []
+    clock = CLOCKS[args.clock]
     for mode in ("dynamic", "bucketed"):
         torch._dynamo.reset()
-        model = preact(args.width, device).eval()
-        compiled = torch.compile(model, dynamic=mode == "dynamic")
-        graphs: set[int] = set()
-        t0 = time.perf_counter()
-        for n in sizes:
-            x = x_all[:n].detach().requires_grad_(True)
-            if mode == "bucketed":
-                padded = 1 << (n - 1).bit_length()
-                graphs.add(padded)
-                xp = torch.cat([x, x.new_zeros(padded - n, *x.shape[1:])])
-                out = compiled(xp)[:n]
-            else:
-                graphs.add(0)
-                out = compiled(x)
-            torch.autograd.grad(out.sum(), x)
-        sync(device)
-        rows.append(
-            {"mode": mode, "seconds": time.perf_counter() - t0, "graphs": len(graphs), "sizes": sizes}
+        net: nn.Module = (
+            FastModel(_shape_model(device), compile=True)
+            if mode == "dynamic"
+            else Bucketed(_shape_model(device))
         )
+        run = lambda net=net: attack.run(net, x, y, generator=torch.Generator().manual_seed(0))  # noqa: E731
+        sync(device)
+        t0 = clock()
+        first = run()  # compiles every graph the sequence of batch sizes needs
+        sync(device)
+        first_s = clock() - t0
+        times, _ = round_robin({mode: lambda run=run: run().x_adv}, Timing(args.reps, 0, args.clock),
+                               sync=lambda: sync(device))  # fmt: skip
+        graphs = len(net.buckets) if isinstance(net, Bucketed) else None
+        rows.append({
+            "mode": mode, "first_call_s": first_s, "median_s": statistics.median(times[mode]),
+            "graphs": graphs, "same_success": bool(torch.equal(first.success, result.success)),
+        })  # fmt: skip
+    eager_times, _ = round_robin(
+        {"eager": lambda: attack.run(eager, x, y, generator=torch.Generator().manual_seed(0)).x_adv},
+        Timing(args.reps, 1, args.clock), sync=lambda: sync(device),
+    )  # fmt: skip
+    rows.append({"mode": "eager", "first_call_s": None, "median_s": statistics.median(eager_times["eager"]),
+                 "graphs": None, "same_success": True})  # fmt: skip
+    for row in rows:
+        row["batch_sizes"] = sizes
+        row["robust"] = int((~result.success).sum())
+    return rows
+
+
+def _ddp_worker(args: argparse.Namespace) -> None:
+    """One rank of the DDP table (started by torchrun): PGD-AT epochs on the global batch, rank 0 times."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from advlearn import _distributed as dist
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(4)
+    n = args.ddp_batch * args.ddp_steps
+    data = TensorDataset(torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    loader = DataLoader(data, batch_size=args.ddp_batch, shuffle=False)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_shape=(1, 28, 28), num_classes=10)
+    objective = al.training.PGDAT(al.ThreatModel("linf", 0.1), steps=args.ddp_pgd_steps)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    trainer = al.training.Trainer(model, objective, opt, device="cpu", quiet=True, seed=0)
+    trainer.fit(loader, epochs=1)  # warm-up epoch
+    dist.barrier()
+    t0 = time.perf_counter()
+    trainer.fit(loader, epochs=1)
+    dist.barrier()
+    seconds = time.perf_counter() - t0
+    if dist.is_main():
+        out = {"ranks": dist.world_size(), "seconds": seconds, "examples": n, "images_per_s": n / seconds}
+        Path(args.ddp_out).write_text(json.dumps(out))
+
+
+def ddp_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The DDP table: the same global batches on 1 and on 2 gloo ranks (one torch thread each), wall clock."""
+    import tempfile
+
+    rows = []
+    for ranks in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "ddp.json"
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            command += [f"--nproc_per_node={ranks}", str(Path(__file__).resolve()), "--ddp-worker"]
+            command += ["--ddp-out", str(out), "--ddp-batch", str(args.ddp_batch)]
+            command += ["--ddp-steps", str(args.ddp_steps), "--ddp-pgd-steps", str(args.ddp_pgd_steps)]
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"the {ranks}-rank DDP run failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+                )
+            rows.append(json.loads(out.read_text()) | {"load_average": os.getloadavg()[0]})
+    for row in rows:
+        row["x_one_rank"] = row["images_per_s"] / rows[0]["images_per_s"]
     return rows
 
 
@@ -248,28 +338,70 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=3, help="timed rounds (after one warm-up round)")
     p.add_argument("--train-steps", type=int, default=4, help="training steps per timed epoch")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="thread: needs --threads 1")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled row")
     p.add_argument("--compile-shapes", action="store_true", help="table 3: dynamic batch dim vs bucketing")
     p.add_argument("--only-compile-shapes", action="store_true", help="table 3 alone")
+    p.add_argument("--shape-batch", type=int, default=256, help="table 3: examples of the early-exit PGD")
+    p.add_argument("--shape-eps", type=float, default=0.02, help="table 3: its l-inf radius")
+    p.add_argument("--ddp", action="store_true", help="table 4: PGD-AT on 2 gloo ranks vs 1 (CPU)")
+    p.add_argument("--only-ddp", action="store_true", help="table 4 alone")
+    p.add_argument("--ddp-batch", type=int, default=64, help="table 4: global batch")
+    p.add_argument("--ddp-steps", type=int, default=6, help="table 4: steps per timed epoch")
+    p.add_argument("--ddp-pgd-steps", type=int, default=10, help="table 4: PGD steps of PGD-AT")
+    p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ddp-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 training steps, no compile")
     p.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     args = p.parse_args(argv)
+    if args.ddp_worker:
+        _ddp_worker(args)
+        return
+    if args.clock == "thread" and args.threads != 1:
+        p.error("--clock thread counts the main thread only; use it with --threads 1")
     if args.quick:
         args.reps, args.train_steps, args.no_compile = 1, 2, True
     torch.set_num_threads(args.threads)
     device = al.training.resolve_device(args.device)
     started = time.perf_counter()
     result: dict[str, Any] = {"environment": environment(args, device)}
-    if not args.only_compile_shapes:
+    if not (args.only_compile_shapes or args.only_ddp):
         tables_1_and_2(args, device, result)
     if args.compile_shapes or args.only_compile_shapes:
-        result["compile_shapes"] = compile_shape_rows(args, device)
-        print("\nEarly-exit batch sizes through torch.compile:")
+        result["compile_shapes"] = rows = compile_shape_rows(args, device)
+        print(f"\nEarly-exit PGD-10 (small_cnn, batch {args.shape_batch}) through torch.compile; "
+              f"batch sizes {rows[0]['batch_sizes']}:")  # fmt: skip
         print(
             table(
-                ["mode", "seconds (compile included)", "graphs"],
-                [[r["mode"], f"{r['seconds']:.1f}", str(r["graphs"])] for r in result["compile_shapes"]],
+                ["mode", "first call s (compiles)", "median s after", "graphs", "same results"],
+                [
+                    [
+                        r["mode"],
+                        "-" if r["first_call_s"] is None else f"{r['first_call_s']:.1f}",
+                        f"{r['median_s']:.3f}",
+                        "-" if r["graphs"] is None else str(r["graphs"]),
+                        str(r["same_success"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    if (args.ddp or args.only_ddp) and device.type == "cpu":
+        result["ddp"] = rows = ddp_rows(args)
+        print(f"\nPGD-{args.ddp_pgd_steps} AT, small_cnn, global batch {args.ddp_batch}, gloo, wall clock:")
+        print(
+            table(
+                ["ranks", "s per epoch", "images/s", "x one rank"],
+                [
+                    [
+                        str(r["ranks"]),
+                        f"{r['seconds']:.2f}",
+                        f"{r['images_per_s']:.1f}",
+                        f"{r['x_one_rank']:.2f}",
+                    ]
+                    for r in rows
+                ],
             )
         )
     result["seconds"] = time.perf_counter() - started

@@ -107,6 +107,16 @@ def _evaluation() -> dict[str, Tensor]:
     ev = evaluate(model, (x, y), attacks=attacks, batch_size=16, quiet=True)
     sweep = accuracy_vs_eps(model, (x, y), THREAT, [0.0, 0.05, 0.2], attacks, batch_size=16, quiet=True)
     out = {**ev.correct, "sweep": torch.tensor(sweep.accuracy), "n": torch.tensor(ev.num_examples)}
+    # smoothing noise keyed per example: the same certificates on 2 ranks (chunks of 2) and in one
+    # process (one chunk, other batches)
+    from advlearn.certify import Smooth, certify_dataset
+
+    keyed = certify_dataset(
+        Smooth(model, num_classes=4, sigma=0.5), x[:6], y[:6], n0=10, n=50, quiet=True,
+        batch_size=50 if dist.active() else 33, chunk=2 if dist.active() else 6,
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    out |= {"keyed_smooth_predictions": keyed.predictions, "keyed_smooth_radii": keyed.radii}
     if dist.active():  # smoothing's chunks (3 of them, uneven across 2 ranks), gathered in order
         from advlearn.certify import Smooth, certify_dataset
 
@@ -175,6 +185,7 @@ def test_two_ranks_train_the_weights_of_one_process(tmp_path: Path) -> None:
     for key, value in one.items():
         assert torch.equal(sharded[key], value), key
     assert 0 < int(one["pgd"].sum()) < int(one["clean"].sum())  # the attack fools some, not all
+    assert len(set(one["keyed_smooth_radii"].tolist())) > 1  # the noise moves the certificates
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -45,6 +45,35 @@ def _mix(h: Tensor) -> Tensor:
     h = h ^ (h >> 15)
     h = (h * 0x846CA68B) & _MASK
     return h ^ (h >> 16)
+
+
+def _mix_int(h: int) -> int:
+    """:func:`_mix` on one Python int (a 32-bit word)."""
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & _MASK
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & _MASK
+    return h ^ (h >> 16)
+
+
+def stream_seed(seed: int, stream: int, key: int, counter: int) -> int:
+    """A 64-bit seed for the random stream of example ``key`` at draw call ``counter`` of ``stream``.
+
+    Its low 32 bits are the row hash a :class:`KeyedGenerator`'s draws start from (the same chain of
+    mixes over seed, stream, the key's two words and the counter); the high 32 bits mix it once more,
+    for generators that take 64-bit seeds (CUDA's Philox; CPU's Mersenne Twister reads the low 32).
+    For draw sites that seed a torch generator per example instead of hashing every element
+    (randomized smoothing's noise: :mod:`advlearn.certify.smoothing`).
+
+    Example:
+        >>> stream_seed(0, 0, 7, 0) == stream_seed(0, 0, 7, 0) != stream_seed(0, 0, 8, 0)
+        True
+    """
+    h = _mix_int(_mix_int(int(seed) & _MASK) ^ (int(stream) & _MASK))
+    h = _mix_int(h ^ (int(key) & _MASK))
+    h = _mix_int(h ^ ((int(key) >> 32) & _MASK))
+    h = _mix_int(h ^ (int(counter) & _MASK))
+    return h | (_mix_int(h ^ 0x9E3779B9) << 32)
 
 
 class KeyedGenerator(torch.Generator):
@@ -96,6 +125,15 @@ class KeyedGenerator(torch.Generator):
         view._counter = self._counter
         return view
 
+    def row_seeds(self) -> list[int]:
+        """One draw call's :func:`stream_seed` for each row (consuming the call's counter, as a draw does).
+
+        Reads the keys to the host once (one sync on a GPU): for draw sites outside an attack's loop.
+        """
+        counter = self._counter[0]
+        self._counter[0] += 1
+        return [stream_seed(self.key_seed, self.stream, key, counter) for key in self.keys.tolist()]
+
     def _bits(self, shape: Sequence[int]) -> Tensor:
         """``(B, *shape)`` 32-bit hashes for the next draw call (int64)."""
         counter = self._counter[0]
@@ -121,6 +159,23 @@ def _uniform(shape: Sequence[int], generator: KeyedGenerator, *, open_low: bool 
     return (top + (1.0 if open_low else 0.0)) * 2.0**-24
 
 
+def _draw(
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | None,
+    dtype: torch.dtype | None,
+    keyed: Callable[[KeyedGenerator], Tensor],
+    plain: Callable[[tuple[int, ...], torch.Generator | None, torch.device | None], Tensor],
+) -> Tensor:
+    """The one dispatch of every draw: ``keyed(generator)`` under a :class:`KeyedGenerator`, else
+    ``plain(shape, generator, device)`` from torch's RNG; either cast to ``device`` and ``dtype``."""
+    if isinstance(generator, KeyedGenerator):
+        out = keyed(generator)
+    else:
+        out = plain(tuple(shape), generator, device)
+    return out.to(device=device, dtype=dtype)
+
+
 def rand(
     shape: Sequence[int],
     *,
@@ -129,9 +184,16 @@ def rand(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Uniform on [0, 1), shaped ``shape`` (first dimension: rows)."""
-    if isinstance(generator, KeyedGenerator):
-        return _uniform(shape, generator).to(device=device, dtype=dtype)
-    return torch.rand(*shape, generator=generator, device=device, dtype=dtype)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: _uniform(shape, g),
+        lambda s, gen, dev: torch.rand(*s, generator=gen, device=dev, dtype=dtype),
+    )  # fmt: skip
+
+
+def _box_muller(shape: Sequence[int], generator: KeyedGenerator) -> Tensor:
+    u1, u2 = _uniform(shape, generator, open_low=True), _uniform(shape, generator)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
 
 
 def randn(
@@ -142,11 +204,11 @@ def randn(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Standard normal, shaped ``shape`` (keyed: Box–Muller on two keyed uniforms)."""
-    if isinstance(generator, KeyedGenerator):
-        u1, u2 = _uniform(shape, generator, open_low=True), _uniform(shape, generator)
-        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-        return z.to(device=device, dtype=dtype)
-    return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: _box_muller(shape, g),
+        lambda s, gen, dev: torch.randn(*s, generator=gen, device=dev, dtype=dtype),
+    )  # fmt: skip
 
 
 def exponential(
@@ -157,9 +219,11 @@ def exponential(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Exponential with rate 1, shaped ``shape``."""
-    if isinstance(generator, KeyedGenerator):
-        return (-torch.log(_uniform(shape, generator, open_low=True))).to(device=device, dtype=dtype)
-    return torch.empty(*shape, device=device, dtype=dtype).exponential_(generator=generator)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: -torch.log(_uniform(shape, g, open_low=True)),
+        lambda s, gen, dev: torch.empty(*s, device=dev, dtype=dtype).exponential_(generator=gen),
+    )  # fmt: skip
 
 
 def random_sign(
@@ -170,11 +234,11 @@ def random_sign(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """±1 with probability 1/2 each, shaped ``shape``."""
-    if isinstance(generator, KeyedGenerator):
-        bits = generator._bits(shape) & 1
-    else:
-        bits = torch.randint(0, 2, tuple(shape), device=device, generator=generator)
-    return (bits * 2 - 1).to(device=device, dtype=dtype)
+    return _draw(
+        shape, generator, device, dtype,
+        lambda g: (g._bits(shape) & 1) * 2 - 1,
+        lambda s, gen, dev: torch.randint(0, 2, s, device=dev, generator=gen) * 2 - 1,
+    )  # fmt: skip
 
 
 def member(
@@ -193,4 +257,4 @@ def rows(generator: torch.Generator | None, index: Tensor) -> torch.Generator | 
     return generator.rows(index) if isinstance(generator, KeyedGenerator) else generator
 
 
-__all__ = ["KeyedGenerator", "exponential", "member", "rand", "randn", "random_sign", "rows"]
+__all__ = ["KeyedGenerator", "exponential", "member", "rand", "randn", "random_sign", "rows", "stream_seed"]
