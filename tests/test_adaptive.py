@@ -181,8 +181,8 @@ def test_square_and_eps_checks(digits: tuple[nn.Module, Tensor, Tensor]) -> None
     square = check_square_vs_gradient_members(out)
     assert square.status == "fail", square.detail
     honest = AutoAttack(THREAT, version="custom", attacks=members).evaluate(model, x, y)
-    # On the undefended model APGD-CE and APGD-T (as in the reference ensemble) leave Square at most an
-    # example of 40 (measured over 4 seeds: 1, 0, 0, 0; APGD-CE alone left it 0 to 3, a test at its threshold).
+    # On the undefended model APGD-CE and APGD-T (as in the reference ensemble) leave Square at most
+    # an example of 40 (over 4 seeds: 1, 0, 0, 0; APGD-CE alone left it 0 to 3, a test at its threshold).
     assert check_square_vs_gradient_members(honest).figure < square.figure
     assert check_square_vs_gradient_members(honest, tolerance=0.05).status == "pass"
     no_square = AutoAttack(THREAT, version="custom", attacks=members[:1]).evaluate(model, x, y)

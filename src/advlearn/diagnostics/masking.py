@@ -360,9 +360,7 @@ class _BlackBox:
     only_white_box: int  # inputs PGD fools and it does not
 
 
-def _check_black_box(
-    results: list[_BlackBox], acc_white: float, tolerance: float, white: str = "FGSM and PGD (CE and margin losses)"
-) -> MaskingCheck:
+def _check_black_box(results: list[_BlackBox], acc_white: float, tol: float, white: str) -> MaskingCheck:
     if not results:
         return MaskingCheck(
             "black_box_vs_white_box",
@@ -381,7 +379,7 @@ def _check_black_box(
     detail = f"white-box {white} together leave {_pct(acc_white)}; " + "; ".join(
         parts
     )
-    if advantage > tolerance:
+    if advantage > tol:
         status: Status = "fail"
         meaning = (
             "An attack that knows less than the white-box attacks (scores only, or another model's "
