@@ -376,9 +376,7 @@ def _check_black_box(results: list[_BlackBox], acc_white: float, tol: float, whi
         f"not, they fool {r.only_white_box} it does not)"
         for r in results
     ]
-    detail = f"white-box {white} together leave {_pct(acc_white)}; " + "; ".join(
-        parts
-    )
+    detail = f"white-box {white} together leave {_pct(acc_white)}; " + "; ".join(parts)
     if advantage > tol:
         status: Status = "fail"
         meaning = (
