@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import advlearn.games  # noqa: F401  (registers the games' networks, which this file's checks count)
 from advlearn.models import (
     MODELS,
     Maxout,
