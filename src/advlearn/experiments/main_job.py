@@ -627,11 +627,14 @@ def _run(
     evaluations = {r.label: r.evaluation for r in reports}
     html = None
     if evaluate_models:
+        # each training's own model (train[i].model) or the run's: named in results.json and the report
+        architectures = {t.label: model_spec(cfg, i)[1].to_toml() for i, t in enumerate(cfg.train)}
         results = {
             "advlearn_version": advlearn.__version__,
             "torch_version": torch.__version__,
             "seconds": seconds,
             "models": {label: ev.table() for label, ev in evaluations.items()},
+            "architectures": architectures,
             "eps_sweeps": {r.label: r.sweep.to_dict() for r in reports if r.sweep is not None},
             "verified_sweeps": {r.label: r.certified_sweep for r in reports if r.certified_sweep},
             "masking_diagnostics": {r.label: r.diagnosis.table() for r in reports if r.diagnosis is not None},
@@ -645,7 +648,10 @@ def _run(
             models=reports,
             config_text=dumps(cfg),
             notes=[
-                f"Wall time {seconds:.0f} s on {resolve_device(cfg.device)} with torch {torch.__version__}."
+                f"Wall time {seconds:.0f} s on {resolve_device(cfg.device)} with torch {torch.__version__}.",
+                "Architectures: "
+                + "; ".join(f"{t.label}: {model_spec(cfg, i)[1].name}" for i, t in enumerate(cfg.train))
+                + ".",
             ],
             class_names=split.test.class_names,
             transfer=transfer,
