@@ -175,3 +175,14 @@ def test_quick_certified_run_trains_and_reports_an_ibp_cnn(tmp_path):
     assert set(results["verified_sweeps"]) >= {"ibp"}
     rows = {row["attack"] for row in results["models"]["ibp"]}
     assert "certified (IBP)" in rows
+
+
+def test_the_documented_ibp_table_is_the_certified_main_jobs():
+    """docs/defenses.md's [[train]] example with its own model is what `advlearn run --certified` trains."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "defenses.md").read_text(encoding="utf-8")
+    block = next(b.split("```", 1)[0] for b in text.split("```toml\n")[1:] if 'label = "ibp"' in b)
+    documented = parse_config({"train": parse_toml(block)["train"]}).train[0]
+    certified = main_job.default_config(certified=True).train[2]
+    assert documented == certified
