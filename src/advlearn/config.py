@@ -115,9 +115,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one model is trained; ``label`` names it in the run folder and the report."""
+    """How one model is trained; ``label`` names it in the run folder and the report.
+
+    ``model`` gives this training its own architecture (``model = { name = "ibp_cnn" }`` in a
+    ``[[train]]`` table, the same form as the top-level ``model``); ``None``, the default, trains the
+    run's ``model``. The IBP row of ``advlearn run --certified`` uses it for ``ibp_cnn``.
+    """
 
     label: str = "standard"
+    model: Named | None = None
     objective: Named = field(default_factory=lambda: Named("standard"))
     epochs: int = 10
     batch_size: int = 128
@@ -237,6 +243,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return dict(value)
     if origin in (Union, types.UnionType):
+        # ``X | None``: TOML has no null, so a value given is always an X (None is the default alone)
+        others = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(others) == 1:
+            return _convert(value, others[0], key)
         raise ConfigError(f"{key}: unsupported union type {tp}")  # pragma: no cover
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
@@ -431,7 +441,9 @@ def to_dict(cfg: Any) -> Any:
     if isinstance(cfg, DataConfig):
         return {"name": cfg.name, **cfg.options, "val_size": cfg.val_size}
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        # a key left at None (``train.model``) is left out: TOML has no null, and parsing restores None
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        return {k: to_dict(v) for k, v in values.items() if v is not None}
     if isinstance(cfg, (tuple, list)):
         return [to_dict(v) for v in cfg]
     return cfg

@@ -79,11 +79,12 @@ def default_config(quick: bool = False, certified: bool = False) -> ExperimentCo
     """The main job's config: standard vs PGD-AT ``small_cnn`` on MNIST-5k at ℓ∞ ε = 0.3.
 
     ``quick`` shrinks everything to a smoke run of well under a minute (the
-    tests use it); its figures mean nothing. ``certified`` adds a third model
-    trained with IBP (Gowal et al.: per-step ε ramp to ``train_eps = 0.4``, κ 1 → 0.5, 7,600
-    steps of batch 50; ``advlearn run --certified``), so the report's certified column and its
-    verified-vs-ε figure have a non-trivial row; off by default (about three forward and backward
-    passes a step: some 1.4× PGD-AT's training time).
+    tests use it); its figures mean nothing. ``certified`` adds a third model, an ``ibp_cnn``
+    (Gowal et al.'s "small" net, IBP init; its own ``train[2].model``) trained with IBP (Gowal et al.:
+    per-step ε ramp to ``train_eps = 0.4``, κ 1 → 0.5, 7,600 steps of batch 50; ``advlearn run
+    --certified``), with ``bench/certified_training.py``'s settings, so the report's certified column
+    and its verified-vs-ε figure have a non-trivial row; off by default (about three forward and
+    backward passes of a smaller net a step).
     """
     model = Named("small_cnn", {"channels": [16, 32], "hidden": 256})
     standard = TrainConfig(label="standard", epochs=4, lr=2e-3, schedule=Named("onecycle"))
@@ -115,6 +116,7 @@ def default_config(quick: bool = False, certified: bool = False) -> ExperimentCo
         trainings += (
             TrainConfig(
                 label="ibp",
+                model=Named("ibp_cnn", {"channels": [16, 32], "hidden": 100, "init": "ibp"}),
                 objective=ibp,
                 epochs=100,
                 batch_size=50,
@@ -201,16 +203,29 @@ def load_data(cfg: ExperimentConfig) -> DataSplit:
     return split
 
 
-def build_configured_model(cfg: ExperimentConfig, data: Dataset) -> nn.Module:
-    """The configured model for ``data``'s input shape and number of classes."""
+def model_spec(cfg: ExperimentConfig, index: int | None = None) -> tuple[str, Named]:
+    """Training ``index``'s architecture and its config key: ``train[i].model``, else the run's ``model``.
+
+    Example:
+        >>> cfg = default_config(quick=True, certified=True)
+        >>> [(key, spec.name) for key, spec in (model_spec(cfg, i) for i in range(3))]
+        [('model', 'small_cnn'), ('model', 'small_cnn'), ('train[2].model', 'ibp_cnn')]
+    """
+    spec = None if index is None else cfg.train[index].model
+    return ("model", cfg.model) if spec is None else (f"train[{index}].model", spec)
+
+
+def build_configured_model(cfg: ExperimentConfig, data: Dataset, index: int | None = None) -> nn.Module:
+    """The model of training ``index`` (:func:`model_spec`) for ``data``'s input shape and classes."""
+    key, spec = model_spec(cfg, index)
     in_shape = tuple(data.x.shape[1:])
     model: nn.Module = with_key(
-        "model",
+        key,
         build_model,
-        cfg.model.name,
+        spec.name,
         in_shape=in_shape,
         num_classes=data.num_classes,
-        **cfg.model.options,
+        **spec.options,
     )
     return model
 
@@ -231,7 +246,7 @@ def train_one(
     device = resolve_device(cfg.device)
     train, val = _split_validation(split.train, cfg.data.val_size, cfg.seed)
     seed_everything(cfg.seed)
-    model = build_configured_model(cfg, split.train).to(device)
+    model = build_configured_model(cfg, split.train, index).to(device)
     objective = with_key(
         f"{key}.objective", build_objective, tcfg.objective.name, threat, **tcfg.objective.options
     )
@@ -258,7 +273,10 @@ def train_one(
         compile=cfg.compile,
     )
     if not quiet:
-        print(f"training {tcfg.label!r}: {tcfg.objective.name}, {tcfg.epochs} epochs, {len(train)} examples")
+        print(
+            f"training {tcfg.label!r}: {model_spec(cfg, index)[1].name}, {tcfg.objective.name}, "
+            f"{tcfg.epochs} epochs, {len(train)} examples"
+        )
     pin = device.type == "cuda"  # page-locked batches: the Trainer's non_blocking copies overlap compute
     # The loader shuffles with torch's global RNG, which the Trainer seeds and checkpoints: exact resume.
     history = trainer.fit(
@@ -270,14 +288,15 @@ def train_one(
     model.eval()
     if not dist.is_main():  # under torchrun rank 0 alone writes the run folder
         return model, history
+    _, spec = model_spec(cfg, index)
     save_model(
         model_dir,
         model,
-        name=cfg.model.name,
+        name=spec.name,
         options={
             "in_shape": list(split.train.x.shape[1:]),
             "num_classes": split.train.num_classes,
-            **cfg.model.options,
+            **spec.options,
         },
         metadata={
             "label": tcfg.label,
@@ -475,12 +494,13 @@ def validate(cfg: ExperimentConfig) -> DataSplit:
     split = load_data(cfg)
     _check_bounds(cfg, split)
     _split_validation(split.train, cfg.data.val_size, cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        try:
-            with torch.device("meta"):
-                build_configured_model(cfg, split.train)
-        except (NotImplementedError, RuntimeError):  # a builder that cannot build on the meta device
-            build_configured_model(cfg, split.train)
+    for index in (None, *range(len(cfg.train))):  # the run's model, then each training's own
+        with torch.random.fork_rng(devices=[]):
+            try:
+                with torch.device("meta"):
+                    build_configured_model(cfg, split.train, index)
+            except (NotImplementedError, RuntimeError):  # a builder that cannot build on the meta device
+                build_configured_model(cfg, split.train, index)
     for i, tcfg in enumerate(cfg.train):
         key = f"train[{i}]"
         with_key(
@@ -607,11 +627,14 @@ def _run(
     evaluations = {r.label: r.evaluation for r in reports}
     html = None
     if evaluate_models:
+        # each training's own model (train[i].model) or the run's: named in results.json and the report
+        architectures = {t.label: model_spec(cfg, i)[1].to_toml() for i, t in enumerate(cfg.train)}
         results = {
             "advlearn_version": advlearn.__version__,
             "torch_version": torch.__version__,
             "seconds": seconds,
             "models": {label: ev.table() for label, ev in evaluations.items()},
+            "architectures": architectures,
             "eps_sweeps": {r.label: r.sweep.to_dict() for r in reports if r.sweep is not None},
             "verified_sweeps": {r.label: r.certified_sweep for r in reports if r.certified_sweep},
             "masking_diagnostics": {r.label: r.diagnosis.table() for r in reports if r.diagnosis is not None},
@@ -625,7 +648,10 @@ def _run(
             models=reports,
             config_text=dumps(cfg),
             notes=[
-                f"Wall time {seconds:.0f} s on {resolve_device(cfg.device)} with torch {torch.__version__}."
+                f"Wall time {seconds:.0f} s on {resolve_device(cfg.device)} with torch {torch.__version__}.",
+                "Architectures: "
+                + "; ".join(f"{t.label}: {model_spec(cfg, i)[1].name}" for i, t in enumerate(cfg.train))
+                + ".",
             ],
             class_names=split.test.class_names,
             transfer=transfer,

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from advlearn.models.layers import _ACTIVATIONS, Maxout, _check_shape, _check_widths, _with_normalize
+from advlearn.models.layers import (
+    _ACTIVATIONS,
+    Maxout,
+    _check_shape,
+    _check_widths,
+    _with_normalize,
+    ibp_init,
+)
 from advlearn.models.registry import register_model
 
 # ----------------------------------------------------------------------------- linear and MLP
@@ -237,6 +244,7 @@ def ibp_cnn(
     channels: tuple[int, int] = (16, 32),
     hidden: int = 100,
     padding: int = 0,
+    init: str = "default",
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
 ) -> nn.Module:
@@ -253,6 +261,9 @@ def ibp_cnn(
         channels: the two conv layers' output channels.
         hidden: the width of the hidden linear layer.
         padding: zero padding of both convs (0 as in the bench runs; 1 lets small inputs through).
+        init: ``"default"`` (PyTorch's Kaiming-uniform) or ``"ibp"`` (:func:`ibp_init`, Shi et al.'s
+            IBP init, drawn from torch's global generator: what ``bench/certified_training.py`` and
+            ``advlearn run --certified`` train from). The Normalize layer, if any, is not touched.
         mean, std: if given, a :class:`Normalize` layer is prepended.
 
     References:
@@ -271,6 +282,8 @@ def ibp_cnn(
     (hidden,) = _check_widths((hidden,), "hidden")
     if isinstance(padding, bool) or not isinstance(padding, int) or padding not in (0, 1):
         raise ValueError(f"padding must be 0 or 1, got {padding!r}")
+    if init not in ("default", "ibp"):
+        raise ValueError(f'init must be "default" or "ibp" (Shi et al.\'s IBP init), got {init!r}')
     in_channels, height, width = shape
     height, width = ((side + 2 * padding - 4) // 2 + 1 + 2 * padding - 3 for side in (height, width))
     if height < 1 or width < 1:
@@ -288,7 +301,10 @@ def ibp_cnn(
         ("relu", nn.ReLU()),
         ("logits", nn.Linear(hidden, num_classes)),
     ]
-    return _with_normalize(nn.Sequential(OrderedDict(layers)), mean, std)
+    net = nn.Sequential(OrderedDict(layers))
+    if init == "ibp":
+        ibp_init(net)
+    return _with_normalize(net, mean, std)
 
 
 __all__ = ["ibp_cnn", "logreg", "maxout", "mlp", "small_cnn"]

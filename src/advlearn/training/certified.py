@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from advlearn._checks import check_positive_int
 from advlearn.certify.ibp import ibp_margin_bounds
+from advlearn.models.layers import ibp_init  # with the model zoo (ibp_cnn(init="ibp")); kept importable here
 from advlearn.threat import ThreatModel
 from advlearn.training.objectives import Objective, RunState, register_objective
 
@@ -354,34 +355,6 @@ class CROWNIBPTraining(IBPTraining):
     def _extra_at(self, progress: float) -> dict[str, float]:
         beta = self.beta_start + progress * (self.beta_end - self.beta_start)
         return {"beta_start": beta, "beta_end": beta}
-
-
-def ibp_init(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Shi et al.'s (2021) IBP initialization, in place: ``W ~ N(0, σ²)`` with ``σ = √(2π) / fan_in``, b = 0.
-
-    With it the expected IBP radius neither grows nor shrinks from one Linear/Conv
-    + ReLU layer to the next (``E|w| = σ√(2/π)``, summed over ``fan_in`` inputs, halved
-    by the ReLU), where the default (Kaiming-uniform) init lets the bounds explode with
-    depth, which is what makes short ε ramps diverge. Returns ``model``.
-
-    References:
-        Shi, Wang, Zhang, Yi, Hsieh. Fast certified robust training with short
-        warmup. NeurIPS 2021, §3.2.
-
-    Example:
-        >>> net = ibp_init(torch.nn.Sequential(torch.nn.Linear(400, 10)), torch.Generator().manual_seed(0))
-        >>> round(float(net[0].weight.std()) * 400 / (2 * math.pi) ** 0.5, 1)
-        1.0
-    """
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                fan_in = module.weight[0].numel()
-                noise = torch.randn(module.weight.shape, generator=generator, dtype=module.weight.dtype)
-                module.weight.copy_(noise * (math.sqrt(2 * math.pi) / fan_in))
-                if module.bias is not None:
-                    module.bias.zero_()
-    return model
 
 
 __all__ = [
