@@ -23,6 +23,15 @@ import advlearn as al
 from advlearn.training import NFGSM, OBJECTIVES, FastAT, GradAlign, defenses
 from advlearn.training.overfitting import COLLAPSE_FLOOR, collapse_declared
 
+# The single-step objectives' guard options and ε warm-up, last in each of their option lists.
+GUARD_FIELDS: list[tuple[str, object]] = [
+    ("guard", True),
+    ("guard_steps", 10),
+    ("collapse_gap", 0.3),
+    ("fallback_steps", 5),
+    ("fallback", False),
+    ("eps_warmup", 0),
+]
 # Each objective of training/defenses.py with its options in order and their defaults, as registered
 # before the guard's fields moved into the base (printed from the registry at main 72af683).
 OPTIONS: dict[str, list[tuple[str, object]]] = {
@@ -51,12 +60,7 @@ OPTIONS: dict[str, list[tuple[str, object]]] = {
         ("threat", inspect.Parameter.empty),
         ("step_ratio", 1.25),
         ("random_start", True),
-        ("guard", True),
-        ("guard_steps", 10),
-        ("collapse_gap", 0.3),
-        ("fallback_steps", 5),
-        ("fallback", False),
-        ("eps_warmup", 0),
+        *GUARD_FIELDS,
     ],
     "fgsm_blend": [("threat", inspect.Parameter.empty), ("alpha", 0.5), ("eps_warmup", 0)],
     "free_at": [("threat", inspect.Parameter.empty), ("replays", 4), ("step_size", None), ("eps_warmup", 0)],
@@ -64,12 +68,7 @@ OPTIONS: dict[str, list[tuple[str, object]]] = {
         ("threat", inspect.Parameter.empty),
         ("align_weight", 0.2),
         ("step_ratio", 1.0),
-        ("guard", True),
-        ("guard_steps", 10),
-        ("collapse_gap", 0.3),
-        ("fallback_steps", 5),
-        ("fallback", False),
-        ("eps_warmup", 0),
+        *GUARD_FIELDS,
     ],
     "grad_norm": [("threat", inspect.Parameter.empty), ("eps_warmup", 0)],
     "mart": [
@@ -83,12 +82,7 @@ OPTIONS: dict[str, list[tuple[str, object]]] = {
         ("threat", inspect.Parameter.empty),
         ("noise_ratio", 2.0),
         ("step_ratio", 1.0),
-        ("guard", True),
-        ("guard_steps", 10),
-        ("collapse_gap", 0.3),
-        ("fallback_steps", 5),
-        ("fallback", False),
-        ("eps_warmup", 0),
+        *GUARD_FIELDS,
     ],
     "noise_augment": [
         ("threat", inspect.Parameter.empty),
