@@ -31,6 +31,11 @@ def collapse_recorded(records: Records) -> bool:
     return any(r.get("co_detected", 0.0) > 0 for r in records)
 
 
+def _best_pgd_acc(records: Records) -> float | None:
+    """The best ``co_pgd_acc`` of the earlier epochs, or None before the first guard measurement."""
+    return max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
+
+
 def collapse_declared(pgd_acc: float, fgsm_acc: float, records: Records, *, gap: float) -> bool:
     """Whether this epoch's guard figures declare a collapse, given the earlier epochs' ``records``.
 
@@ -55,7 +60,7 @@ def collapse_declared(pgd_acc: float, fgsm_acc: float, records: Records, *, gap:
     """
     if collapse_recorded(records) or fgsm_acc - pgd_acc < gap:
         return False
-    best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
+    best = _best_pgd_acc(records)
     fell = best is not None and best >= COLLAPSE_FLOOR and pgd_acc < 0.5 * best
     outpaced = pgd_acc < 0.5 * fgsm_acc
     return fell or outpaced
@@ -91,7 +96,7 @@ def check_collapse(
     fgsm_acc = _accuracy(model, FGSM(threat)(model, x, y), y)
     collapsed = collapse_declared(pgd_acc, fgsm_acc, records, gap=gap)
     if collapsed:
-        best = max((r["co_pgd_acc"] for r in records if "co_pgd_acc" in r), default=None)
+        best = _best_pgd_acc(records)
         remedy = f"switching to PGD-{fallback_steps}" if fallback_steps else "no fallback set"
         earlier = f"best earlier {best:.1%}" if best is not None else "no earlier epoch"
         warnings.warn(
