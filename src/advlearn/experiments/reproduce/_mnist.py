@@ -11,7 +11,7 @@ from torch import nn
 
 from advlearn.attacks import PGD, Attack
 from advlearn.data import Dataset, DataSplit, digits, load_mnist_idx, mnist5k, stratified_split
-from advlearn.evaluation import evaluate
+from advlearn.evaluation import Evaluation, evaluate
 from advlearn.experiments.reproduce._common import Context
 from advlearn.threat import ThreatModel
 from advlearn.training import Objective, Trainer
@@ -121,15 +121,17 @@ def score(
     threat: ThreatModel,
     attacks: Mapping[str, Attack],
     seed: int,
-) -> None:
+) -> Evaluation:
     """Append ``model``'s clean accuracy and its accuracy under each of ``attacks`` to ``scores[arm]``.
 
     One :func:`~advlearn.evaluation.evaluate` call on ``(x, y)`` with ``seed``'s keyed random
-    starts; the measures are ``"clean"`` and the attacks' names.
+    starts; the measures are ``"clean"`` and the attacks' names. Returns the evaluation (its
+    per-example ``correct`` flags score a prefix of ``x`` on its own).
     """
     ev = evaluate(model, (x, y), threat, dict(attacks), seed=seed, quiet=True)
     for measure, value in {"clean": ev.clean_accuracy, **ev.robust_accuracy}.items():
         scores.setdefault(arm, {}).setdefault(measure, []).append(value)
+    return ev
 
 
 def fit_and_score(

@@ -25,6 +25,7 @@ cross-entropy PGD.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -72,106 +73,204 @@ class ScaledLogits(nn.Module):
 
 _model = partial(small_cnn, (1, 28, 28), 10, channels=(16, 32), hidden=256)
 
+ARMS = ("pgd-at", "standard", "masked")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One run's sizes: the training, PGD's grid, and the test digits each cell is scored on.
+
+    Every cell is scored on a prefix of the test set, so two cells with different digit counts
+    are compared on the smaller one's digits (:meth:`Cells.accuracy`).
+
+    Attributes:
+        epochs: PGD-AT's epochs (the standard model trains ``min(epochs, 4)``).
+        train_steps: PGD-AT's attack steps (step 0.1).
+        steps: the one-restart line's PGD steps.
+        digits: the test digits of FGSM, the one-restart line and the margin attack.
+        masked_digits: the masked model's digits (its cross-entropy attacks never exit early, so
+            every step of every digit is paid).
+        restarts: the restart line's restarts.
+        restart_steps: the restart line's PGD steps.
+        restart_digits: the restart line's digits (the first of ``digits``).
+        restart_arms: the models the restart line is run on.
+        strong: the margin-loss PGD's ``(steps, restarts)``.
+    """
+
+    epochs: int
+    train_steps: int
+    steps: tuple[int, ...]
+    digits: int
+    masked_digits: int
+    restarts: int
+    restart_steps: tuple[int, ...]
+    restart_digits: int
+    restart_arms: tuple[str, ...]
+    strong: tuple[int, int]
+
+    def digits_of(self, arm: str) -> int:
+        return self.masked_digits if arm == "masked" else self.digits
+
+
+QUICK = Budget(2, 2, (1, 10, 40), 200, 200, 2, (1, 10, 40), 200, ARMS, (40, 2))
+"""``--quick``: every cell on 200 digits for all three models, in one evaluation each."""
+
+FULL = Budget(8, 5, (1, 10, 40, 100), 500, 200, 20, (40, 100), 30, ("pgd-at",), (100, 1))
+"""The full run, cut to fit 15 minutes of one thread (about 850k example passes for 3 seeds).
+
+The published 20-restart cells on 30 digits of the PGD-AT model only: at 20 restarts × 100
+steps a robust digit costs 2,000 passes, a masked one (which never exits early) the same.
+"""
+
+
+@dataclass
+class Cells:
+    """Per arm and measure, one ``(N,)`` flag tensor per seed: the digit was correct (clean, attacked)."""
+
+    correct: dict[str, dict[str, list[torch.Tensor]]] = field(default_factory=dict)
+
+    def add(self, arm: str, measure: str, flags: torch.Tensor) -> None:
+        self.correct.setdefault(arm, {}).setdefault(measure, []).append(flags)
+
+    def digits(self, arm: str, measure: str) -> int:
+        return len(self.correct[arm][measure][0])
+
+    def accuracy(self, arm: str, measure: str, digits: int | None = None) -> list[float]:
+        """Per seed, the accuracy on the first ``digits`` digits (default: all it was scored on)."""
+        n = self.digits(arm, measure) if digits is None else digits
+        return [float(f[:n].float().mean()) for f in self.correct[arm][measure]]
+
+    def mean(self, arm: str, measure: str, digits: int | None = None) -> float:
+        return statistics.fmean(self.accuracy(arm, measure, digits))
+
+    def scores(self) -> _mnist.Scores:
+        return {a: {m: self.accuracy(a, m) for m in ms} for a, ms in self.correct.items()}
+
+
+def _pgd(threat: ThreatModel, steps: int, restarts: int, loss: str = "ce") -> PGD:
+    return PGD(threat, steps=steps, step_size=0.01, restarts=restarts, loss=loss, early_stop=True)
+
 
 def run(context: Context) -> Outcome:
     split, described = _mnist.load(context)
     threat = ThreatModel("linf", EPS, (0.0, 1.0))
-    steps: tuple[int, ...]
-    restarts: tuple[int, ...]
-    if context.quick:
-        epochs, train_steps, n_test, steps, restarts = 2, 2, 200, (1, 10, 40), (1, 2)
-    else:
-        epochs, train_steps, n_test, steps, restarts = 20, 5, 500, (1, 10, 40, 100), (1, 20)
-    x, y = split.test.x[:n_test], split.test.y[:n_test]
-    attacks: dict[str, Attack] = {"FGSM": FGSM(threat)}
-    for r in restarts:
-        for k in steps:
-            attacks[f"PGD-{k}x{r}"] = PGD(threat, steps=k, step_size=0.01, restarts=r, early_stop=True)
-    strong = f"PGD-{steps[-1]}x{restarts[-1]} margin loss"
-    attacks[strong] = PGD(
-        threat, steps=steps[-1], step_size=0.01, restarts=restarts[-1], loss="cw", early_stop=True
-    )
-    accuracy: _mnist.Scores = {}
+    budget = QUICK if context.quick else FULL
+    steps, restarts = budget.steps, budget.restarts
+    line = {f"PGD-{k}x1": _pgd(threat, k, 1) for k in steps}
+    restart_line = {f"PGD-{k}x{restarts}": _pgd(threat, k, restarts) for k in budget.restart_steps}
+    strong = f"PGD-{budget.strong[0]}x{budget.strong[1]} margin loss"
+    cells = Cells()
     for seed in context.seeds:
         robust = _mnist.fit(
             _model,
-            PGDAT(threat, steps=train_steps, step_size=0.1, eps_warmup=min(5, epochs // 2)),
+            PGDAT(threat, steps=budget.train_steps, step_size=0.1, eps_warmup=min(5, budget.epochs // 2)),
             split.train,
-            epochs=epochs,
+            epochs=budget.epochs,
             seed=seed,
             lr=2e-3,
             schedule="onecycle",
             quiet=context.quiet,
         )
         standard = _mnist.fit(
-            _model, Standard(), split.train, epochs=min(epochs, 4), seed=seed, lr=2e-3, quiet=context.quiet
+            _model,
+            Standard(),
+            split.train,
+            epochs=min(budget.epochs, 4),
+            seed=seed,
+            lr=2e-3,
+            quiet=context.quiet,
         )
         scaled = ScaledLogits(standard, TEMPERATURE).eval()
-        for label, model in (("pgd-at", robust), ("standard", standard), ("masked", scaled)):
-            _mnist.score(accuracy, label, model, x, y, threat, attacks, seed)
-    ours = accuracy["pgd-at"]
+        for arm, model in zip(ARMS, (robust, standard, scaled), strict=True):
+            # each cell on its digit count; cells on the same count share one evaluation, in this order
+            planned: list[tuple[str, Attack, int]] = [("FGSM", FGSM(threat), budget.digits_of(arm))]
+            planned += [(name, attack, budget.digits_of(arm)) for name, attack in line.items()]
+            if arm in budget.restart_arms:
+                planned += [(name, attack, budget.restart_digits) for name, attack in restart_line.items()]
+            planned.append((strong, _pgd(threat, *budget.strong, loss="cw"), budget.digits_of(arm)))
+            for n in dict.fromkeys(n for _, _, n in planned):
+                attacks = {name: attack for name, attack, m in planned if m == n}
+                ev = _mnist.score({}, arm, model, split.test.x[:n], split.test.y[:n], threat, attacks, seed)
+                for measure, flags in ev.correct.items():
+                    if measure != "clean" or n == budget.digits_of(arm):
+                        cells.add(arm, measure, flags)
+    return _outcome(cells, budget, strong, described)
+
+
+def _outcome(cells: Cells, budget: Budget, strong: str, described: str) -> Outcome:
+    steps, restarts = budget.steps, budget.restarts
+    biggest = f"PGD-{budget.restart_steps[-1]}x{restarts}"
+    start = f"PGD-{steps[-2]}x1"
+    n_big = cells.digits("pgd-at", biggest)
+    # the drop on the biggest cell's digits: both ends scored on the same digits
+    drop = cells.mean("pgd-at", start, n_big) - cells.mean("pgd-at", biggest)
+    flat = drop < 0.05
+    on = f" (on the {n_big} digits both are scored on)" if n_big < cells.digits("pgd-at", start) else ""
+    curve = (
+        f"the curve flattens: {start} to {biggest} costs {100 * drop:.1f} points{on}"
+        if flat
+        else f"the curve still falls, {100 * drop:.1f} points from {start} to {biggest}{on}"
+    )
 
     def mean(name: str) -> float:
-        return statistics.fmean(ours[name])
+        return cells.mean("pgd-at", name)
 
-    biggest = f"PGD-{steps[-1]}x{restarts[-1]}"
-    start = f"PGD-{steps[-2]}x1"
-    drop = mean(start) - mean(biggest)
-    flat = drop < 0.05
-    curve = (
-        f"the curve flattens: {start} to {biggest} costs {100 * drop:.1f} points"
-        if flat
-        else f"the curve still falls, {100 * drop:.1f} points from {start} to {biggest}"
-    )
     claims = {
         "clean": (mean("clean") > 0.9, f"PGD-AT keeps {mean('clean'):.1%} clean accuracy"),
-        "FGSM": (mean("FGSM") >= mean("PGD-40x1"), "FGSM is weaker than PGD against it"),
+        "FGSM": (mean("FGSM") >= mean(f"PGD-{steps[-2]}x1"), "FGSM is weaker than PGD against it"),
     }
-    data = f"{len(x)} test digits, a smaller network and data than the paper's"
+    data = "a smaller network and data than the paper's"
 
     def pgd_at_verdict(_arm: str, name: str) -> tuple[bool, str]:
         if name in PUBLISHED:
             holds, claim = claims.get(name, (flat, curve))
             return holds, f"{claim}; {data}."
         if name == strong:
-            return True, "the stronger attack: the largest PGD budget on the margin loss."
+            return True, "the stronger attack: the largest one-restart PGD budget on the margin loss."
         return True, "the steps/restarts grid beyond the published cells."
 
+    def named(arm: str) -> dict[str, str]:
+        return {m: f"{m} ({cells.digits(arm, m)} digits)" for m in cells.correct[arm]}
+
+    scores = cells.scores()
+    counts = {a: {m: cells.digits(a, m) for m in ms} for a, ms in cells.correct.items()}
+    ours = named("pgd-at")
     # the published cells first (the quick grid lacks the 100-step and 20-restart ones), then the rest
-    cells = [*(n for n in PUBLISHED if n in ours), *(n for n in attacks if n not in PUBLISHED)]
+    order = [*(n for n in PUBLISHED if n in ours), *(n for n in ours if n not in PUBLISHED)]
     comparisons = percent_rows(
-        accuracy,
+        scores,
         ["pgd-at"],
-        cells,
+        {n: ours[n] for n in order},
         pgd_at_verdict,
-        count=len(x),
+        count=counts["pgd-at"],
         quantity="PGD-AT: accuracy, {measure}",
         published=PUBLISHED,
     )
+    top = {a: biggest if a in budget.restart_arms else f"PGD-{steps[-1]}x1" for a in ARMS}
     comparisons.append(
         Comparison(
-            f"standard model: accuracy, {biggest}",
+            f"standard model: accuracy, {named('standard')[top['standard']]}",
             None,
-            tuple(accuracy["standard"][biggest]),
+            tuple(scores["standard"][top["standard"]]),
             holds=True,
             why="without adversarial training PGD at ε = 0.3 leaves almost nothing.",
             percent=True,
-            count=len(x),
+            count=counts["standard"][top["standard"]],
         )
     )
-    masked = accuracy["masked"]
-    unmasked = statistics.fmean(masked[biggest]) - statistics.fmean(masked[strong])
+    unmasked = cells.mean("masked", top["masked"]) - cells.mean("masked", strong)
     exposed = unmasked > 0.2
-    kept = mean(biggest) - mean(strong)
+    same_budget = f"PGD-{budget.strong[0]}x{budget.strong[1]}"
+    kept = mean(same_budget) - mean(strong)
 
     def masked_verdict(_arm: str, name: str) -> tuple[bool, str]:
         if name == strong:
             why = (
                 f"the margin loss's gradient survives the scale: {100 * unmasked:.1f} points below "
-                f"cross-entropy {biggest}, the masking exposed"
+                f"cross-entropy {top['masked']}, the masking exposed"
                 if exposed
-                else f"the margin loss gains only {100 * unmasked:.1f} points over cross-entropy {biggest}: "
-                "the masking was not exposed here"
+                else f"the margin loss gains only {100 * unmasked:.1f} points over cross-entropy "
+                f"{top['masked']}: the masking was not exposed here"
             )
         elif name == "clean":
             why = "the standard model's predictions, unchanged by the scale"
@@ -181,13 +280,13 @@ def run(context: Context) -> Outcome:
 
     masked_name = f"masked (standard × {TEMPERATURE:g} logits): accuracy, {{measure}}"
     comparisons += percent_rows(
-        accuracy, ["masked"], ["clean", *attacks], masked_verdict, count=len(x), quantity=masked_name
+        scores, ["masked"], named("masked"), masked_verdict, count=counts["masked"], quantity=masked_name
     )
     comparisons.append(
         Comparison(
-            f"PGD-AT: accuracy lost from cross-entropy {biggest} to the margin loss",
+            f"PGD-AT: accuracy lost from cross-entropy {same_budget} to the margin loss",
             None,
-            tuple(a - b for a, b in zip(ours[biggest], ours[strong], strict=True)),
+            tuple(a - b for a, b in zip(*(scores["pgd-at"][m] for m in (same_budget, strong)), strict=True)),
             holds=kept < 0.05,
             why=(
                 "the robust model's figure does not depend on the loss the attack follows"
@@ -201,11 +300,14 @@ def run(context: Context) -> Outcome:
     fig = figure(6.4, 4.2)
     ax = fig.add_subplot()
     for label, style in (("pgd-at", "-"), ("masked", "--"), ("standard", ":")):
-        for i, r in enumerate(restarts):
-            acc = [statistics.fmean(accuracy[label][f"PGD-{k}x{r}"]) for k in steps]
-            ax.plot(steps, acc, style, marker="o", color=f"C{i}", label=f"{label}, {r} restart(s)")
+        lines = [(1, steps, cells.digits(label, f"PGD-{steps[0]}x1"))]
+        if label in budget.restart_arms:
+            lines.append((restarts, budget.restart_steps, cells.digits(label, biggest)))
+        for i, (r, ks, n) in enumerate(lines):
+            acc = [cells.mean(label, f"PGD-{k}x{r}") for k in ks]
+            ax.plot(ks, acc, style, marker="o", color=f"C{i}", label=f"{label}, {r} restart(s), {n} digits")
         ax.plot(
-            [steps[-1]], [statistics.fmean(accuracy[label][strong])],
+            [budget.strong[0]], [cells.mean(label, strong)],
             "k" + ("*" if label == "masked" else "x"), markersize=9,
             label=f"{label}, {strong}" if label != "standard" else None,
         )  # fmt: skip
@@ -218,19 +320,24 @@ def run(context: Context) -> Outcome:
     section = Section(
         "Robust accuracy against PGD's steps and restarts",
         [
-            f"Mean over seeds; ε = {EPS:g}, step 0.01, random start, {len(x)} test digits. Lines: "
-            "cross-entropy PGD; black marks: the same PGD on the margin loss at the largest budget. "
-            f"The masked model is the standard one with logits × {TEMPERATURE:g}: same predictions, "
-            "so its true robustness is the standard model's."
+            f"Mean over seeds; ε = {EPS:g}, step 0.01, random start; each line's digits in its label "
+            "(the first of the test set). Lines: cross-entropy PGD; black marks: the same PGD on the "
+            f"margin loss. The masked model is the standard one with logits × {TEMPERATURE:g}: same "
+            "predictions, so its true robustness is the standard model's."
         ],
         figures=[("madry-mnist.png", "robust accuracy vs PGD steps and restarts", png(fig))],
     )
+    grid = "/".join(map(str, steps))
+    restart_grid = "/".join(map(str, budget.restart_steps))
+    masked = "" if budget.masked_digits == budget.digits else f" (the masked model: {budget.masked_digits})"
     header = (
-        f"{described}; small_cnn 16-32 channels, 256 hidden; PGD-AT {train_steps} steps (step 0.1), "
-        f"{epochs} epochs, Adam 2e-3 one-cycle; standard model {min(epochs, 4)} epochs; masked model: the "
-        f"standard one with logits × {TEMPERATURE:g}; {len(x)} test digits."
+        f"{described}; small_cnn 16-32 channels, 256 hidden; PGD-AT {budget.train_steps} steps (step 0.1), "
+        f"{budget.epochs} epochs, Adam 2e-3 one-cycle; standard model {min(budget.epochs, 4)} epochs; "
+        f"masked model: the standard one with logits × {TEMPERATURE:g}. Test digits per cell: FGSM, "
+        f"PGD-{grid}x1 and {strong} on the first {budget.digits}{masked}; PGD-{restart_grid}x{restarts} "
+        f"on the first {budget.restart_digits}, for {', '.join(budget.restart_arms)}."
     )
-    return Outcome(header, comparisons, [], [section], {"accuracy": accuracy})
+    return Outcome(header, comparisons, [], [section], {"accuracy": scores, "digits": counts})
 
 
 EXPERIMENT = Experiment(
