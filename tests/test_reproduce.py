@@ -240,6 +240,8 @@ def test_all_runs_each_in_order_and_gives_data_dir_only_to_readers(
         "reader", "a test", "records data_dir.", "0 s", reader, reads_data_dir=True
     )
     monkeypatch.setattr(package, "EXPERIMENTS", fake)
+    for name in _mnist.IDX_FILES:  # --data-dir is checked for the IDX files before anything runs
+        (tmp_path / name).touch()
     args = [
         "reproduce",
         "all",

@@ -425,7 +425,7 @@ def _dann(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from advlearn.experiments.reproduce import EXPERIMENTS, reproduce
+    from advlearn.experiments.reproduce import EXPERIMENTS, check_data_dir, reproduce
 
     if args.list or args.name is None:
         if not args.list:
@@ -437,6 +437,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             print(f"{'':<{width}} time: {experiment.cost}")
         return 0
     names = list(EXPERIMENTS) if args.name == "all" else [EXPERIMENTS.lookup(args.name).name]
+    if args.data_dir is not None:
+        check_data_dir(args.data_dir)  # before any experiment runs (``all`` reaches the readers late)
     for name in names:
         reads = EXPERIMENTS[name].reads_data_dir
         with _torch_threads(args.threads):

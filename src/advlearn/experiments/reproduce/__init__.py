@@ -34,6 +34,7 @@ from advlearn.experiments.reproduce import (
     tsipras,
 )
 from advlearn.experiments.reproduce._common import Check, Comparison, Context, Experiment, Outcome, write_run
+from advlearn.experiments.reproduce._mnist import check_data_dir
 
 EXPERIMENTS: Registry[Experiment] = Registry("reproduce experiment")
 for _module in (
@@ -78,7 +79,8 @@ def reproduce(
     Raises:
         ValueError: for an unknown name (the message lists the known ones), ``seeds < 1``, or a
             ``data_dir`` given to an experiment that reads none.
-        FileNotFoundError: if ``data_dir`` lacks the files the experiment looks for (named).
+        FileNotFoundError: if ``data_dir`` lacks the files the experiment looks for (named),
+            before anything runs.
     """
     experiment: Experiment = EXPERIMENTS.lookup(name)
     count = experiment.seeds[0 if quick else 1] if seeds is None else check_positive_int("seeds", seeds)
@@ -87,6 +89,8 @@ def reproduce(
         raise ValueError(
             f"experiment {name!r} runs on data it makes itself; --data-dir applies only to: {readers}"
         )
+    if data_dir is not None:
+        check_data_dir(data_dir)
     run_dir = Path(out_dir) / f"reproduce-{name}"
     context = Context(
         quick=quick,
@@ -101,4 +105,13 @@ def reproduce(
     return experiment, outcome, run_dir
 
 
-__all__ = ["EXPERIMENTS", "Check", "Comparison", "Context", "Experiment", "Outcome", "reproduce"]
+__all__ = [
+    "EXPERIMENTS",
+    "Check",
+    "Comparison",
+    "Context",
+    "Experiment",
+    "Outcome",
+    "check_data_dir",
+    "reproduce",
+]

