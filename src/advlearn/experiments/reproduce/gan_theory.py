@@ -133,7 +133,8 @@ EXPERIMENT = Experiment(
     name="gan-theory",
     source="Adversarial Learning chapter, eqs. 62.4 and 62.5 (Goodfellow et al. 2014, Prop. 1, Thm. 1)",
     claim="D* = p_data/(p_data + p_g) and V(G, D*) = −log 4 + 2·JSD, by integration and by a trained D.",
-    cost="quick 7 s wall (quiet, 2 cores); full not timed",
+    cost="quick 7 s wall (quiet, 2 cores); full (3 seeds, 4 generators) 47 CPU-s on 1 thread: 12 trained "
+    "discriminators × 2,000 Adam steps (about 1.9 ms each); the integrals and checks take well under 1 s",
     run=run,
     seeds=(2, 3),
 )
