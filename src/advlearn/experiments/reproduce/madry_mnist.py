@@ -346,7 +346,7 @@ EXPERIMENT = Experiment(
     claim="Against a PGD-trained model, robust accuracy flattens as PGD's steps and restarts grow; "
     "a gradient-masked model's figure collapses under a stronger attack.",
     cost="quick 60 s wall (quiet, 2 cores), 70 CPU-s on 1 thread; full (3 seeds, the cut budget of FULL) "
-    "690 CPU-s on 1 thread (1,449 s wall at load ~4, shared)",
+    "690 CPU-s on 1 thread",
     run=run,
     seeds=(1, 3),
     reads_data_dir=True,
