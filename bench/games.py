@@ -26,6 +26,7 @@ Run
     python bench/games.py --skip-gan --epochs 30 --threads 1 --out /tmp/dann30.json   # DANN trained longer
     python bench/games.py --skip-gan --dann-batchnorm on --epochs 30 --threads 1       # BatchNorm per domain
     python bench/games.py --skip-gan --dann-optimizer sgd                            # Ganin's SGD, lr 0.01
+    python bench/games.py --skip-gan --dann-domain-hidden 1024 1024   # a larger domain classifier
 
 Results go to bench/results/games.json (or games-quick.json); run folders to a temporary directory.
 """
@@ -99,6 +100,13 @@ def main() -> None:
     parser.add_argument(
         "--dann-lr", type=float, help="DANN learning rate (default 1e-3 for adam, 0.01 for sgd)"
     )
+    parser.add_argument(
+        "--dann-domain-hidden",
+        type=int,
+        nargs="+",
+        default=[100],
+        help="hidden widths of DANN's domain classifier (default 100, the paper's; e.g. 1024 1024)",
+    )
     parser.add_argument("--gan-seeds", type=int, default=1)
     parser.add_argument("--epochs", type=int, help="DANN epochs (default 10; 1 with --quick)")
     parser.add_argument("--steps", type=int, help="GAN generator steps (default 2000; 40 with --quick)")
@@ -135,6 +143,7 @@ def main() -> None:
                     lr=dann_lr,
                     optimizer=args.dann_optimizer,
                     batchnorm=args.dann_batchnorm == "on",
+                    domain_hidden=tuple(args.dann_domain_hidden),
                     max_examples=256 if args.quick else None,
                 )
                 cpu = time.thread_time()
@@ -171,6 +180,7 @@ def main() -> None:
                 "batchnorm": args.dann_batchnorm == "on",
                 "optimizer": args.dann_optimizer,
                 "lr": dann_lr,
+                "domain_hidden": args.dann_domain_hidden,
                 "runs": runs,
                 "gain": _spread([r["gain"] for r in runs]),
                 "source_only_target_acc": _spread([r["source_only"]["target_acc"] for r in runs]),
