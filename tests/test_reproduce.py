@@ -36,6 +36,8 @@ def test_verdict_rules():
     assert Comparison("q", 0.90, values, holds=True, why=".").verdict == "same direction"
     assert Comparison("q", 0.90, values, holds=False, why=".").verdict == "differs"
     assert Comparison("q", None, values, holds=True, why=".").verdict == "no published figure"
+    failed = Comparison("q", None, values, holds=False, why=".").verdict
+    assert failed == "no published figure; our check fails"
     # one seed: no interval, so nothing can match
     assert Comparison("q", 0.5, (0.5,), holds=True, why=".").verdict == "same direction"
 
@@ -276,7 +278,13 @@ def test_trained_experiments_quick_end_to_end(name: str, tmp_path: Path):
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["comparisons"]) == len(outcome.comparisons) > 0
     for row in results["comparisons"]:
-        assert row["verdict"] in ("matches", "same direction", "differs", "no published figure")
+        assert row["verdict"] in (
+            "matches",
+            "same direction",
+            "differs",
+            "no published figure",
+            "no published figure; our check fails",
+        )
         not_a_fraction = (
             "radius",
             "seconds",

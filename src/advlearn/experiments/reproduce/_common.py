@@ -7,7 +7,9 @@ is mechanical:
 
 - ``matches``: the published figure lies in our interval;
 - ``same direction``: it does not, but the qualitative claim the figure supports holds here;
-- ``differs``: neither.
+- ``differs``: neither;
+- for a row the source lacks: ``no published figure``, or ``no published figure; our check fails``
+  when its own claim does not hold in our runs (the row's sentence says which).
 
 Intervals are Student-t intervals over seeds, never one lucky run. A published figure that is
 one run (one sample, one trained model) is compared with the *prediction* interval of one run,
@@ -129,7 +131,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         if self.published is None:
-            return "no published figure"
+            return "no published figure" if self.holds else "no published figure; our check fails"
         lo, hi = self.interval
         if lo <= self.published <= hi:
             return "matches"
