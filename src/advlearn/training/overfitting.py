@@ -56,8 +56,9 @@ def collapse_declared(pgd_acc: float, fgsm_acc: float, records: Records, *, gap:
     epoch while FGSM accuracy rose from 34% to 64%). Its floor keeps it quiet on healthy
     Fast-AT, whose PGD accuracy grows more slowly than FGSM's: claim-overfitting's full run
     (ε = 0.2) had PGD-10 at 40% against FGSM's 81% on a seed that ended the best of three;
-    the collapses it catches were at 6-19% (``tests/test_single_step_guard.py`` replays
-    both). Both arms need the ``gap``: when FGSM
+    every recorded collapse fires at 6-19% (FGSM at ε = 0.2; Fast-AT and GradAlign at 0.3),
+    every healthy Fast-AT epoch with FGSM the gap ahead is at 26% or more, and 20% is the fell
+    arm's floor already (``tests/test_single_step_guard.py`` replays them all). Both arms need the ``gap``: when FGSM
     and PGD accuracy fall together (a model that diverges to a constant prediction) it is
     not the single step being fooled, and PGD training is no remedy for that.
 
