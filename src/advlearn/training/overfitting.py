@@ -58,8 +58,8 @@ def collapse_declared(pgd_acc: float, fgsm_acc: float, records: Records, *, gap:
     (ε = 0.2) had PGD-10 at 40% against FGSM's 81% on a seed that ended the best of three;
     every recorded collapse fires at 6-19% (FGSM at ε = 0.2; Fast-AT and GradAlign at 0.3),
     every healthy Fast-AT epoch with FGSM the gap ahead is at 26% or more, and 20% is the fell
-    arm's floor already (``tests/test_single_step_guard.py`` replays them all). Both arms need the ``gap``: when FGSM
-    and PGD accuracy fall together (a model that diverges to a constant prediction) it is
+    arm's floor already (``tests/test_single_step_guard.py`` replays them all). Both arms need
+    the ``gap``: when FGSM and PGD accuracy fall together (a model that diverges to a constant prediction) it is
     not the single step being fooled, and PGD training is no remedy for that.
 
     A pure function of the recorded figures, so a resumed run decides the same, and a recorded
