@@ -59,8 +59,8 @@ def collapse_declared(pgd_acc: float, fgsm_acc: float, records: Records, *, gap:
     every recorded collapse fires at 6-19% (FGSM at ε = 0.2; Fast-AT and GradAlign at 0.3),
     every healthy Fast-AT epoch with FGSM the gap ahead is at 26% or more, and 20% is the fell
     arm's floor already (``tests/test_single_step_guard.py`` replays them all). Both arms need
-    the ``gap``: when FGSM and PGD accuracy fall together (a model that diverges to a constant prediction) it is
-    not the single step being fooled, and PGD training is no remedy for that.
+    the ``gap``: when FGSM and PGD accuracy fall together (a model that diverges to a constant
+    prediction) it is not the single step being fooled, and PGD training is no remedy for that.
 
     A pure function of the recorded figures, so a resumed run decides the same, and a recorded
     trajectory can be replayed.
