@@ -25,10 +25,12 @@ Run
     python bench/defenses.py --threads 1 --clock thread   # CPU time of the one thread, on a shared machine
     python bench/defenses.py --only pgd_at fast_at n_fgsm grad_align --no-art --seeds 2 \
         --threads 1 --clock thread            # the single-step methods against PGD-AT (issue 17 part 4)
-    Options: --epochs, --warmup, --steps, --train-n, --eval-n, --threads, --clock, --seed, --seeds,
-    --align-weight, --noise-ratio, --out (JSON). With pgd_at among the objectives, a second table gives every
-    objective's PGD-40 gap to PGD-AT and its training-time ratio, seed by seed, with what the
-    catastrophic-overfitting guard decided (Fast-AT, N-FGSM, GradAlign).
+    python bench/defenses.py --only pgd_at fast_at:step_ratio=1.0 fast_at:fallback=true n_fgsm:noise_ratio=1 \
+        --no-art --threads 1 --clock thread   # variants: name:option=value,... (session 5's side by side)
+    Options: --epochs, --warmup, --steps, --train-n, --eval-n, --eval-offset, --threads, --clock, --seed,
+    --seeds, --align-weight, --noise-ratio, --out (JSON). With pgd_at among the objectives, a second
+    table gives every objective's PGD-40 gap to PGD-AT and its training-time ratio, seed by seed, with
+    what the catastrophic-overfitting guard decided (Fast-AT, N-FGSM, GradAlign), and a third their means.
 """
 
 from __future__ import annotations
@@ -61,6 +63,33 @@ CLOCK = {"wall": time.perf_counter, "thread": time.thread_time}
 def make_model(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return small_cnn((1, 28, 28), 10, channels=(16, 32), hidden=256, kernel_size=5)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:option=value,...`` (a variant of a registered objective) as (name, options).
+
+    Values are read as JSON where they parse (``1.0``, ``true``, ``5``), else kept as strings:
+    ``fast_at:step_ratio=1.0`` is Fast-AT at α = ε, ``n_fgsm:noise_ratio=1`` N-FGSM with k = 1.
+    An unknown objective or option raises ``ValueError`` naming it.
+    """
+    name, _, rest = spec.partition(":")
+    if name not in OBJECTIVES:
+        raise ValueError(
+            f"--only: unknown objective {name!r} in {spec!r}; known: {', '.join(sorted(OBJECTIVES))}"
+        )
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, text = item.partition("=")
+        if not eq or key not in OBJECTIVES.fields(name):
+            raise ValueError(
+                f"--only: {item!r} in {spec!r} is not option=value with an option of {name} "
+                f"({', '.join(OBJECTIVES.fields(name))})"
+            )
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return name, options
 
 
 def objective_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +141,7 @@ def guard_decisions(records: list[dict[str, Any]]) -> str:
     if not any("co_detected" in r for r in records):
         return ""
     pgd = "/".join(f"{r['co_pgd_acc']:.0%}" for r in records if "co_pgd_acc" in r)
-    fired = [int(r["epoch"]) for r in records if r.get("co_detected", 0.0) > 0]
+    fired = [_fired_epoch(records)] if _fired_epoch(records) else []
     fgsm = "/".join(f"{r['co_fgsm_acc']:.0%}" for r in records if "co_fgsm_acc" in r)
     verdict = f"fired after epoch {fired[0]}" if fired else "quiet"
     return f"{verdict} (guard PGD acc per epoch {pgd}; FGSM {fgsm})"
@@ -128,10 +157,11 @@ def robust_eval(
 
 
 def train_advlearn(
-    name: str, args: argparse.Namespace, train: Any, threat: al.ThreatModel, *, constant: bool = False
+    spec: str, args: argparse.Namespace, train: Any, threat: al.ThreatModel, *, constant: bool = False
 ) -> tuple[nn.Module, float, dict[str, Any]]:
+    name, overrides = parse_spec(spec)
     model = make_model(args.seed)
-    options = objective_options(name, args)
+    options = {**objective_options(name, args), **overrides}
     if constant:  # like for like with ART: full eps from the start, constant lr
         options.pop("eps_warmup", None)
     objective = build_objective(name, threat if "threat" in OBJECTIVES.fields(name) else None, **options)
@@ -231,6 +261,27 @@ def single_step_summary(rows: list[dict[str, Any]]) -> None:
             f"| {r['seed']} | {r['method']} | {r['clean']:.1%} | {r['pgd40']:.1%} "
             f"| {100 * r['pgd40_minus_pgd_at']:+.1f} pt | {r['time_ratio_to_pgd_at']:.2f} | {r['guard']} |"
         )
+    methods = list(dict.fromkeys(r["method"] for r in rows if "pgd40_minus_pgd_at" in r))
+    print(
+        "\n| method | seeds | PGD-40 - PGD-AT, mean (per seed) | time / PGD-AT, mean (per seed) "
+        "| guard fired |"
+    )
+    print("|---|---|---|---|---|")
+    for method in methods:
+        mine = [r for r in rows if r.get("method") == method and "pgd40_minus_pgd_at" in r]
+        gaps = [100 * r["pgd40_minus_pgd_at"] for r in mine]
+        ratios = [r["time_ratio_to_pgd_at"] for r in mine]
+        fired = [_fired_epoch(r["records"]) for r in mine]
+        print(
+            f"| {method} | {len(mine)} | {np.mean(gaps):+.1f} pt ({' / '.join(f'{g:+.1f}' for g in gaps)}) "
+            f"| {np.mean(ratios):.2f} ({' / '.join(f'{t:.2f}' for t in ratios)}) "
+            f"| {' / '.join(str(e) if e else '-' for e in fired)} |"
+        )
+
+
+def _fired_epoch(records: list[dict[str, Any]]) -> int:
+    """The epoch the guard declared a collapse in (0: never, or not guarded)."""
+    return next((int(r["epoch"]) for r in records if r.get("co_detected", 0.0) > 0), 0)
 
 
 def _commit() -> str:
@@ -254,6 +305,9 @@ def main() -> None:
     parser.add_argument("--replays", type=int, default=4, help="Free-AT's m")
     parser.add_argument("--train-n", type=int, default=4000)
     parser.add_argument("--eval-n", type=int, default=1000)
+    parser.add_argument(
+        "--eval-offset", type=int, default=0, help="score on test digits offset .. offset+eval-n (held out)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--clock",
@@ -265,7 +319,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="run table 1 for seeds seed .. seed+seeds-1")
     parser.add_argument("--align-weight", type=float, default=0.2, help="GradAlign's lambda")
     parser.add_argument("--noise-ratio", type=float, default=2.0, help="N-FGSM's k (noise in k*eps)")
-    parser.add_argument("--only", nargs="*", help="objectives to run (default: every registered one)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="objectives to run (default: every registered one); name:option=value,... runs a variant",
+    )
     parser.add_argument("--no-art", action="store_true", help="skip table 2")
     parser.add_argument("--art-only", action="store_true", help="table 2 only")
     parser.add_argument("--eps", type=float, default=0.3, help="L-inf radius (default 0.3)")
@@ -278,9 +336,12 @@ def main() -> None:
 
     split = mnist5k()
     train = split.train.subset(slice(0, args.train_n))
-    x_test, y_test = split.test.x[: args.eval_n], split.test.y[: args.eval_n]
+    x_test = split.test.x[args.eval_offset : args.eval_offset + args.eval_n]
+    y_test = split.test.y[args.eval_offset : args.eval_offset + args.eval_n]
     threat = al.ThreatModel("linf", args.eps)
     names = [] if args.art_only else args.only or sorted(OBJECTIVES)
+    for spec in names:
+        parse_spec(spec)  # a bad --only fails before any training
 
     rows: list[dict[str, Any]] = []
     first_seed = args.seed
@@ -290,7 +351,7 @@ def main() -> None:
             model, seconds, info = train_advlearn(name, args, train, threat)
             clean, robust = robust_eval(model, x_test, y_test, threat)
             guard = guard_decisions(info["records"])
-            if guard and name == "pgd_at":
+            if guard and parse_spec(name)[0] == "pgd_at":
                 guard = f"watched only: {guard}"
             rows.append(
                 {

@@ -200,9 +200,13 @@ def test_the_fell_arm_needs_a_best_above_the_floor_and_both_arms_need_the_gap() 
     assert collapse_declared(0.34, 0.65, [{"co_pgd_acc": 0.8}], gap=0.3)  # fell from 80%
     assert not collapse_declared(0.34, 0.65, [{"co_pgd_acc": COLLAPSE_FLOOR - 0.01}], gap=0.3)  # never robust
     assert not collapse_declared(0.34, 0.65, [], gap=0.3)  # the first epoch has no best
-    # outpaced: 30% beside 65%, whatever the best
-    assert collapse_declared(0.30, 0.65, [], gap=0.3)
-    assert collapse_declared(0.30, 0.65, [{"co_pgd_acc": 0.1}], gap=0.3)
+    # outpaced: 15% beside 65%, whatever the best (session 5: PGD accuracy must also be under the floor)
+    assert collapse_declared(0.15, 0.65, [], gap=0.3)
+    assert collapse_declared(0.15, 0.65, [{"co_pgd_acc": 0.1}], gap=0.3)
+    # not outpaced at or above the floor, however far ahead FGSM is: 30% or 20% beside 65%, 40% beside 81%
+    assert not collapse_declared(0.30, 0.65, [], gap=0.3)
+    assert not collapse_declared(COLLAPSE_FLOOR, 0.65, [{"co_pgd_acc": 0.1}], gap=0.3)
+    assert not collapse_declared(0.40, 0.81, [{"co_pgd_acc": 0.39}], gap=0.3)
     # FGSM not collapse_gap above PGD: never, however far PGD fell or how small it is beside FGSM
     assert not collapse_declared(0.05, 0.30, [{"co_pgd_acc": 0.9}], gap=0.3)
     assert not collapse_declared(0.0, 0.29, [], gap=0.3)
@@ -224,7 +228,7 @@ def test_the_decision_fires_at_most_once_and_only_with_the_gap(
         pgd, fgsm = trajectory[epoch - 1]
         assert fgsm - pgd >= gap
         best = max((p for p, _ in trajectory[: epoch - 1]), default=0.0)
-        assert pgd < 0.5 * fgsm or (best >= COLLAPSE_FLOOR and pgd < 0.5 * best)
+        assert (pgd < COLLAPSE_FLOOR and pgd < 0.5 * fgsm) or (best >= COLLAPSE_FLOOR and pgd < 0.5 * best)
 
 
 # The guard's figures (PGD-10 and FGSM accuracy, correct of its 128 examples, at the full ε = 0.3) per epoch,
@@ -261,3 +265,53 @@ def test_replayed_trajectories(key: tuple[str, int]) -> None:
     assert _replay(trajectory) == expected
     if key[0] == "fast_at":  # its PGD accuracy never rose at the full ε: the old rule (a fall) stayed quiet
         assert _old_rule(trajectory) == []
+
+
+# claim-overfitting's full run at main 5e92a35
+# (`python bench/reproduce_times.py claim-overfitting --threads 1`, ℓ∞ ε = 0.2, 12 epochs): the guard's PGD-10
+# and FGSM accuracy, correct of its 200 digits, per epoch ("PGD/FGSM"), for the arms whose training the guard
+# does not change (fallback_steps=0), with the epochs the floored rule fires at.
+CLAIM_OVERFITTING: dict[tuple[str, int], tuple[str, list[int]]] = {
+    # plain FGSM training: real collapses (PGD-20 1.2 / 0.0 / 1.6% at the end). Seed 0 fired at epoch 3
+    # before the floor (PGD 23.5%), now at 5 (16.5%); seeds 1 and 2 at the same epochs as before.
+    ("fgsm", 0): ("57/80 60/106 47/128 46/142 33/136 26/161 13/147 8/169 5/177 9/167 7/190 2/189", [5]),
+    ("fgsm", 1): ("56/65 37/100 35/121 28/140 12/152 6/130 6/163 5/175 0/182 0/185 0/188 0/188", [2]),
+    ("fgsm", 2): ("32/41 36/91 23/107 18/124 10/146 5/165 9/140 9/153 5/87 0/173 4/61 7/173", [3]),
+    # Fast-AT, healthy: the unfloored rule fired on seed 1 at epoch 6 (PGD 40%, its best so far, beside
+    # FGSM 81%; it ends the best seed, PGD-20 57.6%) and on seed 2 at epoch 3 (PGD 26%, never under 26% later)
+    ("fast_at", 0): (
+        "63/81 71/104 78/143 94/144 90/153 96/158 92/163 94/156 97/167 90/165 100/172 97/172",
+        [],
+    ),
+    ("fast_at", 1): (
+        "55/66 64/97 71/134 77/143 78/153 80/162 84/164 94/165 98/171 112/170 115/168 113/165",
+        [],
+    ),
+    ("fast_at", 2): (
+        "44/61 60/111 52/141 58/160 61/162 65/171 57/174 62/176 59/177 63/178 53/183 62/187",
+        [],
+    ),
+}
+
+
+def _unfloored(trajectory: list[tuple[float, float]]) -> list[int]:
+    """Session 4's rule, for comparison: the outpaced arm without its floor."""
+    records: list[dict[str, float]] = []
+    for epoch, (pgd, fgsm) in enumerate(trajectory, start=1):
+        best = max((r["co_pgd_acc"] for r in records), default=None)
+        fell = best is not None and best >= COLLAPSE_FLOOR and pgd < 0.5 * best
+        if fgsm - pgd >= 0.3 and (fell or pgd < 0.5 * fgsm):
+            return [epoch]
+        records.append({"co_pgd_acc": pgd})
+    return []
+
+
+@pytest.mark.parametrize("key", sorted(CLAIM_OVERFITTING))
+def test_replayed_claim_overfitting_trajectories(key: tuple[str, int]) -> None:
+    counts, expected = CLAIM_OVERFITTING[key]
+    pairs = [pair.split("/") for pair in counts.split()]
+    trajectory = [(int(pgd) / 200, int(fgsm) / 200) for pgd, fgsm in pairs]
+    assert len(trajectory) == 12
+    assert _replay(trajectory) == expected
+    if key in (("fast_at", 1), ("fast_at", 2)):  # the false alarms the floor removes
+        assert _unfloored(trajectory) == [6 if key[1] == 1 else 3]

@@ -254,8 +254,8 @@ class FastAT(_GuardedSingleStep):
     batch (the Trainer's first validation batch), always at the full ε (also
     during an ε warm-up). A collapse is declared when FGSM accuracy is at least
     ``collapse_gap`` above PGD accuracy and PGD accuracy has either fallen below
-    half its best earlier value (that best at least 20%) or is below half of FGSM
-    accuracy (:func:`~advlearn.training.overfitting.collapse_declared` gives the
+    half its best earlier value (that best at least 20%) or is below both 20% and
+    half of FGSM accuracy (:func:`~advlearn.training.overfitting.collapse_declared` gives the
     reasons). Then it warns, records
     ``co_detected = 1`` in that epoch's metrics, and (with ``fallback_steps > 0``)
     trains with PGD-``fallback_steps`` for the rest of the run, the remedy of

@@ -185,7 +185,8 @@ EXPERIMENT = Experiment(
     source="Adversarial Learning chapter, overview claim (e) (Wong, Rice & Kolter 2020, §5)",
     claim="Single-step adversarial training at a large ε overfits catastrophically, and the "
     "held-out PGD guard catches it.",
-    cost="quick 43 s wall (quiet, 2 cores); full (3 seeds, 3 arms) 471 CPU-s on 1 thread",
+    cost="quick 43 s wall (quiet, 2 cores); full (3 seeds, 3 arms) 471 CPU-s on 1 thread, quiet "
+    "(596 CPU-s on a shared machine)",
     run=run,
     seeds=(1, 3),
 )
