@@ -9,6 +9,7 @@ only reads the model's scores, it sees through defenses that break gradients
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -108,10 +109,15 @@ def _rings(h: int, w: int, device: torch.device, dtype: torch.dtype, q: float = 
     return unit
 
 
+@functools.lru_cache(maxsize=64)
 def _pattern(
     h: int, w: int, transpose: bool, device: torch.device, dtype: torch.dtype, q: float = 2.0
 ) -> Tensor:
-    """The ℓq meta-pattern (q = 2 or 1): two halves of concentric rings with opposite signs, unit ℓq norm."""
+    """The ℓq meta-pattern (q = 2 or 1): two halves of concentric rings with opposite signs, unit ℓq norm.
+
+    Cached (a pure function of its arguments, a few window sizes per run): built once per size instead
+    of twice per proposal. The tensor is shared, so callers never write into it.
+    """
     if h == w and transpose:
         return _pattern(h, w, False, device, dtype, q).T
     if h >= 2:
