@@ -128,16 +128,13 @@ def _fab_run(
             rows = torch.arange(a, device=x0.device)
             w, fk = g[rows, nearest], f[rows, nearest]
         x_flat, x0_flat = flat(xs), flat(x0s)
-        # The linearization f_k + ⟨w, z − x⟩ = 0, projected onto within the box from x (rows :A) and
-        # from x0 (rows A:), both in one call: the projection's cost is mostly per call, not per row.
-        starts = torch.cat([x_flat, x0_flat])  # (2A, D)
-        need = torch.cat([-fk, -fk - (w * (x0_flat - x_flat)).sum(dim=1)])
-        step_both = norm.hyperplane_step(w.repeat(2, 1), need, lo - starts, hi - starts)
-        lengths = norm(step_both).clamp_min(1e-8)
-        n1, n2 = lengths[:a], lengths[a:]
+        # The linearization f_k + ⟨w, z − x⟩ = 0, projected onto within the box from x and from x0
+        # (two calls: one on 2A stacked rows sorts slower from about 20 rows up).
+        d1 = norm.hyperplane_step(w, -fk, lo - x_flat, hi - x_flat)
+        d2 = norm.hyperplane_step(w, -fk - (w * (x0_flat - x_flat)).sum(dim=1), lo - x0_flat, hi - x0_flat)
+        n1, n2 = norm(d1).clamp_min(1e-8), norm(d2).clamp_min(1e-8)
         alpha = per_example((n1 / (n1 + n2)).clamp(0.0, alpha_max), x_flat)
-        moved = starts + eta * step_both  # x + η·δ and x0 + η·δ0
-        x_new = ((1 - alpha) * moved[:a] + alpha * moved[a:]).clamp(lo, hi)
+        x_new = ((1 - alpha) * (x_flat + eta * d1) + alpha * (x0_flat + eta * d2)).clamp(lo, hi)
         xs = x_new.reshape(xs.shape)
         with torch.no_grad():
             logits = model(xs)
