@@ -38,7 +38,9 @@ Run
     --state-dict FILE (instead of the main job's models: a tensors-only torch file {"state", "xte",
     "yte", "label"} of the small CNN defined below, e.g. one trained outside the project; repeatable),
     --offset K (with --state-dict: start at held-out digit K, for a slice not compared before),
-    --clock thread (time each library by the thread's CPU time, with --threads 1 on a shared machine).
+    --clock thread (time each library by the thread's CPU time, with --threads 1 on a shared machine),
+    --square-queries Q (also Square alone against the original's SquareAttack, Q queries, both on the
+    reference's un-rescaled schedule: ms per query and robust counts; needs the original).
 
 Evidence
     Not yet run at full size; the lead engineer runs the timed comparison (see bench/README.md).
@@ -269,6 +271,70 @@ def evaluate_library(
     }
 
 
+def square_per_query(
+    models: dict[str, nn.Module], x: Tensor, y: Tensor, threat: al.ThreatModel, queries: int, clock: str
+) -> list[dict[str, Any]]:
+    """Square alone, advlearn's against the original's ``SquareAttack``, on the same digits and budget.
+
+    Both run the reference's un-rescaled window schedule (``rescale=False``, ``resc_schedule=False``),
+    one after the other on each model; the cost per query is the clock's seconds over the forward
+    passes (examples) through the model, counted by :class:`PassCounter`.
+    """
+    from autoattack.square import SquareAttack
+
+    def advlearn_square(model: nn.Module) -> Tensor:
+        generator = torch.Generator().manual_seed(SEED)
+        out = al.attacks.square(model, x, y, threat, queries=queries, rescale=False, generator=generator)
+        return out.x_adv
+
+    def original_square(model: nn.Module) -> Tensor:
+        attack = SquareAttack(
+            model, norm=NORM_NAMES[str(threat.norm)], eps=float(threat.eps), n_queries=queries,
+            p_init=0.8, seed=SEED, resc_schedule=False, device=str(x.device),
+        )  # fmt: skip
+        adv: Tensor = attack.perturb(x, y)
+        return adv
+
+    rows = []
+    for label, model in models.items():
+        for name, fn in (("advlearn", advlearn_square), ("original", original_square)):
+            counter = PassCounter(model)
+            start = CLOCKS[clock]()
+            try:
+                with torch.no_grad():
+                    x_adv = fn(model)
+            finally:
+                counter.remove()
+            seconds = CLOCKS[clock]() - start
+            robust = int(((predict(model, x) == y) & (predict(model, x_adv) == y)).sum())
+            rows.append({
+                "model": label, "library": name, "queries": queries, "seconds": seconds,
+                "forwards": counter.forwards, "ms_per_query": 1e3 * seconds / max(counter.forwards, 1),
+                "robust_count": robust, "feasible": bool(threat.contains(x_adv, x).all()),
+            })  # fmt: skip
+    return rows
+
+
+def square_table(rows: list[dict[str, Any]]) -> str:
+    """Table of :func:`square_per_query`: ms per query and × the original's, per model."""
+    original = {r["model"]: r["ms_per_query"] for r in rows if r["library"] == "original"}
+    lines = []
+    for r in rows:
+        ratio = r["ms_per_query"] / original[r["model"]]
+        cells = (r["queries"], r["robust_count"], r["forwards"], f"{r['seconds']:.2f}")
+        lines.append(
+            [
+                r["model"],
+                f"Square {r['library']}",
+                *map(str, cells),
+                f"{r['ms_per_query']:.4f}",
+                f"{ratio:.2f}x",
+            ]
+        )
+    headers = ["model", "attack", "queries", "robust", "queries spent", "time s", "ms/query", "x original"]
+    return markdown_table(headers, lines)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -404,6 +470,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(CLOCKS),
         help="wall time, or the thread's CPU time (with --threads 1, on a shared machine)",
     )
+    p.add_argument(
+        "--square-queries",
+        type=int,
+        default=0,
+        help="also time Square alone against the original's SquareAttack at this budget (default 0: off)",
+    )
     args = p.parse_args(argv)
     args.n = args.n or (16 if args.quick else 1000)
     return args
@@ -439,11 +511,16 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(text)
     print("\n".join(notes))
+    square_rows: list[dict[str, Any]] = []
+    if args.square_queries > 0 and "original standard" in libs:
+        square_rows = square_per_query(models, x, y, threat, args.square_queries, args.clock)
+        print()
+        print(square_table(square_rows))
     runtime = time.perf_counter() - start
     print(f"\ntotal runtime {runtime:.0f} s")
     report = {
         "environment": environment(args), "run_dir": str(run_dir), "threat": threat.label,
-        "runtime_s": runtime, "cells": cells, "table": text, "notes": notes,
+        "runtime_s": runtime, "cells": cells, "table": text, "notes": notes, "square_per_query": square_rows,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -176,3 +176,22 @@ def test_registered_with_queries_option() -> None:
     """H2's gradient-masking diagnostics build it by name with a query budget."""
     attack = build_attack("square", al.ThreatModel("l2", 0.5), queries=300)
     assert attack == Square(al.ThreatModel("l2", 0.5), queries=300)
+
+
+@pytest.mark.parametrize("sides", [(3, 3), (5, 7), (1, 4)])
+def test_placed_puts_each_pattern_at_its_window(sides: tuple[int, int]) -> None:
+    # the one-hot matrix products must give exactly the pattern inside the window and 0 outside
+    from advlearn.attacks.square import _axes, _placed, _window_mask
+
+    h, w, b = 9, 11, 6
+    u = torch.rand(b, 2, generator=seeded(1))
+    patterns = torch.randn(b, *sides, generator=seeded(2))
+    rows, cols = _axes(sides, h, w, u)
+    placed, mask = _placed(sides, rows, cols, patterns), _window_mask(sides, rows, cols)
+    assert placed.shape == mask.shape == (b, 1, h, w)
+    for e in range(b):
+        top, left = int((rows[e] == 0).nonzero()), int((cols[e] == 0).nonzero())
+        expected = torch.zeros(h, w)
+        expected[top : top + sides[0], left : left + sides[1]] = patterns[e]
+        assert torch.equal(placed[e, 0], expected)
+        assert torch.equal(mask[e, 0], expected != 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -459,3 +460,35 @@ def test_norm_objects_are_their_names_and_survive_pickling(norm: str) -> None:
     assert json.dumps(threat.norm) == f'"{norm}"'
     assert pickle.loads(pickle.dumps(threat.norm)) is get_norm(norm)
     assert threat.norm.dual_ord == threat.dual_ord
+
+
+def test_l1_project_in_box_does_not_depend_on_the_order_of_equal_kinks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # its sort may put equal kinks in any order (numpy's on CPU): every order must give the same bits
+    from advlearn.threat import norms
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(8, 60, generator=gen) * 4).round() / 4  # many equal rooms
+    sparse = torch.rand(8, 60, generator=gen) < 0.3
+    delta = ((torch.randn(8, 60, generator=gen) * 2).round() / 4) * sparse  # many equal magnitudes, zeros
+    eps = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.25, 5.0, 0.75, 1.5])
+    args = (delta.double(), eps.double(), -x0.double(), 1 - x0.double())
+    results = [norms.L1().project_in_box(*args)]
+
+    def by_index(descending: bool) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        def sort(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # equal values in ascending (or descending) index order: sort by (value, ±index)
+            index = torch.arange(t.shape[1], dtype=t.dtype).expand_as(t)
+            key = t * (4 * t.shape[1]) + (-index if descending else index)  # t's values are multiples of 1/4
+            order = key.argsort(dim=1)
+            return t.gather(1, order), order
+
+        return sort
+
+    for descending in (False, True):
+        monkeypatch.setattr(norms, "_argsort_rows", by_index(descending))
+        results.append(norms.L1().project_in_box(*args))
+    assert torch.equal(results[0], results[1])
+    assert torch.equal(results[0], results[2])
+    assert bool((results[0].abs().sum(dim=1) <= eps.double() + 1e-12).all())

@@ -141,31 +141,33 @@ def _offsets(sides: tuple[int, int], height: int, width: int, u: Tensor) -> tupl
     return top, left
 
 
-def _random_windows(
-    b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, u: Tensor
-) -> tuple[Tensor, Tensor]:
-    """One random window per example: ``(rows, cols)`` offsets into it, ``(B, H, W)`` each, −1 outside."""
-    sh, sw = sides
+def _axes(sides: tuple[int, int], height: int, width: int, u: Tensor) -> tuple[Tensor, Tensor]:
+    """One random window per example (:func:`_offsets`) as each row's and column's offset into it,
+    ``(B, H)`` and ``(B, W)``, outside the window negative or at least its side."""
     top, left = _offsets(sides, height, width, u)
-    r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
-    c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
-    r = torch.where((r >= 0) & (r < sh), r, -1)
-    c = torch.where((c >= 0) & (c < sw), c, -1)
-    rows = r[:, :, None].expand(b, height, width)
-    cols = c[:, None, :].expand(b, height, width)
-    inside = (rows >= 0) & (cols >= 0)
-    return torch.where(inside, rows, -1), torch.where(inside, cols, -1)
+    rows = torch.arange(height, device=u.device)[None, :] - top  # (B, H)
+    cols = torch.arange(width, device=u.device)[None, :] - left  # (B, W)
+    return rows, cols
 
 
-def _window_mask(b: int, sides: tuple[int, int], height: int, width: int, like: Tensor, u: Tensor) -> Tensor:
-    """One random window per example as a mask ``(B, 1, H, W)``: the draws of :func:`_random_windows`,
-    built by broadcasting a row and a column mask (ℓ∞ needs no offsets: a tenth of the work)."""
+def _window_mask(sides: tuple[int, int], rows: Tensor, cols: Tensor) -> Tensor:
+    """The windows of :func:`_axes` as a mask ``(B, 1, H, W)``, broadcast from a row and a column mask."""
     sh, sw = sides
-    top, left = _offsets(sides, height, width, u)
-    r = torch.arange(height, device=like.device)[None, :] - top  # (B, H)
-    c = torch.arange(width, device=like.device)[None, :] - left  # (B, W)
-    in_rows, in_cols = (r >= 0) & (r < sh), (c >= 0) & (c < sw)
+    in_rows, in_cols = (rows >= 0) & (rows < sh), (cols >= 0) & (cols < sw)
     return in_rows[:, None, :, None] & in_cols[:, None, None, :]
+
+
+def _placed(sides: tuple[int, int], rows: Tensor, cols: Tensor, patterns: Tensor) -> Tensor:
+    """Each ``patterns[b]`` ``(sh, sw)`` put at its window (:func:`_axes`), ``(B, 1, H, W)``.
+
+    The pattern is moved by one-hot row and column matrices, ``E_r · P · E_c``: each entry inside the
+    window is one product by 1 plus zeros, so exactly the pattern's value; outside it the result is 0.
+    """
+    sh, sw = sides
+    dtype = patterns.dtype
+    to_rows = (rows[:, :, None] == torch.arange(sh, device=rows.device)).to(dtype)  # (B, H, sh)
+    to_cols = (cols[:, None, :] == torch.arange(sw, device=cols.device)[:, None]).to(dtype)  # (B, sw, W)
+    return torch.bmm(torch.bmm(to_rows, patterns), to_cols).unsqueeze(1)
 
 
 def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -205,28 +207,34 @@ def _init_l2(x0: Tensor, eps: Tensor, threat: ThreatModel, generator: torch.Gene
 _SIGN_DRAWS = 10
 
 
-def _propose_linf(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, u: Tensor) -> Tensor:
+def _ends_linf(x0: Tensor, eps: Tensor, threat: ThreatModel) -> Tensor:
+    """ℓ∞'s anchor: the two values a window can take, the box-clipped ``x0 + ε`` and ``x0 − ε``,
+    stacked ``(B, 2, C, H, W)``; computed once per attack instead of once per proposal."""
+    return torch.stack([threat.project_box(x0 + eps), threat.project_box(x0 - eps)], dim=1)
+
+
+def _propose_linf(ends: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, u: Tensor) -> Tensor:
     """Set the perturbation to ±ε (one sign per channel) inside a random square (Algorithm 2).
 
     A sign draw that leaves the window as it is would waste a query, so each example draws
     :data:`_SIGN_DRAWS` sign vectors at once and takes the first that changes its window (the last
     if none does): the distribution of redrawing until a change, at one draw call per proposal and
     without a pass over the image per redraw. Which draws are no-ops is read from two masks per
-    channel, the window's pixels already at the box-clipped ``x0 + ε`` and at ``x0 − ε``.
+    channel, the window's pixels already at the box-clipped ``x0 + ε`` and at ``x0 − ε`` (``ends``,
+    from :func:`_ends_linf`).
     """
     b, c, h, w = x.shape
-    window = _window_mask(b, _window(p, h, w, l2=False), h, w, x, u[:, :2])  # (B, 1, H, W)
+    sides = _window(p, h, w, l2=False)
+    window = _window_mask(sides, *_axes(sides, h, w, u[:, :2]))  # (B, 1, H, W)
     signs = u[:, 2:].reshape(b, _SIGN_DRAWS, c) >= 0.5  # (B, R, C): True for +ε
-    up, down = threat.project_box(x0 + eps), threat.project_box(x0 - eps)
     outside = ~window
-    # (B, C): moving channel c's window to +ε (−ε) changes nothing
-    still_up = ((up - x).abs() < 1e-7).logical_or_(outside).flatten(2).all(dim=2)
-    still_down = ((down - x).abs() < 1e-7).logical_or_(outside).flatten(2).all(dim=2)
-    noop = torch.where(signs, still_up[:, None, :], still_down[:, None, :]).all(dim=2)  # (B, R)
+    # (B, 2, C): moving channel c's window to +ε (−ε) changes nothing
+    still = ((ends - x[:, None]).abs() < 1e-7).logical_or_(outside[:, None]).flatten(3).all(dim=3)
+    noop = torch.where(signs, still[:, None, 0], still[:, None, 1]).all(dim=2)  # (B, R)
     noop[:, -1] = False
     first = noop.logical_not().to(torch.uint8).argmax(dim=1)  # the first draw that changes the window
     chosen = signs[torch.arange(b, device=x.device), first]  # (B, C)
-    return torch.where(window, torch.where(chosen[:, :, None, None], up, down), x)
+    return torch.where(window, torch.where(chosen[:, :, None, None], ends[:, 0], ends[:, 1]), x)
 
 
 def _project_l1(x0: Tensor, x: Tensor, eps: Tensor, threat: ThreatModel) -> Tensor:
@@ -242,6 +250,11 @@ def _project_l1(x0: Tensor, x: Tensor, eps: Tensor, threat: ThreatModel) -> Tens
     return torch.where(overshoot, torch.nextafter(point, x0), point)
 
 
+def _clean(x0: Tensor, eps: Tensor, threat: ThreatModel) -> Tensor:
+    """ℓ2's and ℓ1's anchor: the clean input itself."""
+    return x0
+
+
 def _propose_l2(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatModel, u: Tensor) -> Tensor:
     """Move the mass of two random windows into the first, with a fresh pattern (Algorithm 3).
 
@@ -252,15 +265,16 @@ def _propose_l2(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatMode
     reference gives the window C times this mass and lets the projection take it back).
     """
     q = threat.norm.ord
-    b, c, h, w = x.shape
+    _, c, h, w = x.shape
     sides = _window(p, h, w, l2=True)
-    rows1, cols1 = _random_windows(b, sides, h, w, x, u[:, 0:2])
-    rows2, _ = _random_windows(b, sides, h, w, x, u[:, 2:4])
+    rows1, cols1 = _axes(sides, h, w, u[:, 0:2])
+    w1 = _window_mask(sides, rows1, cols1)  # (B, 1, H, W)
+    w2 = _window_mask(sides, *_axes(sides, h, w, u[:, 2:4]))
     # each example's pattern is transposed or not (a square window's only freedom), by its own coin
     transpose = (u[:, 4] >= 0.5)[:, None, None]  # (B, 1, 1)
     pattern = _pattern(sides[0], sides[1], False, x.device, x.dtype, q)
     patterns = torch.where(transpose, _pattern(sides[0], sides[1], True, x.device, x.dtype, q), pattern)
-    w1, w2 = (rows1 >= 0).unsqueeze(1), (rows2 >= 0).unsqueeze(1)  # (B, 1, H, W)
+    placed = _placed(sides, rows1, cols1, patterns)  # (B, 1, H, W), 0 outside the first window
     delta = x - x0
 
     def channel_norm(t: Tensor) -> Tensor:
@@ -268,8 +282,6 @@ def _propose_l2(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatMode
 
     slack = (eps.pow(q) - delta.abs().pow(q).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(0.0) / c
     nu = (slack + channel_norm(delta * (w1 | w2)).pow(q)).pow(1 / q)
-    rows_b = torch.arange(b, device=x.device)[:, None, None]
-    placed = patterns[rows_b, rows1.clamp_min(0), cols1.clamp_min(0)].unsqueeze(1) * w1  # (B, 1, H, W)
     inside = delta * w1
     signs = torch.where(u[:, 5:] >= 0.5, 1.0, -1.0).to(x.dtype)[:, :, None, None]  # (B, C, 1, 1)
     fresh = placed * signs + inside / channel_norm(inside).clamp_min(1e-12)
@@ -280,14 +292,16 @@ def _propose_l2(x0: Tensor, x: Tensor, eps: Tensor, p: float, threat: ThreatMode
     return threat.project(x0 + delta_new, x0)
 
 
-# Each norm's start and proposal (§3.1 and Algorithm 2 for ℓ∞, §3.2 and Algorithm 3 for ℓ2), keyed by the
-# norm's class: the Square attack asks the threat model's norm which to use, and supports exactly these.
+# Each norm's start, anchor (what its proposals need of x0, computed once) and proposal (§3.1 and
+# Algorithm 2 for ℓ∞, §3.2 and Algorithm 3 for ℓ2), keyed by the norm's class: the Square attack asks the
+# threat model's norm which to use, and supports exactly these.
 _Init = Callable[[Tensor, Tensor, ThreatModel, "torch.Generator | None"], Tensor]
+_Anchor = Callable[[Tensor, Tensor, ThreatModel], Tensor]
 _Propose = Callable[[Tensor, Tensor, Tensor, float, ThreatModel, Tensor], Tensor]
-_GEOMETRY: dict[type[Norm], tuple[_Init, _Propose]] = {
-    Linf: (_init_linf, _propose_linf),
-    L2: (_init_l2, _propose_l2),
-    L1: (_init_l2, _propose_l2),  # the reference's ℓ1 branch: ℓ2's moves with ℓ1 mass and projection
+_GEOMETRY: dict[type[Norm], tuple[_Init, _Anchor, _Propose]] = {
+    Linf: (_init_linf, _ends_linf, _propose_linf),
+    L2: (_init_l2, _clean, _propose_l2),
+    L1: (_init_l2, _clean, _propose_l2),  # the reference's ℓ1 branch: ℓ2's moves with ℓ1 mass and projection
 }
 _SUPPORTED: tuple[Norm, ...] = tuple(get_norm(norm.name) for norm in _GEOMETRY)
 
@@ -423,7 +437,7 @@ def square(
     images = _as_images(x)  # (B, C, H, W)
     b = images.shape[0]
     eps = per_example(threat.eps_for(x), images)
-    init, propose = geometry
+    init, anchor, propose = geometry
 
     with torch.no_grad():
         x_cur = init(images, eps, threat, generator)
@@ -434,13 +448,14 @@ def square(
         progress.broken(int(success.sum()))
         active = ActiveSet.where(~success, threat)
         x0_a, x_a, eps_a, y_a, loss_a = map(active.gather, (images, x_cur, eps, y, loss_cur))
+        anchor_a = anchor(x0_a, eps_a, active.threat)  # what each proposal needs of x0
         uniforms = _Uniforms(generator, _UNIFORMS[type(threat.norm)](images.shape[1]), images)
         for i in range(1, queries):
             if len(active) == 0:
                 break
             progress.spent(i / queries)
             candidate = propose(
-                x0_a,
+                anchor_a,
                 x_a,
                 eps_a,
                 square_fraction(p_init, i, queries, rescale),
@@ -458,7 +473,7 @@ def square(
                 progress.broken(int(hit.sum()))
                 done = active.index[hit]
                 x_cur[done], loss_cur[done], success[done] = x_a[hit], loss_a[hit], True
-                x0_a, x_a, eps_a, y_a, loss_a = active.drop(hit, x0_a, x_a, eps_a, y_a, loss_a)
+                anchor_a, x_a, eps_a, y_a, loss_a = active.drop(hit, anchor_a, x_a, eps_a, y_a, loss_a)
                 uniforms.drop(hit)
         x_cur[active.index], loss_cur[active.index] = x_a, loss_a
 
