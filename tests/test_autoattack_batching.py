@@ -172,3 +172,27 @@ def test_bad_batch_size() -> None:
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="batch_size"):
             AutoAttack(THREAT, batch_size=bad)  # type: ignore[arg-type]
+
+
+def test_evaluate_runs_autoattack_once_over_the_set(digits: tuple[nn.Module, Tensor, Tensor]) -> None:
+    """evaluate() calls AutoAttack once over every batch, in chunks of its batch size: the per-example
+    figure is that of one call per batch (same keys, same draws), and no pass exceeds the batch size."""
+    from advlearn.attacks.ensemble import recording
+
+    model, x, y = digits
+    attack = AutoAttack(THREAT, version="custom", attacks=MEMBERS)
+    recorder = _Recording(model)
+    with recording() as records:
+        ev = al.evaluation.evaluate(recorder, (x, y), THREAT, {"AA": attack}, batch_size=8, quiet=True)
+    assert len(records) == 1  # one call, not one per batch
+    assert max(recorder.sizes) <= 8
+    per_batch = []
+    for start in range(0, len(y), 8):  # what the evaluation layer did before: one call per batch
+        keys = torch.arange(start, start + 8)
+        out = attack.evaluate(
+            model, x[start : start + 8], y[start : start + 8], generator=KeyedGenerator(0, keys)
+        )
+        per_batch.append(out.robust)
+    assert torch.equal(ev.correct["AA"], torch.cat(per_batch))
+    assert torch.equal(records[0][1].robust, ev.correct["AA"])
+    assert 0 < int(ev.correct["AA"].sum()) < int(ev.correct["clean"].sum())
