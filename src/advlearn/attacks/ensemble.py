@@ -3,9 +3,11 @@
 Each member attacks only the examples that are classified correctly clean and
 that every earlier member left standing, so the strong but expensive members
 spend their budget where it can still change the figure. The per-example
-outcome is the worst case over the members. The ensemble is a pure attack:
+outcome is the worst case over the members. With ``batch_size`` each member runs
+on the examples still standing in full chunks of that size, so a whole test set
+can be handed in at once. The ensemble is a pure attack:
 :meth:`AutoAttack.evaluate` can go on from an :class:`EnsembleProgress` and
-reports one after every member, and the evaluation layer
+reports one after every chunk of every member, and the evaluation layer
 (:class:`advlearn.evaluation.state.AutoAttackState`) saves those to a file so
 that an evaluation that is killed resumes where it stopped.
 """
