@@ -138,7 +138,7 @@ def test_standard_warns_once_on_a_randomized_model(
         plain = base.evaluate(model, x[:8], y[:8], generator=torch.Generator().manual_seed(0))  # silent
         AutoAttack(ThreatModel("linf", eps=0.02), version="rand").evaluate(_Noisy(model), x[:4], y[:4])
     # The check's cost is counted: one more forward pass per checked input.
-    monkeypatch.setattr(AutoAttack, "_warn_if_randomized", lambda self, model, x, logits: 0)
+    monkeypatch.setattr(AutoAttack, "_warn_if_randomized", lambda self, model, x, logits, batch_size=None: 0)
     unchecked = base.evaluate(model, x[:8], y[:8], generator=torch.Generator().manual_seed(0))
     assert plain.num_forwards == unchecked.num_forwards + 8
     assert torch.equal(plain.x_adv, unchecked.x_adv)

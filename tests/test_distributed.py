@@ -90,10 +90,10 @@ class _DiesOnRank1(PGDAT):
 
 
 def _evaluation() -> dict[str, Tensor]:
-    """Per-example flags of evaluate (FGSM, PGD from x and from keyed random starts) and an ε sweep,
-    on 70 examples in 5 batches."""
+    """Per-example flags of evaluate (FGSM, PGD from x and from keyed random starts, AutoAttack) and an
+    ε sweep, on 70 examples in 5 batches."""
     from advlearn import _distributed as dist
-    from advlearn.attacks import FGSM
+    from advlearn.attacks import FGSM, AutoAttack
     from advlearn.evaluation import accuracy_vs_eps, evaluate
 
     model = _model().eval()
@@ -103,6 +103,12 @@ def _evaluation() -> dict[str, Tensor]:
         "fgsm": FGSM(THREAT),
         "pgd": PGD(THREAT, steps=5, random_start=False),
         "pgd_random": PGD(THREAT, steps=3, restarts=2, early_stop=True),  # keyed random starts
+        # one call over the rank's shard, in chunks of 16
+        "autoattack": AutoAttack(
+            THREAT,
+            version="custom",
+            attacks=({"name": "apgd", "steps": 3}, {"name": "square", "queries": 30}),
+        ),
     }
     ev = evaluate(model, (x, y), attacks=attacks, batch_size=16, quiet=True)
     sweep = accuracy_vs_eps(model, (x, y), THREAT, [0.0, 0.05, 0.2], attacks, batch_size=16, quiet=True)

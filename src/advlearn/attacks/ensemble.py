@@ -3,9 +3,11 @@
 Each member attacks only the examples that are classified correctly clean and
 that every earlier member left standing, so the strong but expensive members
 spend their budget where it can still change the figure. The per-example
-outcome is the worst case over the members. The ensemble is a pure attack:
+outcome is the worst case over the members. With ``batch_size`` each member runs
+on the examples still standing in full chunks of that size, so a whole test set
+can be handed in at once. The ensemble is a pure attack:
 :meth:`AutoAttack.evaluate` can go on from an :class:`EnsembleProgress` and
-reports one after every member, and the evaluation layer
+reports one after every chunk of every member, and the evaluation layer
 (:class:`advlearn.evaluation.state.AutoAttackState`) saves those to a file so
 that an evaluation that is killed resumes where it stopped.
 """
@@ -88,23 +90,56 @@ NORM_OPTIONS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
 CLEAN_WRONG, ROBUST = -2, -1
 
 
+def _check_batch_size(batch_size: object) -> None:
+    if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+
+
+def _chunks(index: Tensor, batch_size: int | None) -> tuple[Tensor, ...]:
+    """``index`` in consecutive pieces of at most ``batch_size`` (one piece for ``None``; none if empty)."""
+    if not index.numel():
+        return ()
+    return index.split(batch_size) if batch_size is not None else (index,)
+
+
+def _logits(model: nn.Module, x: Tensor, batch_size: int | None) -> Tensor:
+    """``model(x)`` without gradients, in pieces of at most ``batch_size`` examples."""
+    with torch.no_grad():
+        if batch_size is None or x.shape[0] <= batch_size:
+            out: Tensor = model(x)
+            return out
+        return torch.cat([model(part) for part in x.split(batch_size)])
+
+
 class _MemberBar:
     """A bar over the examples standing when a member starts, fed by the member's own loops.
 
-    It shows the examples decided: those the member broke, plus the rest times the fraction of
-    its per-example budget it has spent (so the ETA is that of the member's end); at the end
-    every one of them is decided.
+    It shows the examples decided: those of the chunks done, plus, in the chunk running, those
+    the member broke and the rest times the fraction of its per-example budget it has spent (so
+    the ETA is that of the member's end); at the end every one of them is decided.
     """
 
     def __init__(self, label: str, total: int, quiet: bool) -> None:
-        self.total, self.broken, self.fraction, self.shown = total, 0, 0.0, 0
+        self.total, self.decided, self.size, self.broken, self.fraction, self.shown = (
+            total,
+            0,
+            total,
+            0,
+            0.0,
+            0,
+        )
         self.bar = tqdm(
             total=total, desc=f"AutoAttack {label}", unit="ex", disable=quiet, leave=False, dynamic_ncols=True
         )
 
+    def chunk(self, decided: int, size: int) -> None:
+        """The member starts on a chunk of ``size`` examples, ``decided`` of its examples being done."""
+        self.decided, self.size, self.broken, self.fraction = decided, size, 0, 0.0
+        self.show()
+
     def show(self) -> None:
-        broken = min(self.broken, self.total)
-        now = min(int(broken + (self.total - broken) * self.fraction), self.total)
+        broken = min(self.broken, self.size)
+        now = min(int(self.decided + broken + (self.size - broken) * self.fraction), self.total)
         if now > self.shown:
             self.bar.update(now - self.shown)
             self.shown = now
@@ -241,12 +276,15 @@ class EnsembleProgress:
         broken_by: ``(B,)`` as in :class:`AutoAttackResult`, after those members.
         attacked: ``(B,)`` bool: some member ran on the example, so ``x_adv`` holds its point.
         x_adv: ``(B, ...)`` the points so far (``x`` where not ``attacked``).
+        covered: ``(B,)`` bool: the examples the next member (the first not in ``done``) has already
+            attacked, chunk by chunk (:attr:`AutoAttack.batch_size`); ``None`` when it has not started.
     """
 
     done: tuple[str, ...]
     broken_by: Tensor
     attacked: Tensor
     x_adv: Tensor
+    covered: Tensor | None = None
 
 
 def autoattack(
@@ -257,10 +295,11 @@ def autoattack(
     *,
     version: str = "standard",
     attacks: tuple[str | Mapping[str, Any], ...] = (),
+    batch_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> AutoAttackResult:
     """Function form of :class:`AutoAttack`: ``AutoAttack(threat, ...).evaluate(model, x, y)``."""
-    return AutoAttack(threat, version=version, attacks=tuple(attacks)).evaluate(
+    return AutoAttack(threat, version=version, attacks=tuple(attacks), batch_size=batch_size).evaluate(
         model, x, y, generator=generator
     )
 
@@ -307,6 +346,16 @@ class AutoAttack(Attack):
         threat: the threat model every member runs under.
         version: ``"standard"``, ``"fast"`` or ``"custom"``.
         attacks: the members of a ``"custom"`` version (empty otherwise).
+        batch_size: the most examples any forward or backward pass of a call sees: each member
+            runs on the examples still standing in chunks of at most this many (every chunk but
+            the last full), and the clean and checking passes go in chunks too, so the memory of
+            the model's activations is that of a ``batch_size`` batch, while the call holds ``x``
+            and the points found for all its examples (about three copies of ``x``). ``None``
+            (the default): one chunk, every standing example at once. The per-example result
+            does not depend on it: under a :class:`~advlearn._keyed_random.KeyedGenerator` the
+            draws are keyed by its keys (the evaluation layer's example indices), otherwise,
+            when ``batch_size`` is set, by the example's position in the call (so a call with a
+            torch generator draws other numbers with a ``batch_size`` than without one).
 
     ``run()`` returns an :class:`AttackResult` whose ``loss`` is the margin
     ``max_{j≠y} z_j − z_y`` at ``x_adv``; :meth:`evaluate` returns the
@@ -332,8 +381,10 @@ class AutoAttack(Attack):
     threat: ThreatModel
     version: str = DERIVED
     attacks: tuple[str | Mapping[str, Any], ...] = DERIVED
+    batch_size: int | None = DERIVED
 
     def __post_init__(self) -> None:
+        _check_batch_size(self.batch_size)
         if not isinstance(self.attacks, (tuple, list)):
             raise ValueError(f"attacks must be a list of attack names or tables, got {self.attacks!r}")
         object.__setattr__(self, "attacks", tuple(self.attacks))
@@ -399,83 +450,111 @@ class AutoAttack(Attack):
         resume: EnsembleProgress | None = None,
         after_member: Callable[[EnsembleProgress], None] | None = None,
         quiet: bool = False,
+        batch_size: int | None = None,
     ) -> AutoAttackResult:
         """Run the members in order, each on the examples still standing; see :class:`AutoAttackResult`.
 
         Args:
             resume: the progress of an earlier call on the same ``model``, ``x``, ``y``
-                and ``generator`` seed; its members are not run again, and the result
-                equals that of a call never interrupted.
-            after_member: called with the progress after every member (to save it).
+                and ``generator`` seed; its members (and the chunks of the member it stopped
+                in) are not run again, and the result equals that of a call never interrupted.
+            after_member: called with the progress after every chunk of every member (to save
+                it); the call after a member's last chunk lists the member in ``done``.
             quiet: no bars or summaries; also implied inside ``evaluate(..., quiet=True)`` and
                 every caller that wraps the call in :func:`advlearn.attacks._progress.silenced`.
                 Otherwise each member draws a bar on stderr counting, in examples, those standing
                 when it starts (decided ones: broken, or robust at the end of its budget), with an
                 ETA, and leaves one line: its name, the robust left / the standing at its start,
                 and its seconds (also logged at INFO).
+            batch_size: this call's chunk size, in place of the config's :attr:`batch_size`
+                (``None``: the config's).
 
         Raises:
             ValueError: when ``resume`` names other members or does not match the
-                model's clean predictions, or one of its points lies outside the threat set.
+                model's clean predictions, or one of its points lies outside the threat set;
+                for a ``batch_size`` that is not a positive integer.
         """
         check_inputs(x, y, self.threat)
+        _check_batch_size(batch_size)
+        size = self.batch_size if batch_size is None else batch_size
         quiet = quiet or progress.is_quiet()
         members = self.members()
         names = tuple(label for label, _ in members)
         n = x.shape[0]
-        # Draw every member's seed first, so that resuming after member k draws the same numbers.
         seed_device = generator.device if generator is not None else torch.device("cpu")
+        if size is not None and not isinstance(generator, keyed.KeyedGenerator):
+            # Key the draws by the position in this call, so that no chunk's draws depend on the others.
+            key_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=seed_device))
+            generator = keyed.KeyedGenerator(key_seed, torch.arange(n, device=x.device))
+            seed_device = x.device
+        # Draw every member's seed first, so that resuming after member k draws the same numbers.
         seeds = torch.randint(0, 2**62, (len(members),), generator=generator, device=seed_device).tolist()
-        with torch.no_grad():
-            logits = check_logits(model(x), y)
+        logits = check_logits(_logits(model, x, size), y)
         num_forwards, num_grads = n, 0
         # The randomized-outputs check, unless every member is read back from ``resume`` (it ran then).
         if self.version != "rand" and (resume is None or len(resume.done) < len(members)):
-            num_forwards += self._warn_if_randomized(model, x, logits)
+            num_forwards += self._warn_if_randomized(model, x, logits, size)
         clean_correct = logits.argmax(dim=1) == y
         broken_by = torch.full((n,), ROBUST, dtype=torch.int64, device=x.device)
         broken_by[~clean_correct] = CLEAN_WRONG
         x_adv = x.clone()
         attacked = torch.zeros(n, dtype=torch.bool, device=x.device)
+        covered = torch.zeros(n, dtype=torch.bool, device=x.device)  # by the member running, chunk by chunk
 
         done = 0
         if resume is not None:
-            broken_by, attacked, x_adv = self._resume(resume, names, x, clean_correct)
+            broken_by, attacked, x_adv, covered = self._resume(resume, names, x, clean_correct)
             done = len(resume.done)
+
+        def report(finished: int) -> None:
+            if after_member is not None:
+                after_member(
+                    EnsembleProgress(
+                        names[:finished],
+                        broken_by.clone(),
+                        attacked.clone(),
+                        x_adv.clone(),
+                        covered.clone() if bool(covered.any()) else None,
+                    )
+                )
 
         seconds = [0.0] * len(members)
         for i, (label, member) in enumerate(members):
             if i < done:
                 continue
             started = time.perf_counter()
-            standing = ActiveSet.where(broken_by == ROBUST, self.threat)
-            idx = standing.index
-            if len(standing):
-                attack = dataclasses.replace(member, threat=standing.threat)  # type: ignore[type-var]
-                member_gen = keyed.member(generator, i, idx, int(seeds[i]), x.device)
-                target = EOT(model, RAND_SAMPLES) if self.version == "rand" else model
-                with _member_bar(label, len(standing), quiet):
+            standing = int(((broken_by == ROBUST) | (covered & (broken_by == i))).sum())
+            todo = ((broken_by == ROBUST) & ~covered).nonzero().squeeze(1)
+            target = EOT(model, RAND_SAMPLES) if self.version == "rand" else model
+            with _member_bar(label, standing, quiet) as bar:
+                parts = _chunks(todo, size)
+                for c, idx in enumerate(parts):
+                    bar.chunk(int(covered.sum()), len(idx))
+                    attack = dataclasses.replace(member, threat=self.threat.select(idx))  # type: ignore[type-var]
+                    member_gen = keyed.member(generator, i, idx, int(seeds[i]), x.device)
                     result = attack.run(target, x[idx], y[idx], generator=member_gen)
-                num_grads += result.num_grads
-                num_forwards += result.num_forwards
-                if target is not model:  # the attack saw averaged logits; the model decides, as for x
-                    result = dataclasses.replace(result, success=self._fooled(model, result.x_adv, y[idx]))
-                    num_forwards += len(idx)
-                # The first member's point for everyone it attacked; a later one's where it fooled.
-                take = result.success | ~attacked[idx]
-                x_adv[idx[take]] = result.x_adv[take]
-                attacked[idx] = True
-                broken_by[idx[result.success]] = i
+                    num_grads += result.num_grads
+                    num_forwards += result.num_forwards
+                    if target is not model:  # the attack saw averaged logits; the model decides, as for x
+                        success = self._fooled(model, result.x_adv, y[idx])
+                        result = dataclasses.replace(result, success=success)
+                        num_forwards += len(idx)
+                    # The first member's point for everyone it attacked; a later one's where it fooled.
+                    take = result.success | ~attacked[idx]
+                    x_adv[idx[take]] = result.x_adv[take]
+                    attacked[idx] = True
+                    broken_by[idx[result.success]] = i
+                    covered[idx] = True
+                    if c < len(parts) - 1:  # a chunk done, not the member's last
+                        report(i)
+            covered.zero_()
             seconds[i] = time.perf_counter() - started
             _summary(
-                f"AutoAttack {label}: {int((broken_by == ROBUST).sum())} robust left / {len(standing)} "
+                f"AutoAttack {label}: {int((broken_by == ROBUST).sum())} robust left / {standing} "
                 f"standing at its start ({n} examples), {seconds[i]:.1f} s",
                 quiet,
             )
-            if after_member is not None:
-                after_member(
-                    EnsembleProgress(names[: i + 1], broken_by.clone(), attacked.clone(), x_adv.clone())
-                )
+            report(i + 1)
         out = AutoAttackResult(
             x_adv=x_adv,
             clean_correct=clean_correct,
@@ -492,14 +571,16 @@ class AutoAttack(Attack):
             records.append((self, out))
         return out
 
-    def _warn_if_randomized(self, model: nn.Module, x: Tensor, logits: Tensor) -> int:
+    def _warn_if_randomized(
+        self, model: nn.Module, x: Tensor, logits: Tensor, batch_size: int | None = None
+    ) -> int:
         """The reference's check: a second pass on the first :data:`RANDOMIZED_CHECK` inputs; a warning
         (once per AutoAttack) if it differs from the first. Returns the forward passes it cost."""
         k = min(x.shape[0], RANDOMIZED_CHECK)
         # The global RNG is left as it was, so a randomized model draws what it would have drawn unchecked.
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            differ = outputs_differ(logits[:k], model(x[:k]))
+            differ = outputs_differ(logits[:k], _logits(model, x[:k], batch_size))
         if bool(differ.any()) and not getattr(self, "_warned_randomized", False):
             object.__setattr__(self, "_warned_randomized", True)
             warnings.warn(
@@ -515,15 +596,15 @@ class AutoAttack(Attack):
 
     @staticmethod
     def _fooled(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            out: Tensor = model(x_adv).argmax(dim=1) != y
+        out: Tensor = _logits(model, x_adv, None).argmax(dim=1) != y
         return out
 
     def _resume(
         self, progress: EnsembleProgress, names: tuple[str, ...], x: Tensor, clean_correct: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(broken_by, attacked, x_adv)`` read from ``progress``, checked against this call."""
-        if tuple(progress.done) != names[: len(progress.done)]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(broken_by, attacked, x_adv, covered)`` read from ``progress``, checked against this call."""
+        done = len(progress.done)
+        if tuple(progress.done) != names[:done] or (progress.covered is not None and done == len(names)):
             raise ValueError(f"resume: members {list(progress.done)} do not match {list(names)}")
         broken_by = progress.broken_by.to(device=x.device, dtype=torch.int64)
         if broken_by.shape != clean_correct.shape or not torch.equal(
@@ -531,20 +612,29 @@ class AutoAttack(Attack):
         ):
             raise ValueError("resume: the saved progress does not match the model's clean predictions")
         attacked = progress.attacked.to(device=x.device, dtype=torch.bool)
+        covered = torch.zeros_like(attacked)
+        if progress.covered is not None:
+            covered = progress.covered.to(device=x.device, dtype=torch.bool)
+        # The running member attacked only examples correct clean, and broke only some of those.
+        if (
+            covered.shape != attacked.shape
+            or bool((covered & ~attacked).any())
+            or bool(((broken_by >= done) & ~covered).any() | (broken_by > done).any())
+        ):
+            raise ValueError("resume: the saved progress of the running member does not match broken_by")
         x_adv = x.clone()
         x_adv[attacked] = progress.x_adv.to(device=x.device, dtype=x.dtype)[attacked]
         # A point read back counts towards the figure only if it lies in the threat set.
         inside = ActiveSet.where(attacked, self.threat).threat.contains(x_adv[attacked], x[attacked])
         if not bool(inside.all()):
             raise ValueError("resume: a saved point lies outside the threat model's ball ∩ box")
-        return broken_by, attacked, x_adv
+        return broken_by, attacked, x_adv, covered
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
     ) -> AttackResult:
         out = self.evaluate(model, x, y, generator=generator)
-        with torch.no_grad():
-            logits = model(out.x_adv)
+        logits = _logits(model, out.x_adv, self.batch_size)
         return AttackResult(
             x_adv=out.x_adv,
             success=logits.argmax(dim=1) != y,

@@ -228,12 +228,16 @@ def evaluate(
         attacks: named attacks (a dict) or a sequence (named by class, two of one class by
             the options they differ in: :func:`named_attacks`); ``None`` means
             :func:`default_attacks` of ``threat``.
-        batch_size: batch size when ``data`` is tensors.
+        batch_size: batch size when ``data`` is tensors; an :class:`~advlearn.attacks.AutoAttack`
+            whose own ``batch_size`` is ``None`` runs in chunks of it. Every other attack runs
+            batch by batch; an AutoAttack runs once, after them, over every example (this rank's
+            under torchrun), so that its members get full chunks of the examples still standing:
+            the examples are then held on ``device`` (with its points, about three copies).
         device: where to run; default: the model's device.
         seed: keys the attacks' random draws (with each example's index in ``data`` and the
             attack's place in ``attacks``), so the figures are reproducible and the same
             whatever ``batch_size``, the early exit or the number of torchrun ranks.
-        quiet: no progress bar.
+        quiet: no progress bars: the one over the batches and, for an AutoAttack, its bar per member.
         precision: ``"32"``, ``"bf16"`` or ``"fp16"``: the model's forward passes run under
             ``torch.autocast`` (:class:`~advlearn._precision.FastModel`); the inputs, the attacks'
             perturbations and the ε-ball checks stay float32, so every scored point is in the set.
@@ -281,6 +285,24 @@ def evaluate(
     bar = example_bar(count_examples(data), "evaluate", quiet)
     own: list[int] = []  # under torchrun, the batches this rank evaluates: b ≡ rank (mod world size)
     offset = 0  # the index in data of the batch's first example: what the attacks' random draws are keyed by
+    # AutoAttack runs once over every batch of this rank, after the others: its members then get full
+    # chunks of the examples still standing instead of a batch's few survivors.
+    whole = {
+        name: (stream, a) for stream, (name, a) in enumerate(attacks.items()) if isinstance(a, AutoAttack)
+    }
+    held: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (x, y, keys, clean_ok) of each own batch
+
+    def score(name: str, x: Tensor, y: Tensor, clean_ok: Tensor, x_adv: Tensor) -> None:
+        biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
+        with torch.no_grad():
+            adv_logits = check_logits(model(x_adv), y)
+        finite = adv_logits.isfinite().all(dim=1)
+        nan_count[name] += int((~finite).sum())
+        # A NaN/Inf logit has no argmax worth trusting: such an example is not counted robust.
+        correct[name].append((clean_ok & finite & (adv_logits.argmax(1) == y)).cpu())
+        s, c = _confidence_of_errors(adv_logits, y)
+        conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
+
     # Train-mode BatchNorm normalizes by the batch but keeps its running statistics (untouched_batchnorm).
     # quiet also silences the bars drawn inside attacks (AutoAttack's bar per member).
     with untouched_batchnorm(model, "evaluate"), silenced(quiet):
@@ -303,23 +325,28 @@ def evaluate(
             correct["clean"].append(clean_ok.cpu())
             s, c = _confidence_of_errors(logits, y)
             conf_sum["clean"], conf_count["clean"] = conf_sum["clean"] + s, conf_count["clean"] + c
+            if whole:
+                held.append((x, y, keys, clean_ok))
             for stream, (name, attack) in enumerate(attacks.items()):
+                if name in whole:
+                    continue
                 bar.set_postfix_str(name)  # which attack the examples of this batch are under now
                 # keyed by (seed, attack, example): the same draws whatever the batching or rank count
                 generator = KeyedGenerator(seed, keys, stream, device)
                 out = attack.run(model, x, y, generator=generator)
-                x_adv = out.x_adv if isinstance(out, AttackResult) else out
-                biggest[name] = max(biggest[name], check_attack_output(name, x_adv, x, threat))
-                with torch.no_grad():
-                    adv_logits = check_logits(model(x_adv), y)
-                finite = adv_logits.isfinite().all(dim=1)
-                nan_count[name] += int((~finite).sum())
-                # A NaN/Inf logit has no argmax worth trusting: such an example is not counted robust.
-                correct[name].append((clean_ok & finite & (adv_logits.argmax(1) == y)).cpu())
-                s, c = _confidence_of_errors(adv_logits, y)
-                conf_sum[name], conf_count[name] = conf_sum[name] + s, conf_count[name] + c
+                score(name, x, y, clean_ok, out.x_adv if isinstance(out, AttackResult) else out)
             bar.update(int(y.shape[0]))
-    bar.close()
+        bar.close()
+        for name, (stream, attack) in whole.items() if held else ():
+            # One call over the rank's examples, in chunks of the caller's batch size (unless the
+            # attack sets its own), keyed by the same (seed, attack, example) as a call per batch.
+            xs, ys, keys = (torch.cat([h[i] for h in held]) for i in range(3))
+            generator = KeyedGenerator(seed, keys, stream, device)
+            found = attack.evaluate(
+                model, xs, ys, generator=generator, batch_size=attack.batch_size or batch_size
+            ).x_adv
+            for (x, y, _, clean_ok), x_adv in zip(held, found.split([len(h[1]) for h in held]), strict=True):
+                score(name, x, y, clean_ok, x_adv)
     if dist.active():  # every rank's per-example flags, back in batch order, and the sums
         correct, conf_sum, conf_count, biggest, nan_count = _gather_shards(
             own, correct, conf_sum, conf_count, biggest, nan_count

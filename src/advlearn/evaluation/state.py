@@ -3,7 +3,9 @@
 The ensemble (:class:`advlearn.attacks.AutoAttack`) is a pure attack: it can go
 on from an :class:`~advlearn.attacks.ensemble.EnsembleProgress` and reports one
 after every member. :class:`AutoAttackState` keeps those in a JSON file,
-written atomically after each member, one entry per batch keyed by a hash of
+written atomically after each member (and after each chunk of a member, with
+:attr:`AutoAttack.batch_size`: a kill loses at most one chunk of one member's
+work), one entry per batch keyed by a hash of
 the model's weights, ``x``, ``y`` and a per-example ``eps``; a file written for
 another evaluation (threat model, version or members) is refused. This is the
 ``state.py`` of fra31/auto-attack, in the evaluation layer where it belongs.
@@ -132,16 +134,15 @@ class AutoAttackState:
 
         def save(progress: EnsembleProgress) -> None:
             index = progress.attacked.nonzero().squeeze(1)
-            self._save(
-                attack,
-                key,
-                {
-                    "done": list(progress.done),
-                    "broken_by": progress.broken_by.tolist(),
-                    "index": index.tolist(),
-                    "x_adv": _encode(progress.x_adv[index]),
-                },
-            )
+            entry: dict[str, Any] = {
+                "done": list(progress.done),
+                "broken_by": progress.broken_by.tolist(),
+                "index": index.tolist(),
+                "x_adv": _encode(progress.x_adv[index]),
+            }
+            if progress.covered is not None:  # the member running has done some chunks
+                entry["covered"] = progress.covered.nonzero().squeeze(1).tolist()
+            self._save(attack, key, entry)
 
         try:
             return attack.evaluate(model, x, y, generator=generator, resume=resume, after_member=save)
@@ -158,10 +159,13 @@ class AutoAttackState:
         """The entry as progress, after checking every field against the batch; a ValueError otherwise.
 
         Checked: the types of every field; ``done`` names at most ``members`` members;
-        ``broken_by`` has one value per example, each in ``[-2, len(done))``; ``index`` lists
-        distinct positions in ``[0, B)``, exactly the examples the members attacked (all
-        classified correctly clean, once a member has run); the points' dtype, shape and byte
-        count. Whether the points lie in the threat set and agree with ``broken_by`` is checked
+        ``broken_by`` has one value per example, each in ``[-2, len(done))`` (or ``len(done)``,
+        the running member, for an example in ``covered``); ``covered`` (optional: the examples
+        the running member has attacked) lists distinct positions of examples correct clean;
+        ``index`` lists distinct positions in ``[0, B)``, exactly the examples the members
+        attacked (all classified correctly clean, once a member has run; the covered ones
+        before); the points' dtype, shape and byte count. Whether the points lie in the threat set
+        and agree with ``broken_by`` is checked
         by :meth:`_check_points` once the model is at hand.
         """
         n = x.shape[0]
@@ -169,8 +173,9 @@ class AutoAttackState:
         def bad(why: str) -> ValueError:
             return ValueError(f"state_path={str(self.path)!r} has a corrupt entry for this batch: {why}")
 
-        if not isinstance(entry, Mapping) or set(entry) != {"done", "broken_by", "index", "x_adv"}:
-            raise bad("it must hold exactly done, broken_by, index and x_adv")
+        fields = {"done", "broken_by", "index", "x_adv"}
+        if not isinstance(entry, Mapping) or not fields <= set(entry) <= {*fields, "covered"}:
+            raise bad("it must hold exactly done, broken_by, index and x_adv (and covered, mid-member)")
         done, broken, index, blob = entry["done"], entry["broken_by"], entry["index"], entry["x_adv"]
         if not isinstance(done, list) or not all(isinstance(d, str) for d in done) or len(done) > members:
             raise bad(f"done must list at most {members} member names")
@@ -178,13 +183,32 @@ class AutoAttackState:
         def ints(value: object) -> bool:
             return isinstance(value, list) and all(type(v) is int for v in value)
 
+        def positions(value: object) -> bool:
+            return (
+                isinstance(value, list)
+                and all(type(v) is int and 0 <= v < n for v in value)
+                and len(set(value)) == len(value)
+            )
+
+        covered = entry.get("covered", [])
         if not ints(broken) or len(broken) != n:
             raise bad(f"broken_by must hold {n} integers, one per example")
-        if any(not (CLEAN_WRONG <= b < len(done)) for b in broken):
-            raise bad(f"broken_by values must lie in [{CLEAN_WRONG}, {len(done)})")
-        if not ints(index) or any(not (0 <= i < n) for i in index) or len(set(index)) != len(index):
+        if not positions(covered) or (covered and len(done) == members):
+            raise bad(f"covered must list distinct positions in [0, {n}) while a member runs")
+        if any(broken[i] == CLEAN_WRONG for i in covered):
+            raise bad("covered must list only examples classified correctly clean")
+        running = set(covered)
+        if any(
+            not (CLEAN_WRONG <= b < len(done) or (b == len(done) and i in running))
+            for i, b in enumerate(broken)
+        ):
+            raise bad(
+                f"broken_by values must lie in [{CLEAN_WRONG}, {len(done)}), "
+                f"or be {len(done)} for a covered example"
+            )
+        if not positions(index):
             raise bad(f"index must list distinct positions in [0, {n})")
-        attacked_expected = [i for i, b in enumerate(broken) if b != CLEAN_WRONG] if done else []
+        attacked_expected = [i for i, b in enumerate(broken) if b != CLEAN_WRONG] if done else sorted(running)
         if sorted(index) != attacked_expected:
             raise bad("index must list exactly the examples the members attacked")
         if not isinstance(blob, Mapping) or set(blob) != {"dtype", "shape", "data"}:
@@ -205,7 +229,11 @@ class AutoAttackState:
         if where.numel():
             attacked[where] = True
             x_adv[where] = points.to(device=x.device, dtype=x.dtype)
-        return EnsembleProgress(tuple(done), broken_by, attacked, x_adv)
+        part = None
+        if "covered" in entry:
+            part = torch.zeros(n, dtype=torch.bool, device=x.device)
+            part[torch.tensor(covered, dtype=torch.int64, device=x.device)] = True
+        return EnsembleProgress(tuple(done), broken_by, attacked, x_adv, part)
 
     def _check_points(
         self, attack: AutoAttack, model: nn.Module, x: Tensor, y: Tensor, progress: EnsembleProgress
@@ -228,8 +256,8 @@ class AutoAttackState:
             )
         if any(getattr(member, "targeted", False) for _, member in attack.members()):
             return  # a targeted member's "success" is not misclassification; nothing to compare
-        with torch.no_grad():
-            logits = model(points)
+        with torch.no_grad():  # in the attack's chunks, as its own passes
+            logits = torch.cat([model(part) for part in points.split(attack.batch_size or len(points))])
         wrong = logits.argmax(dim=1) != y[attacked]
         if not torch.equal(wrong, progress.broken_by[attacked] >= 0):
             raise ValueError(
