@@ -83,7 +83,12 @@ def test_members_attack_the_targets_given(
 def test_targets_are_checked(attack: Callable[..., al.attacks.AttackResult]) -> None:
     model, threat = _OneWay(), al.ThreatModel("linf", 0.1)
     x, y = torch.full((2, 2), 0.5), torch.zeros(2, dtype=torch.int64)
-    for bad in (torch.tensor([1, 2]), torch.tensor([[1], [2], [3]]), torch.tensor([[1.0], [2.0]])):
+    for bad in (
+        torch.tensor([1, 2]),
+        torch.tensor([[1], [2], [3]]),
+        torch.tensor([[1.0], [2.0]]),
+        [[1], [2]],
+    ):
         with pytest.raises(ValueError, match="targets must be a"):
             attack(model, x, y, threat, targets=bad)
     for bad in (torch.tensor([[0], [2]]), torch.tensor([[4], [2]])):

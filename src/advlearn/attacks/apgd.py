@@ -100,7 +100,7 @@ def target_ranking(logits: Tensor, y: Tensor, also: Tensor | None = None) -> Ten
     inputs). With ``also`` (``(B, C)`` logits at a second point), the two rankings interleaved, each
     class where it first appears: ``a₀, b₀, a₁, b₁, …`` for ``a`` the ranking by ``logits`` and ``b``
     by ``also`` (:class:`~advlearn.attacks.AutoAttack` passes the logits at the point its first member
-    found; bench/targets.py measured why).
+    found; bench/targets.py measured the choice).
     """
     wrong = logits.shape[1] - 1
     ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)[:, :wrong]
@@ -115,6 +115,10 @@ def target_ranking(logits: Tensor, y: Tensor, also: Tensor | None = None) -> Ten
     return first.argsort(dim=1)[:, :wrong]
 
 
+def _describe(value: object) -> str:
+    return f"{tuple(value.shape)} of {value.dtype}" if isinstance(value, Tensor) else repr(value)
+
+
 def pick_targets(logits: Tensor, y: Tensor, num_targets: int, targets: Tensor | None) -> list[Tensor]:
     """The ``(B,)`` target classes of each targeted run, in order: the first ``min(num_targets, T)``
     columns of ``targets`` (``(B, T)``, wrong classes) or, when it is ``None``, of
@@ -127,14 +131,15 @@ def pick_targets(logits: Tensor, y: Tensor, num_targets: int, targets: Tensor | 
     if targets is None:
         targets = target_ranking(logits, y)
     elif (
-        targets.dim() != 2
+        not isinstance(targets, Tensor)
+        or targets.dim() != 2
         or targets.shape[0] != y.shape[0]
         or targets.shape[1] < 1
         or targets.dtype not in (torch.int64, torch.int32)
     ):
         raise ValueError(
             f"targets must be a (B, T) integer tensor of target classes for the {y.shape[0]} examples, "
-            f"T >= 1; got {tuple(targets.shape)} of {targets.dtype}"
+            f"T >= 1; got {_describe(targets)}"
         )
     else:
         targets = targets.to(device=y.device, dtype=torch.int64)
