@@ -114,7 +114,7 @@ def test_versions_and_options() -> None:
     assert fast["APGD-T"].num_targets == 3  # type: ignore[attr-defined]
     assert fast["Square"] == Square(threat, queries=1000)
     standard = dict(AutoAttack(threat).members())
-    assert (standard["APGD-T"].steps, standard["APGD-T"].num_targets) == (100, 9)  # type: ignore[attr-defined]
+    assert (standard["APGD-T"].steps, standard["APGD-T"].num_targets) == (100, 4)  # type: ignore[attr-defined]
     assert standard["Square"].queries == 5000  # type: ignore[attr-defined]
     assert build_attack("autoattack", threat, version="fast") == AutoAttack(threat, version="fast")
     with pytest.raises(ValueError, match="version"):

@@ -93,6 +93,63 @@ def targeted_dlr(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     return -(z_y - z_t) / (scale + 1e-12)
 
 
+def target_ranking(logits: Tensor, y: Tensor, also: Tensor | None = None) -> Tensor:
+    """The wrong classes of each example, best first: ``(B, C − 1)`` int64.
+
+    By ``logits`` alone, highest first (the reference's order for APGD-T and FAB-T, at the clean
+    inputs). With ``also`` (``(B, C)`` logits at a second point), the two rankings interleaved, each
+    class where it first appears: ``a₀, b₀, a₁, b₁, …`` for ``a`` the ranking by ``logits`` and ``b``
+    by ``also`` (:class:`~advlearn.attacks.AutoAttack` passes the logits at the point its first member
+    found; bench/targets.py measured the choice).
+    """
+    wrong = logits.shape[1] - 1
+    ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)[:, :wrong]
+    if also is None:
+        return ranked
+    other = also.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)[:, :wrong]
+    # A class's first place in the interleaved sequence: 2·(rank in a) or 2·(rank in b) + 1.
+    places = 2 * torch.arange(wrong, device=logits.device).expand_as(ranked)
+    first = torch.full_like(logits, 2 * logits.shape[1], dtype=torch.int64)  # the label: last
+    first = first.scatter(1, ranked, places)
+    first = torch.minimum(first, torch.full_like(first, 2 * logits.shape[1]).scatter(1, other, places + 1))
+    return first.argsort(dim=1)[:, :wrong]
+
+
+def _describe(value: object) -> str:
+    return f"{tuple(value.shape)} of {value.dtype}" if isinstance(value, Tensor) else repr(value)
+
+
+def pick_targets(logits: Tensor, y: Tensor, num_targets: int, targets: Tensor | None) -> list[Tensor]:
+    """The ``(B,)`` target classes of each targeted run, in order: the first ``min(num_targets, T)``
+    columns of ``targets`` (``(B, T)``, wrong classes) or, when it is ``None``, of
+    :func:`target_ranking` at ``logits``.
+
+    Raises:
+        ValueError: when ``targets`` is not a ``(B, T)`` integer tensor, ``T ≥ 1``, of classes of the
+            model other than the labels.
+    """
+    if targets is None:
+        targets = target_ranking(logits, y)
+    elif (
+        not isinstance(targets, Tensor)
+        or targets.dim() != 2
+        or targets.shape[0] != y.shape[0]
+        or targets.shape[1] < 1
+        or targets.dtype not in (torch.int64, torch.int32)
+    ):
+        raise ValueError(
+            f"targets must be a (B, T) integer tensor of target classes for the {y.shape[0]} examples, "
+            f"T >= 1; got {_describe(targets)}"
+        )
+    else:
+        targets = targets.to(device=y.device, dtype=torch.int64)
+        if bool(((targets < 0) | (targets >= logits.shape[1]) | (targets == y.unsqueeze(1))).any()):
+            raise ValueError(
+                f"targets must hold classes in [0, {logits.shape[1]}) other than each example's label"
+            )
+    return [targets[:, j] for j in range(min(num_targets, targets.shape[1]))]
+
+
 def _objective(loss: str, targeted: bool, pick_targets: bool) -> Objective:
     """What APGD climbs: the loss w.r.t. ``y``, its negative when ``y`` holds targets, or
     (APGD-T, ``pick_targets``) a loss pulling towards the chosen ``target`` away from the labels ``y``."""
@@ -557,6 +614,7 @@ def apgd_t(
     restarts: int = 1,
     loss: str = "dlr",
     num_targets: int = 9,
+    targets: Tensor | None = None,
     rho: float = 0.75,
     momentum: float = 0.75,
     random_start: bool = True,
@@ -568,7 +626,8 @@ def apgd_t(
 
     ``y`` holds the **true labels** and success means misclassification, as for an
     untargeted attack; the targets are the attack's own choice: the
-    ``num_targets`` highest-scoring wrong classes at ``x`` (at most ``C − 1``),
+    ``num_targets`` highest-scoring wrong classes at ``x`` (at most ``C − 1``), or the
+    first ``num_targets`` of a ranking given as ``targets``,
     attacked one after the other. For each, APGD maximizes the targeted DLR loss
     (:func:`targeted_dlr`, which needs both ``y`` and the target), or ``−CE`` /
     ``−CW`` towards the target for ``loss="ce"``/``"cw"``. It takes no ``targeted``
@@ -583,13 +642,16 @@ def apgd_t(
             (``restarts`` runs per target).
         loss: ``"dlr"`` (the targeted DLR of Croce & Hein), ``"ce"`` or ``"cw"``.
         num_targets: how many target classes to attack.
+        targets: ``(B, T)`` wrong classes per example, best first, to attack instead of the ranking
+            at ``x`` (:func:`target_ranking`); the first ``min(num_targets, T)`` columns are run.
+            :class:`~advlearn.attacks.AutoAttack` passes the ranking at its first member's point.
         early_stop: as for :func:`apgd`; an example fooled for one target is not attacked for the next.
 
     Returns:
         An :class:`AttackResult`; ``loss`` is ``loss`` w.r.t. the true labels at
         ``x_adv``, so the runs for different targets compare. Without early stop it
-        costs ``steps·restarts·min(num_targets, C − 1)`` forward+backward passes and
-        ``1 + restarts·min(num_targets, C − 1)`` forward passes per example.
+        costs ``steps·restarts·T`` forward+backward passes and ``1 + restarts·T`` forward passes
+        per example, ``T = min(num_targets, C − 1)`` (or the columns of ``targets`` run).
 
     References:
         Croce & Hein (2020), eq. (6) and §4 (APGD-T in AutoAttack).
@@ -612,6 +674,7 @@ def apgd_t(
         early_stop=early_stop,
         eps_schedule=eps_schedule,
         generator=generator,
+        ranking=targets,
     )
 
 
@@ -639,8 +702,10 @@ def _apgd(
     early_stop: bool,
     eps_schedule: bool,
     generator: torch.Generator | None,
+    ranking: Tensor | None = None,
 ) -> AttackResult:
-    """APGD's restarts (and, with ``num_targets``, APGD-T's targets), each example keeping its best point."""
+    """APGD's restarts (and, with ``num_targets``, APGD-T's targets, from ``ranking`` when given:
+    :func:`pick_targets`), each example keeping its best point."""
     report = get_loss(loss)
     objective = _objective(loss, targeted, num_targets is not None)
     n = x.shape[0]
@@ -664,10 +729,7 @@ def _apgd(
                     f"targeted APGD with loss='dlr' needs at least 3 classes, the model returns "
                     f"{logits.shape[1]}"
                 )
-            k = min(num_targets, logits.shape[1] - 1)
-            # The highest-scoring classes other than y, best first: (B, k).
-            ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)
-            targets = [ranked[:, j] for j in range(k)]
+            targets = [*pick_targets(logits, y, num_targets, ranking)]
     # "Better" across runs: fooling first, then the higher objective (the lower loss towards a target).
     objective_best = -loss_best if targeted else loss_best.clone()
 
@@ -767,6 +829,7 @@ class APGDT(Attack):
     restarts: int = DERIVED
     loss: str = DERIVED
     num_targets: int = DERIVED
+    targets: Tensor | None = DERIVED
     rho: float = DERIVED
     momentum: float = DERIVED
     random_start: bool = DERIVED

@@ -32,6 +32,7 @@ from advlearn.attacks._base import (
     register,
 )
 from advlearn.attacks._minimal import Smallest, check_loss_name, finish, signed_margin
+from advlearn.attacks.apgd import pick_targets
 from advlearn.threat import ThreatModel, per_example
 from advlearn.threat.norms import flat
 
@@ -169,8 +170,10 @@ def _fab(
     early_stop: bool,
     loss: str,
     generator: torch.Generator | None,
+    ranking: Tensor | None = None,
 ) -> AttackResult:
-    """FAB's restarts (and FAB-T's targets), each example keeping the smallest adversarial point found."""
+    """FAB's restarts (and FAB-T's targets, from ``ranking`` when given: :func:`pick_targets`), each
+    example keeping the smallest adversarial point found."""
     check_inputs(x, y, threat)
     _ = threat.box  # FAB's projections need the box: a clear ValueError without one
     with torch.no_grad():
@@ -182,9 +185,7 @@ def _fab(
     best.update(torch.arange(x.shape[0], device=x.device), x, x, signed_margin(logits, y, False), clean_wrong)
     targets: list[Tensor | None] = [None]
     if num_targets is not None:
-        k = min(num_targets, logits.shape[1] - 1)
-        ranked = logits.scatter(1, y.unsqueeze(1), float("-inf")).argsort(dim=1, descending=True)
-        targets = [ranked[:, j] for j in range(k)]
+        targets = [*pick_targets(logits, y, num_targets, ranking)]
     eps_all = threat.eps_for(x)
     for t, target in enumerate(targets):
         for restart in range(restarts):
@@ -320,6 +321,7 @@ def fab_t(
     steps: int = 100,
     restarts: int = 1,
     num_targets: int = 9,
+    targets: Tensor | None = None,
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
@@ -336,13 +338,16 @@ def fab_t(
 
     Args:
         num_targets: how many target classes to attack (at most ``C − 1``).
+        targets: ``(B, T)`` wrong classes per example, best first, to attack instead of the ranking
+            at ``x``; the first ``min(num_targets, T)`` columns are run (as for
+            :func:`~advlearn.attacks.apgd.apgd_t`).
         steps, restarts, alpha_max, eta, beta, early_stop, loss, generator: as for :func:`fab`
             (``restarts`` runs per target).
 
     Returns:
         An :class:`AttackResult`. Without early stop it costs ``steps·restarts·T``
         forward+backward passes and ``2 + steps·restarts·T`` forward passes per correctly
-        classified example, ``T = min(num_targets, C − 1)``.
+        classified example, ``T = min(num_targets, C − 1)`` (or the columns of ``targets`` run).
 
     References:
         Croce & Hein (2020), FAB; its targeted version in AutoAttack (Croce & Hein, ICML 2020, §4).
@@ -362,6 +367,7 @@ def fab_t(
         early_stop=early_stop,
         loss=loss,
         generator=generator,
+        ranking=targets,
     )
 
 
@@ -389,6 +395,7 @@ class FABT(Attack):
     steps: int = DERIVED
     restarts: int = DERIVED
     num_targets: int = DERIVED
+    targets: Tensor | None = DERIVED
     alpha_max: float = DERIVED
     eta: float = DERIVED
     beta: float = DERIVED
