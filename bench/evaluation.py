@@ -6,9 +6,10 @@ What it measures
     The models are the main job's own: ``--run-dir`` points at a finished run (its ``standard/`` and
     ``pgd-at/`` folders); without it they are trained once with the main job's config (``advlearn
     train``, a few minutes) into bench/.cache/ and loaded from there afterwards.
-    advlearn: ``AutoAttack(threat, version="standard")``: APGD-CE (100 steps), APGD-T (100 steps, 9
-    targets, targeted DLR), Square (5,000 queries), each run only on the examples still standing,
-    every example leaving an attack at its first fooling iterate.
+    advlearn: ``AutoAttack(threat, version="standard")``: APGD-CE (100 steps), APGD-T (100 steps, 4
+    targets, targeted DLR) and FAB-T (100 steps, 4 targets), both on the clean ranking interleaved
+    with the one at APGD-CE's point, then Square (5,000 queries), each run only on the examples still
+    standing, every example leaving an attack at its first fooling iterate.
     torchattacks: ``AutoAttack(model, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=0)``
     with ``steps = 100`` set on its APGD, APGDT and FAB members (its defaults are 10; the original
     AutoAttack uses 100): APGD-CE, APGD-T, FAB-T, Square (5,000 queries); its MultiAttack passes
