@@ -687,7 +687,7 @@ def _eps_stages(steps: int) -> list[tuple[float, int]]:
 
 def _random_start(threat: ThreatModel, x0: Tensor, generator: torch.Generator | None) -> Tensor:
     """A run's random start: a uniform point of the ball (:meth:`~advlearn.threat.ThreatModel.random_init`),
-    except for ℓ1, a Gaussian draw projected onto ball ∩ box (:meth:`~advlearn.threat.L1.sparse_random_delta`).
+    but for ℓ1 a Gaussian draw projected onto ball ∩ box (:meth:`~advlearn.threat.L1.sparse_random_delta`).
     """
     if not isinstance(threat.norm, L1):
         return threat.random_init(x0, generator)
