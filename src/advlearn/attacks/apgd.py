@@ -382,6 +382,7 @@ def _sparse_l1_run(
     ‖x_max − x0‖₀ / (1.5 D)``; if it fell below 95 % of the last checkpoint's, ``η`` resets to
     ``ε`` and the run restarts from ``x_max``, otherwise ``η`` shrinks by 1.5 (never below ``ε/10``).
     The run has no momentum (``rho`` and ``momentum`` belong to the ℓ∞/ℓ2 rule and are unused).
+    Its random ``x_start`` is sparse, on the sphere (:func:`_random_start`).
     The accounting is :func:`_apgd_run`'s: ``steps`` gradients and one forward pass.
     """
     del rho, momentum
@@ -553,7 +554,8 @@ def apgd(
         targeted: descend the loss towards the classes in ``y``.
         rho: ``ρ``, the fraction of successful steps below which ``η`` halves.
         momentum: ``α``, the weight of the new step against the previous move.
-        random_start: start at a uniform point of the ball instead of at ``x``.
+        random_start: start at a random point of the ball instead of at ``x``: uniform, but for ℓ1 a
+            Gaussian draw projected onto ball ∩ box (:meth:`~advlearn.threat.L1.sparse_random_delta`).
         early_stop: for evaluation: an example leaves at its first fooling
             iterate, later runs attack only the examples still standing, and
             inputs the model already gets "wrong" clean are not attacked.
