@@ -247,6 +247,39 @@ def test_l1_stays_in_the_ball(trained: Trained) -> None:
     assert result.success.float().mean() > 0.5
 
 
+class _Recorder(nn.Module):
+    """The wrapped model, remembering every input it is asked about."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.inputs = model, []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+@pytest.mark.parametrize("eps_schedule", [False, True])
+def test_l1_starts_sparse_on_the_sphere(
+    digits_model: tuple[nn.Module, Tensor, Tensor], eps_schedule: bool
+) -> None:
+    """ℓ1 APGD's random start carries all of ε (times 3 for the schedule's first stage) on a few
+    coordinates, in ball ∩ box. A uniform point of the ball spreads about ε/D over every coordinate
+    and loses what the box clips (most digits' pixels are 0): the first sparse step erased it, and
+    restarts from such starts ran nearly the same path."""
+    model, x, y = digits_model
+    x, y = x[:20], y[:20]
+    recorder = _Recorder(model)
+    threat = al.ThreatModel("l1", 2.0)
+    apgd(recorder, x, y, threat, steps=10, eps_schedule=eps_schedule, generator=seeded(0))
+    start = recorder.inputs[0]  # without early_stop the first call is the gradient at the start
+    radius = 3.0 * 2.0 if eps_schedule else 2.0
+    delta = (start - x).flatten(1)
+    assert threat.with_eps(radius).contains(start, x).all()
+    torch.testing.assert_close(delta.abs().sum(1), torch.full((20,), radius), atol=1e-4, rtol=0)
+    assert (delta != 0).sum(1).float().mean() < x[0].numel() / 3
+
+
 @pytest.mark.parametrize(
     ("options", "argument"),
     [

@@ -314,6 +314,26 @@ class L1(Norm):
         signs = keyed.random_sign((b, d), generator=generator, device=device, dtype=dtype)
         return signs * e[:, :d] / e.sum(dim=1, keepdim=True) * eps
 
+    def sparse_random_delta(
+        self, eps: Tensor, lower: Tensor, upper: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        """A standard Gaussian draw, projected exactly onto ``{‖d‖₁ ≤ ε} ∩ [lower, upper]``
+        (:meth:`project_in_box`; ``eps`` ``(B,)``, the bounds ``(B, ...)``): sparse APGD-ℓ1's start.
+
+        Unlike :meth:`random_delta` it is not uniform: when the draw's clipped mass exceeds ``ε``
+        (it does unless ``ε`` is large against ``D`` and the box), the point lies on the sphere and
+        only the coordinates of the largest draws that the box lets move are nonzero, each by far
+        more than ``ε/D``.
+
+        Example:
+            >>> lower, upper = torch.full((2, 100), -0.5), torch.full((2, 100), 0.5)
+            >>> d = L1().sparse_random_delta(torch.tensor([2.0, 3.0]), lower, upper, None)
+            >>> [round(v, 4) for v in L1()(d).tolist()], bool(((d != 0).sum(1) < 50).all())
+            ([2.0, 3.0], True)
+        """
+        z = keyed.randn(tuple(lower.shape), generator=generator, device=lower.device, dtype=lower.dtype)
+        return self.project_in_box(z, eps, lower, upper)
+
     def project_in_box(self, delta: Tensor, eps: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
         """The exact Euclidean projection of ``delta`` onto ``{‖d‖₁ ≤ ε} ∩ [lower, upper]`` (``lower ≤ 0``).
 
