@@ -111,8 +111,8 @@ def _chunks(index: Tensor, batch_size: int | None) -> tuple[Tensor, ...]:
     return index.split(batch_size) if batch_size is not None else (index,)
 
 
-def _logits(model: nn.Module, x: Tensor, batch_size: int | None) -> Tensor:
-    """``model(x)`` without gradients, in pieces of at most ``batch_size`` examples."""
+def chunked_logits(model: nn.Module, x: Tensor, batch_size: int | None) -> Tensor:
+    """``model(x)`` without gradients, in pieces of at most ``batch_size`` examples (``None``: one)."""
     with torch.no_grad():
         if batch_size is None or x.shape[0] <= batch_size:
             out: Tensor = model(x)
@@ -354,7 +354,8 @@ class AutoAttack(Attack):
     ``num_targets`` classes of the ranking by the clean logits interleaved with the ranking by the
     logits at the point the ensemble holds for the example (the first member's, its highest-loss
     point, while the example stands): ``c₀, p₀, c₁, p₁, …``, each class once
-    (:func:`~advlearn.attacks.apgd.target_ranking`; two forward passes per example). With
+    (:func:`~advlearn.attacks.apgd.target_ranking`; one forward pass per example, at that point;
+    the clean logits are the call's own). With
     ``num_targets ≥ C − 1`` that is the reference's set of targets in another order. Before any
     member has run it is the clean ranking, as the reference's.
 
@@ -510,7 +511,7 @@ class AutoAttack(Attack):
             seed_device = x.device
         # Draw every member's seed first, so that resuming after member k draws the same numbers.
         seeds = torch.randint(0, 2**62, (len(members),), generator=generator, device=seed_device).tolist()
-        logits = check_logits(_logits(model, x, size), y)
+        logits = check_logits(chunked_logits(model, x, size), y)
         num_forwards, num_grads = n, 0
         # The randomized-outputs check, unless every member is read back from ``resume`` (it ran then).
         if self.version != "rand" and (resume is None or len(resume.done) < len(members)):
@@ -553,9 +554,9 @@ class AutoAttack(Attack):
                     bar.chunk(int(covered.sum()), len(idx))
                     attack = dataclasses.replace(member, threat=self.threat.select(idx))  # type: ignore[type-var]
                     if getattr(member, "targets", False) is None and bool(attacked[idx].any()):
-                        ranking = self._ranking(model, x[idx], x_adv[idx], y[idx])
+                        ranking = target_ranking(logits[idx], y[idx], chunked_logits(model, x_adv[idx], None))
                         attack = dataclasses.replace(attack, targets=ranking)  # type: ignore[type-var]
-                        num_forwards += 2 * len(idx)
+                        num_forwards += len(idx)
                     member_gen = keyed.member(generator, i, idx, int(seeds[i]), x.device)
                     result = attack.run(target, x[idx], y[idx], generator=member_gen)
                     num_grads += result.num_grads
@@ -605,7 +606,7 @@ class AutoAttack(Attack):
         # The global RNG is left as it was, so a randomized model draws what it would have drawn unchecked.
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            differ = outputs_differ(logits[:k], _logits(model, x[:k], batch_size))
+            differ = outputs_differ(logits[:k], chunked_logits(model, x[:k], batch_size))
         if bool(differ.any()) and not getattr(self, "_warned_randomized", False):
             object.__setattr__(self, "_warned_randomized", True)
             warnings.warn(
@@ -620,15 +621,8 @@ class AutoAttack(Attack):
         return k
 
     @staticmethod
-    def _ranking(model: nn.Module, x: Tensor, point: Tensor, y: Tensor) -> Tensor:
-        """The targets of APGD-T and FAB-T: the ranking at ``x`` (the reference's) interleaved with the
-        one at ``point``, the earlier members' point (:func:`~advlearn.attacks.apgd.target_ranking`)."""
-        with torch.no_grad():
-            return target_ranking(model(x), y, model(point))
-
-    @staticmethod
     def _fooled(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-        out: Tensor = _logits(model, x_adv, None).argmax(dim=1) != y
+        out: Tensor = chunked_logits(model, x_adv, None).argmax(dim=1) != y
         return out
 
     def _resume(
@@ -666,7 +660,7 @@ class AutoAttack(Attack):
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
     ) -> AttackResult:
         out = self.evaluate(model, x, y, generator=generator)
-        logits = _logits(model, out.x_adv, self.batch_size)
+        logits = chunked_logits(model, out.x_adv, self.batch_size)
         return AttackResult(
             x_adv=out.x_adv,
             success=logits.argmax(dim=1) != y,

@@ -25,7 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from advlearn._io import PathLike, atomic_write_text
-from advlearn.attacks.ensemble import CLEAN_WRONG, AutoAttack, AutoAttackResult, EnsembleProgress
+from advlearn.attacks.ensemble import (
+    CLEAN_WRONG,
+    AutoAttack,
+    AutoAttackResult,
+    EnsembleProgress,
+    chunked_logits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,8 +262,7 @@ class AutoAttackState:
             )
         if any(getattr(member, "targeted", False) for _, member in attack.members()):
             return  # a targeted member's "success" is not misclassification; nothing to compare
-        with torch.no_grad():  # in the attack's chunks, as its own passes
-            logits = torch.cat([model(part) for part in points.split(attack.batch_size or len(points))])
+        logits = chunked_logits(model, points, attack.batch_size)  # in the attack's chunks, as its own passes
         wrong = logits.argmax(dim=1) != y[attacked]
         if not torch.equal(wrong, progress.broken_by[attacked] >= 0):
             raise ValueError(
